@@ -61,7 +61,9 @@ def _raw(registers: Sequence[int], pt: PointDef) -> int:
 def decode_point_raw(registers: Sequence[int], pt: PointDef) -> int | float | str | None:
     """Decode one point without its scale factor; ``None`` when not implemented."""
     if pt.type == "string":
-        data = b"".join(struct.pack(">H", w & 0xFFFF) for w in registers[pt.offset : pt.offset + pt.size])
+        data = b"".join(
+            struct.pack(">H", w & 0xFFFF) for w in registers[pt.offset : pt.offset + pt.size]
+        )
         text = data.split(b"\x00", 1)[0].decode("latin-1").strip()
         return text or None
     if pt.type == "float32":
@@ -133,7 +135,9 @@ def encode_point(pt: PointDef, value: Value, sf: int = 0) -> list[int]:
         return list(struct.unpack(f">{pt.size}H", data))
     if pt.type == "float32":
         return list(struct.unpack(">HH", struct.pack(">f", float(value))))
-    raw = round(float(value) / 10.0**sf) if pt.sf is not None and pt.type != "sunssf" else int(value)
+    raw = (
+        round(float(value) / 10.0**sf) if pt.sf is not None and pt.type != "sunssf" else int(value)
+    )
     bits = 16 * pt.size
     if pt.type in _SIGNED:
         lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1

@@ -11,7 +11,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-import sunspec2.device as sunspec_device  # type: ignore[import-untyped]
+import sunspec2.device as sunspec_device
 
 __all__ = ["ModelLayout", "PointDef", "UnknownModelError", "layout"]
 

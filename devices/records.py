@@ -1,0 +1,91 @@
+"""Frozen records the drivers return and accept; units are in the field names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "BatteryReading",
+    "BatterySetpoint",
+    "DeviceKind",
+    "MeterReading",
+    "PvReading",
+    "PvSetpoint",
+    "Reading",
+    "Setpoint",
+    "WriteResult",
+]
+
+
+class DeviceKind(StrEnum):
+    PV = "pv"
+    BATTERY = "battery"
+    METER = "meter"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MeterReading:
+    """A meter at a bus; ``p_kw`` is signed, positive = power flowing into the feeder."""
+
+    device: str
+    p_kw: float
+    q_kvar: float | None
+    v_ll_v: float | None
+    a: float | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PvReading:
+    """A PV inverter's output and the state of its model-123 power limit."""
+
+    device: str
+    p_kw: float
+    w_max_kw: float
+    limit_pct: float | None
+    limit_enabled: bool
+    limit_revert_s: int | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatteryReading:
+    """A battery inverter: ``p_kw`` is signed, positive = discharging into the grid."""
+
+    device: str
+    p_kw: float
+    p_max_kw: float
+    energy_kwh: float
+    soc_pct: float
+    min_reserve_pct: float
+
+
+Reading = MeterReading | PvReading | BatteryReading
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PvSetpoint:
+    """An absolute active-power ceiling for one inverter."""
+
+    device: str
+    p_max_kw: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatterySetpoint:
+    """An absolute battery power: positive discharges, negative charges."""
+
+    device: str
+    p_kw: float
+
+
+Setpoint = PvSetpoint | BatterySetpoint
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriteResult:
+    """What was written after the safety envelope: the value sent and whether it was clamped."""
+
+    device: str
+    requested: float
+    written: float
+    clamped: bool

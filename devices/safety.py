@@ -1,0 +1,120 @@
+"""The write safety envelope (DESIGN.md §4): every setpoint passes through here before a write.
+
+Pure functions: a setpoint is clamped to the device's rating and ramp limit; a value that is not
+a finite number is refused; a model-123 limit is never written as 0% (some inverters treat 0% as
+standby), and every control carries a revert timeout.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from devices.errors import UnsafeWriteError
+
+__all__ = ["MIN_LIMIT_PCT", "BatteryCommand", "PvCommand", "battery_command", "pv_command"]
+
+MIN_LIMIT_PCT = 0.1
+"""The lowest WMaxLimPct feederd writes: 0% means standby on some inverters."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PvCommand:
+    """A model-123 power-limit write, ready to encode."""
+
+    limit_pct: float
+    revert_s: int
+    p_max_kw: float
+    clamped: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatteryCommand:
+    """A model-124 forced charge/discharge write: ``rate_pct`` > 0 discharges."""
+
+    rate_pct: float
+    revert_s: int
+    p_kw: float
+    clamped: bool
+
+
+def _finite(device: str, value: float) -> float:
+    if not isinstance(value, int | float) or not math.isfinite(value):
+        raise UnsafeWriteError(
+            device, f"setpoint {value!r} is not a finite number; nothing written"
+        )
+    return float(value)
+
+
+def _window(lo: float, hi: float, last: float | None, ramp_kw: float | None) -> tuple[float, float]:
+    """The rating range narrowed by the ramp limit around the last setpoint."""
+    if last is None or ramp_kw is None:
+        return lo, hi
+    r_lo, r_hi = max(lo, last - ramp_kw), min(hi, last + ramp_kw)
+    return (r_lo, r_hi) if r_lo <= r_hi else (r_hi, r_hi) if r_hi < lo else (r_lo, r_lo)
+
+
+def _percent(value: float, lo: float, hi: float, full: float) -> float:
+    """``value`` as a percentage of ``full`` in 0.1% steps, never outside ``[lo, hi]``."""
+    step_lo = math.ceil(round(lo / full * 1000.0, 6)) / 10.0
+    step_hi = math.floor(round(hi / full * 1000.0, 6)) / 10.0
+    pct = round(min(max(value, lo), hi) / full * 100.0, 1)
+    return min(max(pct, step_lo), step_hi) if step_lo <= step_hi else pct
+
+
+def _revert(device: str, revert_s: int) -> int:
+    if not 1 <= revert_s <= 0xFFFE:
+        raise UnsafeWriteError(device, f"revert timeout {revert_s} s is outside 1..65534")
+    return revert_s
+
+
+def pv_command(
+    device: str,
+    p_max_kw: float,
+    *,
+    w_max_kw: float,
+    revert_s: int,
+    last_kw: float | None = None,
+    ramp_kw: float | None = None,
+) -> PvCommand:
+    """Clamp a PV ceiling into ``[MIN_LIMIT_PCT% × w_max, w_max]`` and the ramp limit.
+
+    ``pct = clamp(p_max_kw) / w_max_kw × 100`` in 0.1% steps (WMaxLimPct_SF = -1), rounded
+    inside the window, never below ``MIN_LIMIT_PCT``.
+    """
+    requested = _finite(device, p_max_kw)
+    if not w_max_kw > 0:
+        raise UnsafeWriteError(
+            device, f"rating WMax {w_max_kw} kW is not positive; nothing written"
+        )
+    lo, hi = _window(w_max_kw * MIN_LIMIT_PCT / 100.0, w_max_kw, last_kw, ramp_kw)
+    pct = min(max(_percent(requested, lo, hi, w_max_kw), MIN_LIMIT_PCT), 100.0)
+    return PvCommand(
+        limit_pct=pct,
+        revert_s=_revert(device, revert_s),
+        p_max_kw=pct * w_max_kw / 100.0,
+        clamped=not lo <= requested <= hi,
+    )
+
+
+def battery_command(
+    device: str,
+    p_kw: float,
+    *,
+    p_max_kw: float,
+    revert_s: int,
+    last_kw: float | None = None,
+    ramp_kw: float | None = None,
+) -> BatteryCommand:
+    """Clamp a battery power into ``[-p_max, p_max]`` and the ramp limit."""
+    requested = _finite(device, p_kw)
+    if not p_max_kw > 0:
+        raise UnsafeWriteError(device, f"rating {p_max_kw} kW is not positive; nothing written")
+    lo, hi = _window(-p_max_kw, p_max_kw, last_kw, ramp_kw)
+    pct = min(max(_percent(requested, lo, hi, p_max_kw), -100.0), 100.0)
+    return BatteryCommand(
+        rate_pct=pct,
+        revert_s=_revert(device, revert_s),
+        p_kw=pct * p_max_kw / 100.0,
+        clamped=not lo <= requested <= hi,
+    )

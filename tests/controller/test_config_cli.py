@@ -1,0 +1,142 @@
+"""`feederd check` and config errors, run as a user runs them: the installed command."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "deploy" / "feederd.example.toml"
+FEEDERD = shutil.which("feederd", path=str(Path(sys.executable).parent)) or "feederd"
+
+
+def feederd(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([FEEDERD, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "feederd.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_example_config_is_accepted() -> None:
+    proc = feederd("check", "--config", str(EXAMPLE))
+    assert proc.returncode == 0, proc.stderr
+    assert "33 buses, 32 branches" in proc.stdout
+    assert "3715 kW" in proc.stdout
+    assert "bess-bus14" in proc.stdout
+    assert proc.stderr == ""
+
+
+def _broken(tmp_path: Path, old: str, new: str) -> subprocess.CompletedProcess[str]:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert old in text
+    return feederd("check", "--config", str(write_config(tmp_path, text.replace(old, new, 1))))
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ('site = "riverside-f3"\n', "", "site: missing required key"),
+        ("interval_s = 5.0", 'interval_s = "fast"', "interval_s: Input should be a valid number"),
+        (
+            "bus = 18",
+            "bus = 99",
+            "devices[1].bus: device 'pv-bus18' is on bus 99, which the feeder does not have",
+        ),
+        ('case = "builtin:case33bw"', 'case = "nowhere/case99.m"', "feeder.case: MATPOWER file"),
+        (
+            "rating_kw = 150.0\nrevert_s = 60\n# Optional",
+            "revert_s = 60\n# Optional",
+            "devices[1]: a pv device needs 'rating_kw'",
+        ),
+        (
+            "revert_s = 60\n# Optional",
+            "revert_s = 6\n# Optional",
+            "devices[1].revert_s: revert timeout 6 s must be at least twice",
+        ),
+        (
+            "unit = 1\nrating_kw = 250.0",
+            "unit = 1\nrating_kw = 250.0\ncolour = 3",
+            "devices[3].colour: unknown key",
+        ),
+    ],
+)
+def test_config_errors_are_one_line_with_exit_2(
+    tmp_path: Path, old: str, new: str, expected: str
+) -> None:
+    proc = _broken(tmp_path, old, new)
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert str(tmp_path / "feederd.toml") in lines[0]
+    assert expected in lines[0]
+
+
+def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
+    proc = feederd("check", "--config", str(tmp_path / "absent.toml"))
+    assert proc.returncode == 2
+    assert "cannot read config" in proc.stderr
+    proc = feederd("check", "--config", str(write_config(tmp_path, "site = [")))
+    assert proc.returncode == 2
+    assert "not valid TOML" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_non_radial_inline_feeder_is_refused(tmp_path: Path) -> None:
+    text = """
+site = "loop"
+[feeder]
+[[feeder.buses]]
+id = 1
+base_kv = 11.0
+[[feeder.buses]]
+id = 2
+base_kv = 11.0
+p_kw = 100.0
+[[feeder.buses]]
+id = 3
+base_kv = 11.0
+p_kw = 100.0
+[[feeder.branches]]
+from_bus = 1
+to_bus = 2
+r_ohm = 0.1
+x_ohm = 0.1
+[[feeder.branches]]
+from_bus = 2
+to_bus = 3
+r_ohm = 0.1
+x_ohm = 0.1
+[[feeder.branches]]
+from_bus = 3
+to_bus = 1
+r_ohm = 0.1
+x_ohm = 0.1
+[[devices]]
+name = "head"
+kind = "meter"
+head = true
+bus = 1
+host = "127.0.0.1"
+"""
+    proc = feederd("check", "--config", str(write_config(tmp_path, text)))
+    assert proc.returncode == 2
+    assert "feeder:" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_bad_usage_exits_2_without_traceback() -> None:
+    proc = feederd("demo", "--duration", "soon")
+    assert proc.returncode == 2
+    assert "not a number: 'soon'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = feederd("frobnicate")
+    assert proc.returncode == 2
