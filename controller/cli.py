@@ -147,6 +147,7 @@ def _check(loaded: LoadedConfig) -> int:
 def _run(loaded: LoadedConfig, log_level: str) -> int:
     from controller.clock import SystemClock  # noqa: PLC0415
     from controller.daemon import Controller  # noqa: PLC0415
+    from controller.journal import Journal  # noqa: PLC0415
     from controller.logs import configure_logging  # noqa: PLC0415
     from controller.metrics import Metrics  # noqa: PLC0415
 
@@ -160,12 +161,19 @@ def _run(loaded: LoadedConfig, log_level: str) -> int:
         metrics = Metrics()
         if loaded.config.metrics.enabled:
             metrics.serve(loaded.config.metrics.host, loaded.config.metrics.port)
-        controller = Controller(loaded, clock=SystemClock(), metrics=metrics)
+        journal = (
+            Journal(loaded.config.journal.path, retention_days=loaded.config.journal.retention_days)
+            if loaded.config.journal.path
+            else None
+        )
+        controller = Controller(loaded, clock=SystemClock(), metrics=metrics, journal=journal)
         try:
             await controller.run(stop)
         finally:
             await controller.close()
             metrics.shutdown()
+            if journal is not None:
+                journal.close()
 
     asyncio.run(daemon())
     return 0

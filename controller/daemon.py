@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 import structlog
 
@@ -42,6 +44,10 @@ from optimizer import (
 __all__ = ["Controller", "CycleRecord", "DeviceHealth"]
 
 log = structlog.get_logger("feederd")
+
+
+class JournalSink(Protocol):
+    def append(self, record: CycleRecord, at: datetime) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -100,6 +106,7 @@ class Controller:
         metrics: Metrics | None = None,
         fleet: Mapping[str, Driver] | None = None,
         on_cycle: Callable[[CycleRecord], None] | None = None,
+        journal: JournalSink | None = None,
     ) -> None:
         self.loaded = loaded
         self.config = loaded.config
@@ -110,7 +117,9 @@ class Controller:
             dict(fleet) if fleet is not None else build_fleet(self.config, clock=clock.monotonic)
         )
         self.on_cycle = on_cycle
-        self.dispatcher = Dispatcher(self.network)
+        self.journal = journal
+        self.dispatcher = Dispatcher(self.network, time_limit_s=self.config.interval_s * 0.3)
+        self._solving: asyncio.Future[DispatchResult] | None = None
         self.estimator = EstimatorState()
         self.health = {d.name: DeviceHealth(kind=d.kind) for d in self.config.devices}
         self.limits = _Limits(self.config.dr.import_limit_kw, self.config.dr.export_limit_kw)
@@ -207,6 +216,12 @@ class Controller:
             solve_ms=round(t.solve_ms, 1),
             write_ms=round(t.write_ms, 1),
         )
+        if self.journal is not None:
+            try:
+                self.journal.append(record, self.clock.now())
+            except sqlite3.Error as err:
+                self.metrics.journal_errors.inc()
+                log.error("journal_write_failed", error=str(err))
         if self.on_cycle is not None:
             self.on_cycle(record)
         return record
@@ -292,13 +307,17 @@ class Controller:
             price_per_kwh=self.config.dr.price_per_kwh,
         )
         budget = self.config.interval_s * 0.4
-        try:
-            result = await asyncio.wait_for(asyncio.to_thread(self.dispatcher.solve, inp), budget)
-        except TimeoutError:
-            result = None
-            reason = f"solver ran past its budget of {budget:g} s"
+        result: DispatchResult | None = None
+        if self._solving is not None and not self._solving.done():
+            reason = "the previous solve is still running"
         else:
-            reason = result.message
+            self._solving = asyncio.ensure_future(asyncio.to_thread(self.dispatcher.solve, inp))
+            try:
+                result = await asyncio.wait_for(asyncio.shield(self._solving), budget)
+            except TimeoutError:
+                reason = f"solver ran past its budget of {budget:g} s"
+            else:
+                reason = result.message
         if result is None or result.status in (
             DispatchStatus.SOLVER_FAILED,
             DispatchStatus.TIMED_OUT,

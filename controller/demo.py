@@ -176,12 +176,12 @@ def _print_summary(s: _Summary, out: TextIO) -> None:
         print("no interval completed", file=out)
         return
     limited = [
-        (r, m)
+        (r.import_limit_kw, m)
         for r, m in zip(recs, s.measured_kw, strict=True)
         if r.import_limit_kw is not None
         and r.status not in ("no_head_meter", "waiting_first_snapshot")
     ]
-    within = sum(1 for r, m in limited if m <= r.import_limit_kw * (1 + COMPLIANCE_TOLERANCE))  # type: ignore[operator]
+    within = sum(1 for limit, m in limited if m <= limit * (1 + COMPLIANCE_TOLERANCE))
     print("\nsummary", file=out)
     print(
         f"  intervals            {len(recs)} ({sum(1 for r in recs if r.status == 'optimal')} optimal)",

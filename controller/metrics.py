@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from wsgiref.simple_server import WSGIServer
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 __all__ = ["Metrics"]
@@ -14,6 +16,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._servers: list[WSGIServer] = []
         r = self.registry
         self.cycle_duration = Histogram(
             "feederd_cycle_duration_seconds",
@@ -118,15 +121,18 @@ class Metrics:
             "feederd_solver_fallbacks", "Solves replaced by the fallback rule.", registry=r
         )
 
+        self.journal_errors = Counter(
+            "feederd_journal_errors", "Interval records the journal could not write.", registry=r
+        )
+
     def serve(self, host: str, port: int) -> int:
         """Serve ``/metrics`` on ``host:port`` (0 picks a free port); returns the bound port."""
         server, _thread = start_http_server(port, addr=host, registry=self.registry)
-        self._server = server
+        self._servers.append(server)
         return int(server.server_port)
 
     def shutdown(self) -> None:
-        server = getattr(self, "_server", None)
-        if server is not None:
+        while self._servers:
+            server = self._servers.pop()
             server.shutdown()
             server.server_close()
-            self._server = None

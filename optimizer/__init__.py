@@ -1,0 +1,34 @@
+"""feederd's optimizer: the feeder model, AC power flow and the LP dispatch. Pure: no I/O."""
+
+from optimizer.dispatch import Dispatcher
+from optimizer.fallback import proportional_curtailment
+from optimizer.network import (
+    Branch,
+    Bus,
+    Network,
+    NetworkError,
+    load_matpower,
+    network_from_tables,
+)
+from optimizer.powerflow import PowerFlowResult, solve_powerflow
+from optimizer.result import DispatchResult, DispatchStatus
+from optimizer.units import BatteryUnit, DispatchCosts, DispatchInput, PvUnit
+
+__all__ = [
+    "BatteryUnit",
+    "Branch",
+    "Bus",
+    "DispatchCosts",
+    "DispatchInput",
+    "DispatchResult",
+    "DispatchStatus",
+    "Dispatcher",
+    "Network",
+    "NetworkError",
+    "PowerFlowResult",
+    "PvUnit",
+    "load_matpower",
+    "network_from_tables",
+    "proportional_curtailment",
+    "solve_powerflow",
+]

@@ -1,0 +1,353 @@
+"""The feeder model: buses, branches and the radial tree they form, in per unit.
+
+A `Network` is validated when it is built: it must be a single radial tree rooted at the slack
+bus, with non-negative impedances and no branch to an unknown bus. The tree (each bus's parent,
+feeding branch, children, and a root-first order) is derived once, at construction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from matpowercaseframes import CaseFrames
+
+__all__ = [
+    "Branch",
+    "Bus",
+    "Network",
+    "NetworkError",
+    "load_matpower",
+    "network_from_tables",
+]
+
+
+class NetworkError(ValueError):
+    """A feeder description that cannot be used: the message names the bus or branch."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bus:
+    """One bus: its number as in the case file, its own load, and its voltage band."""
+
+    id: int
+    p_load_kw: float
+    q_load_kvar: float
+    base_kv: float
+    v_min_pu: float = 0.9
+    v_max_pu: float = 1.1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Branch:
+    """A line or transformer in per unit on the network's base MVA.
+
+    A transformer is modelled as in MATPOWER: an ideal `tap`:1 transformer at the from-bus side
+    in series with the impedance `r_pu + j x_pu`. Line charging is not modelled.
+    """
+
+    from_bus: int
+    to_bus: int
+    r_pu: float
+    x_pu: float
+    rating_kva: float | None = None
+    tap: float = 1.0
+    in_service: bool = True
+
+    @property
+    def label(self) -> str:
+        """`from-to`, the name used in error messages."""
+        return f"{self.from_bus}-{self.to_bus}"
+
+
+def _empty_int_map() -> Mapping[int, int]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Network:
+    """A radial feeder rooted at `slack_bus`.
+
+    Derived at construction (not part of equality or hashing):
+
+    - `parent[bus]`: the upstream bus of every non-slack bus;
+    - `feeder_branch[bus]`: the index in `branches` of the branch that feeds it (the branch is
+      oriented parent -> bus in `branch_from`/`branch_to` whatever its orientation in the file);
+    - `children[bus]`: the buses it feeds;
+    - `order`: every bus id, root first, breadth first.
+
+    Out-of-service branches are kept in `branches` but take no part in the tree.
+    """
+
+    name: str
+    base_mva: float
+    slack_bus: int
+    buses: tuple[Bus, ...]
+    branches: tuple[Branch, ...]
+    parent: Mapping[int, int] = field(
+        init=False, repr=False, compare=False, hash=False, default_factory=_empty_int_map
+    )
+    feeder_branch: Mapping[int, int] = field(
+        init=False, repr=False, compare=False, hash=False, default_factory=_empty_int_map
+    )
+    children: Mapping[int, tuple[int, ...]] = field(
+        init=False, repr=False, compare=False, hash=False, default_factory=dict
+    )
+    order: tuple[int, ...] = field(init=False, repr=False, compare=False, hash=False, default=())
+    _by_id: Mapping[int, Bus] = field(
+        init=False, repr=False, compare=False, hash=False, default_factory=dict
+    )
+
+    def __post_init__(self) -> None:
+        if not self.base_mva > 0:
+            raise NetworkError(f"network {self.name!r}: base_mva must be > 0, got {self.base_mva}")
+        by_id: dict[int, Bus] = {}
+        for bus in self.buses:
+            if bus.id in by_id:
+                raise NetworkError(f"network {self.name!r}: bus {bus.id} is defined twice")
+            _check_bus(bus)
+            by_id[bus.id] = bus
+        if self.slack_bus not in by_id:
+            raise NetworkError(f"network {self.name!r}: slack bus {self.slack_bus} is not a bus")
+        adjacency: dict[int, list[tuple[int, int]]] = {b: [] for b in by_id}
+        for index, branch in enumerate(self.branches):
+            if not branch.in_service:
+                continue
+            _check_branch(branch, by_id)
+            adjacency[branch.from_bus].append((branch.to_bus, index))
+            adjacency[branch.to_bus].append((branch.from_bus, index))
+        parent: dict[int, int] = {}
+        feeder: dict[int, int] = {}
+        children: dict[int, list[int]] = {b: [] for b in by_id}
+        order: list[int] = [self.slack_bus]
+        queue = deque([self.slack_bus])
+        seen = {self.slack_bus}
+        while queue:
+            bus_id = queue.popleft()
+            for neighbour, index in sorted(adjacency[bus_id]):
+                if index == feeder.get(bus_id):
+                    continue
+                if neighbour in seen:
+                    branch = self.branches[index]
+                    raise NetworkError(
+                        f"network {self.name!r} is not radial: branch {branch.label} closes a "
+                        f"loop through bus {neighbour}"
+                    )
+                seen.add(neighbour)
+                parent[neighbour] = bus_id
+                feeder[neighbour] = index
+                children[bus_id].append(neighbour)
+                order.append(neighbour)
+                queue.append(neighbour)
+        islanded = sorted(set(by_id) - seen)
+        if islanded:
+            raise NetworkError(
+                f"network {self.name!r}: bus(es) {', '.join(map(str, islanded))} not connected "
+                f"to slack bus {self.slack_bus} (islanded)"
+            )
+        for index in feeder.values():
+            branch = self.branches[index]
+            if branch.tap != 1.0 and parent[branch.to_bus] != branch.from_bus:
+                raise NetworkError(
+                    f"network {self.name!r}: transformer branch {branch.label} (tap "
+                    f"{branch.tap}) must be oriented from the slack side"
+                )
+        object.__setattr__(self, "parent", MappingProxyType(parent))
+        object.__setattr__(self, "feeder_branch", MappingProxyType(feeder))
+        object.__setattr__(
+            self, "children", MappingProxyType({b: tuple(c) for b, c in children.items()})
+        )
+        object.__setattr__(self, "order", tuple(order))
+        object.__setattr__(self, "_by_id", MappingProxyType(by_id))
+
+    def bus(self, bus_id: int) -> Bus:
+        """The bus numbered `bus_id`; NetworkError if there is none."""
+        try:
+            return self._by_id[bus_id]
+        except KeyError:
+            raise NetworkError(f"network {self.name!r} has no bus {bus_id}") from None
+
+    def has_bus(self, bus_id: int) -> bool:
+        """Whether a bus numbered `bus_id` exists."""
+        return bus_id in self._by_id
+
+    def branch_to(self, bus_id: int) -> Branch:
+        """The in-service branch feeding non-slack bus `bus_id`."""
+        return self.branches[self.feeder_branch[bus_id]]
+
+    @property
+    def bus_ids(self) -> tuple[int, ...]:
+        """Bus ids in file order."""
+        return tuple(b.id for b in self.buses)
+
+    @property
+    def base_kw(self) -> float:
+        """The power base in kW (1 p.u. of power)."""
+        return self.base_mva * 1000.0
+
+    @property
+    def total_load_kw(self) -> float:
+        """Sum of the buses' own active load (kW)."""
+        return math.fsum(b.p_load_kw for b in self.buses)
+
+    @property
+    def total_load_kvar(self) -> float:
+        """Sum of the buses' own reactive load (kvar)."""
+        return math.fsum(b.q_load_kvar for b in self.buses)
+
+    @property
+    def loads_kw(self) -> Mapping[int, float]:
+        """Each bus's own active load (kW), by bus id."""
+        return {b.id: b.p_load_kw for b in self.buses}
+
+    @property
+    def loads_kvar(self) -> Mapping[int, float]:
+        """Each bus's own reactive load (kvar), by bus id."""
+        return {b.id: b.q_load_kvar for b in self.buses}
+
+
+def _check_bus(bus: Bus) -> None:
+    for name in ("p_load_kw", "q_load_kvar", "base_kv", "v_min_pu", "v_max_pu"):
+        value = getattr(bus, name)
+        if not math.isfinite(value):
+            raise NetworkError(f"bus {bus.id}: {name} must be finite, got {value}")
+    if not bus.base_kv > 0:
+        raise NetworkError(f"bus {bus.id}: base_kv must be > 0, got {bus.base_kv}")
+    if not 0 < bus.v_min_pu <= bus.v_max_pu:
+        raise NetworkError(
+            f"bus {bus.id}: voltage band must satisfy 0 < v_min_pu <= v_max_pu, got "
+            f"[{bus.v_min_pu}, {bus.v_max_pu}]"
+        )
+
+
+def _check_branch(branch: Branch, by_id: Mapping[int, Bus]) -> None:
+    for end in (branch.from_bus, branch.to_bus):
+        if end not in by_id:
+            raise NetworkError(f"branch {branch.label}: unknown bus {end}")
+    if branch.from_bus == branch.to_bus:
+        raise NetworkError(f"branch {branch.label}: connects bus {branch.from_bus} to itself")
+    for name in ("r_pu", "x_pu"):
+        value = getattr(branch, name)
+        if not math.isfinite(value) or value < 0:
+            raise NetworkError(f"branch {branch.label}: {name} must be >= 0, got {value}")
+    if branch.r_pu == 0 and branch.x_pu == 0:
+        raise NetworkError(f"branch {branch.label}: zero impedance (r_pu = x_pu = 0)")
+    if not (math.isfinite(branch.tap) and branch.tap > 0):
+        raise NetworkError(f"branch {branch.label}: tap must be > 0, got {branch.tap}")
+    if branch.rating_kva is not None and not branch.rating_kva > 0:
+        raise NetworkError(
+            f"branch {branch.label}: rating_kva must be > 0, got {branch.rating_kva}"
+        )
+
+
+def network_from_tables(
+    *,
+    name: str,
+    base_mva: float,
+    slack_bus: int,
+    buses: Sequence[Mapping[str, float]],
+    branches: Sequence[Mapping[str, float]],
+) -> Network:
+    """A network from the config's inline tables.
+
+    Bus rows: `id`, `p_kw`, `q_kvar`, `base_kv`, optional `v_min_pu` (0.9), `v_max_pu` (1.1).
+    Branch rows: `from_bus`, `to_bus`, `r_ohm`, `x_ohm`, optional `rating_kva`. Ohms are
+    converted to per unit on `base_mva` and the from-bus `base_kv` (Z_base = kV² / MVA).
+    """
+    bus_records: list[Bus] = []
+    for row_no, row in enumerate(buses):
+        try:
+            bus_records.append(
+                Bus(
+                    id=int(row["id"]),
+                    p_load_kw=float(row["p_kw"]),
+                    q_load_kvar=float(row["q_kvar"]),
+                    base_kv=float(row["base_kv"]),
+                    v_min_pu=float(row.get("v_min_pu", 0.9)),
+                    v_max_pu=float(row.get("v_max_pu", 1.1)),
+                )
+            )
+        except KeyError as err:
+            raise NetworkError(f"bus row {row_no}: missing field {err.args[0]!r}") from None
+    base_kv = {b.id: b.base_kv for b in bus_records}
+    branch_records: list[Branch] = []
+    for row_no, row in enumerate(branches):
+        try:
+            from_bus, to_bus = int(row["from_bus"]), int(row["to_bus"])
+            r_ohm, x_ohm = float(row["r_ohm"]), float(row["x_ohm"])
+        except KeyError as err:
+            raise NetworkError(f"branch row {row_no}: missing field {err.args[0]!r}") from None
+        if from_bus not in base_kv:
+            raise NetworkError(f"branch {from_bus}-{to_bus}: unknown bus {from_bus}")
+        z_base_ohm = base_kv[from_bus] ** 2 / base_mva
+        rating = row.get("rating_kva")
+        branch_records.append(
+            Branch(
+                from_bus=from_bus,
+                to_bus=to_bus,
+                r_pu=r_ohm / z_base_ohm,
+                x_pu=x_ohm / z_base_ohm,
+                rating_kva=None if rating is None else float(rating),
+            )
+        )
+    return Network(
+        name=name,
+        base_mva=float(base_mva),
+        slack_bus=int(slack_bus),
+        buses=tuple(bus_records),
+        branches=tuple(branch_records),
+    )
+
+
+def load_matpower(path: str | Path) -> Network:
+    """A network from a MATPOWER case file (`.m` or `.mat`).
+
+    Loads are read from PD/QD (MW, MVAr), the slack bus is the first bus of type 3,
+    out-of-service branches are dropped, a tap of 0 means 1, RATE_A of 0 means unrated. Bus
+    shunts, line charging and phase shifts are not modelled.
+    """
+    path = Path(path)
+    try:
+        frames = CaseFrames(str(path))
+        base_mva = float(frames.baseMVA)
+        bus_table = frames.bus
+        branch_table = frames.branch
+    except Exception as err:  # any parser failure means a bad case file
+        raise NetworkError(f"{path}: cannot read MATPOWER case: {err}") from err
+    slack = bus_table.index[bus_table["BUS_TYPE"] == 3]
+    if len(slack) != 1:
+        raise NetworkError(f"{path}: expected exactly one slack bus (type 3), found {len(slack)}")
+    buses = tuple(
+        Bus(
+            id=int(row.BUS_I),
+            p_load_kw=float(row.PD) * 1000.0,
+            q_load_kvar=float(row.QD) * 1000.0,
+            base_kv=float(row.BASE_KV) if float(row.BASE_KV) > 0 else 1.0,
+            v_min_pu=float(row.VMIN),
+            v_max_pu=float(row.VMAX),
+        )
+        for row in bus_table.itertuples()
+    )
+    branches = tuple(
+        Branch(
+            from_bus=int(row.F_BUS),
+            to_bus=int(row.T_BUS),
+            r_pu=float(row.BR_R),
+            x_pu=float(row.BR_X),
+            rating_kva=float(row.RATE_A) * 1000.0 if float(row.RATE_A) > 0 else None,
+            tap=float(row.TAP) if float(row.TAP) != 0 else 1.0,
+        )
+        for row in branch_table.itertuples()
+        if float(row.BR_STATUS) != 0
+    )
+    return Network(
+        name=path.stem,
+        base_mva=base_mva,
+        slack_bus=int(bus_table.loc[slack[0], "BUS_I"]),
+        buses=buses,
+        branches=branches,
+    )

@@ -1,0 +1,64 @@
+"""The dispatch's outcome: a status and the setpoints, as data."""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["DispatchResult", "DispatchStatus"]
+
+
+class DispatchStatus(enum.Enum):
+    """How a dispatch ended."""
+
+    OPTIMAL = "optimal"
+    """Solved; every limit is met."""
+    LIMIT_RELAXED = "limit_relaxed"
+    """Solved, but some slack exceeds its tolerance: a limit could not be met."""
+    SOLVER_FAILED = "solver_failed"
+    """The solver gave no usable solution (see `message`); there are no setpoints."""
+    TIMED_OUT = "timed_out"
+    """The solver ran past its time budget; there are no setpoints."""
+    FALLBACK = "fallback"
+    """Setpoints from the documented proportional-curtailment rule, not from the LP."""
+
+    @property
+    def has_setpoints(self) -> bool:
+        """Whether `pv_kw` and `battery_kw` hold a setpoint for every unit."""
+        return self in (
+            DispatchStatus.OPTIMAL,
+            DispatchStatus.LIMIT_RELAXED,
+            DispatchStatus.FALLBACK,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatchResult:
+    """Setpoints per unit name and the model's estimates at the dispatched point.
+
+    `import_kw` is signed (positive draws from the grid). `curtailed_kw` is the sum over PV of
+    `min(available, p_max) − p`. Slacks say by how much a limit was missed (`voltage_slack_pu`
+    in voltage magnitude). Without setpoints (failed, timed out) the mappings are empty and
+    the estimates are NaN.
+    """
+
+    status: DispatchStatus
+    pv_kw: Mapping[str, float] = field(default_factory=dict)
+    battery_kw: Mapping[str, float] = field(default_factory=dict)
+    import_kw: float = math.nan
+    import_kvar: float = math.nan
+    losses_kw: float = math.nan
+    v_min_pu: float = math.nan
+    v_min_bus: int = -1
+    v_max_pu: float = math.nan
+    v_max_bus: int = -1
+    curtailed_kw: float = math.nan
+    import_slack_kw: float = 0.0
+    export_slack_kw: float = 0.0
+    voltage_slack_pu: float = 0.0
+    objective: float = math.nan
+    solve_ms: float = 0.0
+    solver: str = ""
+    message: str = ""

@@ -1,0 +1,209 @@
+"""The dispatch's input records: controllable units and one interval's snapshot."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+__all__ = ["BatteryUnit", "DispatchCosts", "DispatchInput", "PvUnit"]
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+def _finite(owner: str, **values: float | None) -> None:
+    for name, value in values.items():
+        _require(value is None or math.isfinite(value), f"{owner}: {name} must be finite")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PvUnit:
+    """A PV inverter. The dispatch chooses `0 <= p <= min(available_kw, p_max_kw)`, `q = 0`.
+
+    `available_kw` is what the sun offers now (measured output if not curtailed, else an
+    estimate). Reactive dispatch within `rating_kva` is reserved for a later version.
+    """
+
+    name: str
+    bus: int
+    rating_kva: float
+    p_max_kw: float
+    available_kw: float
+    last_setpoint_kw: float | None = None
+    ramp_kw_per_s: float | None = None
+
+    def __post_init__(self) -> None:
+        owner = f"PV unit {self.name!r}"
+        _finite(
+            owner,
+            rating_kva=self.rating_kva,
+            p_max_kw=self.p_max_kw,
+            available_kw=self.available_kw,
+            last_setpoint_kw=self.last_setpoint_kw,
+            ramp_kw_per_s=self.ramp_kw_per_s,
+        )
+        _require(self.rating_kva > 0, f"{owner}: rating_kva must be > 0")
+        _require(self.p_max_kw >= 0, f"{owner}: p_max_kw must be >= 0")
+        _require(self.available_kw >= 0, f"{owner}: available_kw must be >= 0")
+        _require(
+            self.ramp_kw_per_s is None or self.ramp_kw_per_s >= 0,
+            f"{owner}: ramp_kw_per_s must be >= 0",
+        )
+
+    @property
+    def p_upper_kw(self) -> float:
+        """The most this unit can produce now: `min(available_kw, p_max_kw)`."""
+        return min(self.available_kw, self.p_max_kw)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatteryUnit:
+    """A battery, `p = p_dis − p_ch` (kW, discharge positive).
+
+    Over one interval of `dt` hours the state of charge becomes
+    `soc_kwh − p_dis·dt/eta_discharge + p_ch·dt·eta_charge`, kept within
+    `[soc_min_kwh, soc_max_kwh]` (or not made worse when it is already outside).
+    """
+
+    name: str
+    bus: int
+    p_max_kw: float
+    energy_kwh: float
+    soc_kwh: float
+    soc_min_kwh: float
+    soc_max_kwh: float
+    eta_charge: float = 0.95
+    eta_discharge: float = 0.95
+    last_setpoint_kw: float | None = None
+    ramp_kw_per_s: float | None = None
+
+    def __post_init__(self) -> None:
+        owner = f"battery {self.name!r}"
+        _finite(
+            owner,
+            p_max_kw=self.p_max_kw,
+            energy_kwh=self.energy_kwh,
+            soc_kwh=self.soc_kwh,
+            soc_min_kwh=self.soc_min_kwh,
+            soc_max_kwh=self.soc_max_kwh,
+            last_setpoint_kw=self.last_setpoint_kw,
+            ramp_kw_per_s=self.ramp_kw_per_s,
+        )
+        _require(self.p_max_kw >= 0, f"{owner}: p_max_kw must be >= 0")
+        _require(self.energy_kwh > 0, f"{owner}: energy_kwh must be > 0")
+        _require(
+            0 <= self.soc_min_kwh <= self.soc_max_kwh <= self.energy_kwh,
+            f"{owner}: need 0 <= soc_min_kwh <= soc_max_kwh <= energy_kwh",
+        )
+        _require(0 < self.eta_charge <= 1, f"{owner}: eta_charge must be in (0, 1]")
+        _require(0 < self.eta_discharge <= 1, f"{owner}: eta_discharge must be in (0, 1]")
+        _require(
+            self.ramp_kw_per_s is None or self.ramp_kw_per_s >= 0,
+            f"{owner}: ramp_kw_per_s must be >= 0",
+        )
+
+    def soc_after_kwh(self, p_kw: float, interval_s: float) -> float:
+        """The state of charge after holding net power `p_kw` for `interval_s` seconds."""
+        dt_h = interval_s / 3600.0
+        if p_kw >= 0:
+            return self.soc_kwh - p_kw * dt_h / self.eta_discharge
+        return self.soc_kwh - p_kw * dt_h * self.eta_charge
+
+    def p_range_kw(self, interval_s: float) -> tuple[float, float]:
+        """`(−max charge, max discharge)` in kW that p_max and the SOC limits allow now."""
+        dt_h = interval_s / 3600.0
+        soc_lo = min(self.soc_min_kwh, self.soc_kwh)
+        soc_hi = max(self.soc_max_kwh, self.soc_kwh)
+        dis = min(self.p_max_kw, (self.soc_kwh - soc_lo) * self.eta_discharge / dt_h)
+        ch = min(self.p_max_kw, (soc_hi - self.soc_kwh) / (self.eta_charge * dt_h))
+        return -max(ch, 0.0), max(dis, 0.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatchCosts:
+    """Objective weights. Energy terms are per kWh over the interval; slack penalties are large.
+
+    `loss_per_kwh` must exceed `curtailment_per_kwh`, so that the LP never prefers inflating its
+    (outer-approximated) losses to curtailing PV when an export limit binds.
+    `battery_energy_value_per_kwh` values energy left in storage at the end of the interval
+    (None: the import price), so that a one-interval horizon does not drain batteries for no
+    reason.
+    """
+
+    curtailment_per_kwh: float = 0.05
+    loss_per_kwh: float = 0.20
+    battery_wear_per_kwh: float = 0.01
+    battery_energy_value_per_kwh: float | None = None
+    setpoint_change_per_kwh: float = 0.001
+    limit_slack_per_kwh: float = 1000.0
+    voltage_slack_per_pu2_h: float = 1.0e6
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatchInput:
+    """One interval's snapshot for the dispatch.
+
+    `loads_kw`/`loads_kvar` are the uncontrollable load per bus (absent = 0). `import_kw` at
+    the feeder head is signed (positive draws from the upstream grid): an import limit `L`
+    means `import_kw <= L`, an export limit `E >= 0` means `import_kw >= −E`.
+    """
+
+    loads_kw: Mapping[int, float]
+    loads_kvar: Mapping[int, float]
+    pv: tuple[PvUnit, ...] = ()
+    batteries: tuple[BatteryUnit, ...] = ()
+    interval_s: float = 60.0
+    import_limit_kw: float | None = None
+    export_limit_kw: float | None = None
+    v_min_pu: float = 0.95
+    v_max_pu: float = 1.05
+    v_slack_pu: float = 1.0
+    price_per_kwh: float = 0.10
+    costs: DispatchCosts = field(default_factory=DispatchCosts)
+    slack_tol_kw: float = 1e-3
+    slack_tol_pu: float = 1e-5
+
+    def __post_init__(self) -> None:
+        owner = "dispatch input"
+        _finite(
+            owner,
+            interval_s=self.interval_s,
+            import_limit_kw=self.import_limit_kw,
+            export_limit_kw=self.export_limit_kw,
+            v_min_pu=self.v_min_pu,
+            v_max_pu=self.v_max_pu,
+            v_slack_pu=self.v_slack_pu,
+            price_per_kwh=self.price_per_kwh,
+        )
+        for bus, value in (*self.loads_kw.items(), *self.loads_kvar.items()):
+            _require(math.isfinite(value), f"{owner}: load at bus {bus} must be finite")
+        _require(self.interval_s > 0, f"{owner}: interval_s must be > 0")
+        _require(
+            self.export_limit_kw is None or self.export_limit_kw >= 0,
+            f"{owner}: export_limit_kw must be >= 0",
+        )
+        _require(0 < self.v_min_pu <= self.v_max_pu, f"{owner}: need 0 < v_min_pu <= v_max_pu")
+        _require(self.v_slack_pu > 0, f"{owner}: v_slack_pu must be > 0")
+        names = [u.name for u in self.units]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        _require(not duplicates, f"{owner}: duplicate unit name(s) {duplicates}")
+
+    @property
+    def dt_h(self) -> float:
+        """The interval in hours."""
+        return self.interval_s / 3600.0
+
+    @property
+    def units(self) -> tuple[PvUnit | BatteryUnit, ...]:
+        """Every controllable unit, PV first."""
+        return (*self.pv, *self.batteries)
+
+    @property
+    def unit_set_key(self) -> tuple[tuple[str, int], ...]:
+        """What the LP's structure depends on besides the network: each unit's kind, name, bus."""
+        return tuple(("pv:" + u.name, u.bus) for u in self.pv) + tuple(
+            ("battery:" + u.name, u.bus) for u in self.batteries
+        )

@@ -1,0 +1,51 @@
+"""`feederd demo` as a user runs it: lines per interval, a summary, exit 0; Ctrl-C is clean."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FEEDERD = shutil.which("feederd", path=str(Path(sys.executable).parent)) or "feederd"
+LINE = re.compile(r"^t=\s*[\d.]+s\s+import\s+(-?[\d.]+) kW\s+limit\s+([\d.]+) kW")
+
+
+def test_demo_holds_the_limit_and_ends_by_itself() -> None:
+    proc = subprocess.run(
+        [FEEDERD, "demo", "--duration", "8", "--interval", "1", "--import-limit-kw", "1900"],
+        capture_output=True, text=True, timeout=90, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [m for m in map(LINE.match, proc.stdout.splitlines()) if m]
+    assert len(lines) >= 6, proc.stdout
+    imports = [float(m.group(1)) for m in lines]
+    assert all(float(m.group(2)) == 1900 for m in lines)
+    assert max(imports[3:]) <= 1900 * 1.02, proc.stdout
+    assert "summary" in proc.stdout
+    assert "within limit +2%" in proc.stdout
+
+
+def test_ctrl_c_stops_the_demo_cleanly() -> None:
+    proc = subprocess.Popen(
+        [FEEDERD, "demo", "--duration", "60", "--interval", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if LINE.match(proc.stdout.readline()):
+                break
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "summary" in out
