@@ -20,7 +20,11 @@ def rig_config(
     devices: list[dict[str, Any]] = []
     for d in rig.devices:
         entry: dict[str, Any] = {
-            "name": d.name, "kind": d.kind, "bus": d.bus, "host": d.host, "port": d.port,
+            "name": d.name,
+            "kind": d.kind,
+            "bus": d.bus,
+            "host": d.host,
+            "port": d.port,
             "unit": d.unit,
         }
         if d.kind == "meter":
@@ -45,8 +49,9 @@ def rig_config(
 
 @pytest.fixture
 async def rig() -> AsyncIterator[HilRig]:
-    async with HilRig(time_fn=time.monotonic, load_scale=lambda t: 1.0,
-                      pv_available_frac=lambda t: 0.8) as r:
+    async with HilRig(
+        time_fn=time.monotonic, load_scale=lambda t: 1.0, pv_available_frac=lambda t: 0.8
+    ) as r:
         yield r
 
 

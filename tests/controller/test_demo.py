@@ -17,7 +17,10 @@ LINE = re.compile(r"^t=\s*[\d.]+s\s+import\s+(-?[\d.]+) kW\s+limit\s+([\d.]+) kW
 def test_demo_holds_the_limit_and_ends_by_itself() -> None:
     proc = subprocess.run(
         [FEEDERD, "demo", "--duration", "8", "--interval", "1", "--import-limit-kw", "1900"],
-        capture_output=True, text=True, timeout=90, check=False,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
@@ -33,7 +36,9 @@ def test_demo_holds_the_limit_and_ends_by_itself() -> None:
 def test_ctrl_c_stops_the_demo_cleanly() -> None:
     proc = subprocess.Popen(
         [FEEDERD, "demo", "--duration", "60", "--interval", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None

@@ -89,7 +89,7 @@ async def test_a_silent_device_is_reported_down_and_the_cycle_keeps_its_deadline
 async def test_nothing_is_written_before_a_complete_snapshot(
     rig: HilRig, make_config: Callable[..., LoadedConfig]
 ) -> None:
-    loaded = make_config(interval_s=INTERVAL_S, import_limit_kw=1000.0, stale_after_intervals=3)
+    loaded = make_config(interval_s=INTERVAL_S, import_limit_kw=2000.0, stale_after_intervals=3)
     head = next(d.name for d in rig.devices if d.kind == "meter")
     pv = next(d.name for d in rig.devices if d.kind == "pv")
     ctl = Controller(loaded, clock=SystemClock())

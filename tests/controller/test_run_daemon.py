@@ -82,8 +82,12 @@ async def test_daemon_logs_json_serves_metrics_and_stops_on_sigterm(
     journal = tmp_path / "state" / "journal.sqlite"
     config.write_text(_toml(rig, port, journal), encoding="utf-8")
     proc = await asyncio.create_subprocess_exec(
-        FEEDERD, "run", "--config", str(config),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        FEEDERD,
+        "run",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     cycles: list[dict[str, object]] = []
     try:

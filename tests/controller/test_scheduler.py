@@ -16,7 +16,14 @@ def _config(interval_s: float) -> dict[str, object]:
         "interval_s": interval_s,
         "feeder": {"case": "builtin:case33bw"},
         "devices": [
-            {"name": "head", "kind": "meter", "head": True, "bus": 1, "host": "127.0.0.1", "port": 9}
+            {
+                "name": "head",
+                "kind": "meter",
+                "head": True,
+                "bus": 1,
+                "host": "127.0.0.1",
+                "port": 9,
+            }
         ],
     }
 

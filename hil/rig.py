@@ -1,0 +1,302 @@
+"""The HIL rig: the IEEE 33-bus feeder with PV, batteries and a head meter on Modbus TCP.
+
+``async with HilRig(...) as rig`` builds the feeder's physics, one simulated SunSpec device per
+DER plus a meter at the head (bus 1), and serves each device on its own free port of 127.0.0.1
+(unit id 1). The physics is re-solved
+
+* shortly after any accepted write (coalesced: one solve per ``debounce_s``), so a curtailment
+  or battery command written by any Modbus client shows in the head meter within milliseconds;
+* on every ``await rig.step()`` and, unless ``physics_period_s`` is ``None``, every
+  ``physics_period_s`` of real time in a background task. A step reads ``time_fn``, applies the
+  load and sun profiles, integrates battery energy and applies due revert timers.
+
+Profiles are functions of ``t``, the seconds of ``time_fn`` since the rig started. With a fake
+``time_fn`` the rig runs in simulated time: advance the clock, then ``await rig.step()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+
+from hil.physics import FeederPhysics, PhysicsState
+from hil.register_image import SimSunSpecDevice
+from hil.server import DeviceFault, SunSpecServer
+from hil.sim_devices import SimBattery, SimInverter, SimMeter
+
+__all__ = [
+    "DEFAULT_BATTERY_BUSES",
+    "DEFAULT_PV_BUSES",
+    "HilRig",
+    "RigDevice",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PV_BUSES = (7, 10, 13, 15, 17, 18, 21, 24, 25, 29, 31, 33)
+DEFAULT_BATTERY_BUSES = (8, 14, 26, 30)
+UNIT = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RigDevice:
+    """Where to reach one simulated device and what it is rated for."""
+
+    name: str
+    kind: str
+    """``"pv"``, ``"battery"`` or ``"meter"``."""
+    bus: int
+    host: str
+    port: int
+    unit: int
+    p_max_kw: float
+    """PV/battery rating; the meter's measuring range."""
+    energy_kwh: float | None
+    """Battery capacity; ``None`` for the others."""
+
+
+def _one(_t: float) -> float:
+    """The default profile: nominal load, full sun."""
+    return 1.0
+
+
+class HilRig:
+    """The simulated feeder behind Modbus servers; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        time_fn: Callable[[], float] = time.monotonic,
+        load_scale: Callable[[float], float] = _one,
+        pv_available_frac: Callable[[float], float] = _one,
+        pv_buses: Sequence[int] = DEFAULT_PV_BUSES,
+        pv_kw: float = 150.0,
+        battery_buses: Sequence[int] = DEFAULT_BATTERY_BUSES,
+        battery_kw: float = 250.0,
+        battery_kwh: float = 500.0,
+        battery_soc_frac: float = 0.6,
+        meter_range_kw: float = 5000.0,
+        physics_period_s: float | None = 0.5,
+        debounce_s: float = 0.005,
+        host: str = "127.0.0.1",
+    ) -> None:
+        self.time_fn = time_fn
+        self.load_scale = load_scale
+        self.pv_available_frac = pv_available_frac
+        self.physics_period_s = physics_period_s
+        self.debounce_s = debounce_s
+        self.host = host
+        self.physics = FeederPhysics()
+        v_ll = 1000.0 * self.physics.head_vn_kv
+        self.inverters: dict[str, SimInverter] = {}
+        self.batteries: dict[str, SimBattery] = {}
+        for bus in pv_buses:
+            inv = SimInverter(f"pv{bus:02d}", bus, pv_kw, v_nominal_ll_v=v_ll, time_fn=time_fn)
+            self.inverters[inv.name] = inv
+        for bus in battery_buses:
+            bat = SimBattery(
+                f"bat{bus:02d}",
+                bus,
+                battery_kw,
+                battery_kwh,
+                battery_soc_frac,
+                v_nominal_ll_v=v_ll,
+                time_fn=time_fn,
+            )
+            self.batteries[bat.name] = bat
+        self.meter = SimMeter(
+            "head",
+            bus=self.physics.head_bus,
+            p_max_kw=meter_range_kw,
+            v_nominal_ll_v=v_ll,
+            time_fn=time_fn,
+        )
+        for der in (*self.inverters.values(), *self.batteries.values()):
+            self.physics.add_der(der.name, der.bus)
+            der.on_write = self._on_write
+        self._sims: dict[str, SimSunSpecDevice] = {
+            **self.inverters,
+            **self.batteries,
+            self.meter.name: self.meter,
+        }
+        self._servers: dict[str, SunSpecServer] = {}
+        self._devices: tuple[RigDevice, ...] = ()
+        self._t0 = time_fn()
+        self._state: PhysicsState | None = None
+        self._solve_lock = asyncio.Lock()
+        self._dirty = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._solves = 0
+        self._load_scale_now = 1.0
+
+    # --- what the rig offers ---------------------------------------------------------------
+
+    @property
+    def devices(self) -> tuple[RigDevice, ...]:
+        return self._devices
+
+    def device(self, name: str) -> RigDevice:
+        for record in self._devices:
+            if record.name == name:
+                return record
+        raise KeyError(f"no device named {name!r}")
+
+    def sim(self, name: str) -> SimSunSpecDevice:
+        """The simulated device behind ``name`` (for inspection in tests and KPIs)."""
+        return self._sims[name]
+
+    @property
+    def state(self) -> PhysicsState:
+        """The latest power-flow solution."""
+        if self._state is None:
+            raise RuntimeError("the rig has not solved its physics yet")
+        return self._state
+
+    @property
+    def solves(self) -> int:
+        """How many power flows the rig has run."""
+        return self._solves
+
+    @property
+    def t(self) -> float:
+        """Seconds of ``time_fn`` since the rig was made: the profiles' time axis."""
+        return self.time_fn() - self._t0
+
+    def set_fault(self, name: str, fault: DeviceFault) -> None:
+        self._servers[name].set_fault(UNIT, fault)
+
+    def set_silent(self, name: str, silent: bool = True) -> None:
+        """Make device ``name`` stop (or resume) answering Modbus requests."""
+        self._servers[name].set_silent(UNIT, silent)
+
+    # --- lifetime --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> HilRig:
+        await self.step()
+        try:
+            for name, sim in self._sims.items():
+                server = SunSpecServer({UNIT: sim}, host=self.host, port=0)
+                await server.start()
+                self._servers[name] = server
+        except BaseException:
+            await self._close()
+            raise
+        self._devices = tuple(self._record(name) for name in self._sims)
+        self._tasks.append(asyncio.create_task(self._solver(), name="hil.rig.solver"))
+        if self.physics_period_s is not None:
+            self._tasks.append(asyncio.create_task(self._ticker(), name="hil.rig.physics"))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        for server in self._servers.values():
+            await server.stop()
+        self._servers.clear()
+
+    def _record(self, name: str) -> RigDevice:
+        sim = self._sims[name]
+        if isinstance(sim, SimInverter):
+            bus, p_max, energy = sim.bus, sim.w_max_kw, None
+        elif isinstance(sim, SimBattery):
+            bus, p_max, energy = sim.bus, sim.p_max_kw, sim.energy_kwh
+        else:
+            assert isinstance(sim, SimMeter)
+            bus, p_max, energy = sim.bus, sim.p_max_kw, None
+        return RigDevice(
+            name=name,
+            kind=sim.kind,
+            bus=bus,
+            host=self.host,
+            port=self._servers[name].port,
+            unit=UNIT,
+            p_max_kw=p_max,
+            energy_kwh=energy,
+        )
+
+    # --- physics ---------------------------------------------------------------------------
+
+    async def step(self) -> PhysicsState:
+        """Advance every device to ``time_fn()``, apply the profiles and solve the power flow."""
+        t = self.t
+        scale = float(self.load_scale(t))
+        if not scale >= 0.0:  # also catches NaN
+            raise ValueError(f"load_scale({t:.1f}) = {scale}: must be >= 0")
+        self._load_scale_now = scale
+        sun = min(max(float(self.pv_available_frac(t)), 0.0), 1.0)
+        for inv in self.inverters.values():
+            inv.update(available_kw=sun * inv.w_max_kw)
+        for bat in self.batteries.values():
+            bat.update()
+        return await self.settle(force=True)
+
+    async def settle(self, *, force: bool = False) -> PhysicsState:
+        """Run any pending (debounced) solve now and return the latest state."""
+        if force or self._dirty.is_set() or self._state is None:
+            self._dirty.clear()
+            await self._solve()
+        return self.state
+
+    def _on_write(self, _device: SimSunSpecDevice, _model_id: int) -> None:
+        self._dirty.set()
+
+    async def _solver(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await asyncio.sleep(self.debounce_s)
+            if self._dirty.is_set():
+                self._dirty.clear()
+                await self._solve()
+
+    async def _ticker(self) -> None:
+        assert self.physics_period_s is not None
+        while True:
+            await asyncio.sleep(self.physics_period_s)
+            try:
+                await self.step()
+            except Exception:  # one bad step must not stop the rig
+                log.exception("hil rig: physics step failed")
+
+    async def _solve(self) -> None:
+        async with self._solve_lock:
+            scale = self._load_scale_now
+            injections = [
+                (d.name, d.p_kw) for d in (*self.inverters.values(), *self.batteries.values())
+            ]
+            state = await asyncio.to_thread(self._solve_sync, scale, injections)
+            self._state = state
+            self._solves += 1
+            self.meter.update(
+                p_kw=state.head_p_kw,
+                q_kvar=state.head_q_kvar,
+                v_ll_v=state.head_v_ll_v,
+                a=state.head_a,
+            )
+            for inv in self.inverters.values():
+                inv.set_voltage(state.v_pu[inv.bus])
+            for bat in self.batteries.values():
+                bat.set_voltage(state.v_pu[bat.bus])
+
+    def _solve_sync(self, scale: float, injections: list[tuple[str, float]]) -> PhysicsState:
+        """Runs in a worker thread, one at a time (under the solve lock)."""
+        self.physics.load_scale = scale
+        for name, p_kw in injections:
+            self.physics.set_der(name, p_kw)
+        return self.physics.solve()

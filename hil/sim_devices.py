@@ -1,0 +1,638 @@
+"""Simulated SunSpec devices: a PV inverter, a battery inverter and a feeder-head meter.
+
+Pure: no sockets; time comes from an injected ``time_fn`` (monotonic seconds). Each device holds
+a register image (see ``hil.register_image``) that a Modbus server serves as is.
+
+PV inverter (models 1, 103, 120, 123)
+    Output ``p_kw = min(available_kw, WMaxLimPct % × WMax)`` while ``WMaxLim_Ena == 1`` (else
+    ``available_kw``, capped at WMax); ``Conn = 0`` disconnects it (0 kW). ``WMaxLimPct_SF`` is
+    −1 (0.1 % steps); limits outside 0..100 % are refused. Revert (model 123 fails open): when
+    ``WMaxLimPct_RvrtTms > 0`` and no write to the limit points (``WMaxLimPct`` …
+    ``WMaxLim_Ena``) came for that many seconds, the limit returns to 100 % and is disabled.
+
+Battery inverter (models 1, 103, 120, 124)
+    Power ``P`` in kW, discharge positive. With ``StorCtl_Mod`` bit 0 (charge limit) set,
+    ``P ≥ −InWRte % × WChaMax``; with bit 1 (discharge limit) set, ``P ≤ OutWRte % × WChaMax``;
+    ``P`` always stays within ``±WChaMax``. The battery's own preference is idle, so it sits at
+    the point of that interval nearest 0 (an empty interval means idle too):
+    ``OutWRte = x, InWRte = −x`` (x ≥ 0) forces discharge at x %, ``OutWRte = −c, InWRte = c``
+    forces charge at c %. State of charge integrates with 95 % efficiency each way as time
+    passes; discharge stops at ``MinRsvPct``, charge at 100 %. Revert: after
+    ``InOutWRte_RvrtTms`` seconds (> 0) without a write to model 124, ``StorCtl_Mod`` returns to
+    0 (idle); the energy up to the revert instant is integrated with the old command.
+
+Meter (models 1, 203)
+    ``W`` is the head power, signed, positive = import into the feeder; ``VAR``, ``VA``, ``PF``,
+    ``A``, ``PhV`` (line-neutral), ``PPV`` (line-line), ``Hz``; ``TotWhImp``/``TotWhExp``
+    accumulate. Scale factors come from the meter's range (``p_max_kw``): 5 MW gives
+    ``W_SF = 3`` (1 kW steps, 0.03 % of the 33-bus feeder's load); readings beyond the range
+    saturate.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import ClassVar
+
+from devices.sunspec import Value
+from hil.register_image import SimSunSpecDevice, fit_scale_factor, saturate
+
+__all__ = ["MANUFACTURER", "SimBattery", "SimInverter", "SimMeter"]
+
+MANUFACTURER = "feederd-hil"
+_SQRT3 = math.sqrt(3.0)
+_ACC32 = 1 << 32
+_HZ = 50.0
+
+# model 103 operating states
+_ST_OFF, _ST_SLEEPING, _ST_MPPT, _ST_THROTTLED, _ST_STANDBY = 1, 2, 4, 5, 8
+# model 124 charge states
+_CHA_EMPTY, _CHA_DISCHARGING, _CHA_CHARGING, _CHA_FULL, _CHA_HOLDING = 2, 3, 4, 5, 6
+STORCTL_CHARGE = 0b01
+STORCTL_DISCHARGE = 0b10
+
+
+def _common(md: str, serial: str) -> dict[str, Value]:
+    return {"Mn": MANUFACTURER, "Md": md, "Opt": None, "Vr": "0.1.0", "SN": serial, "DA": 1}
+
+
+def _within(value: Value, lo: float, hi: float) -> bool:
+    return isinstance(value, int | float) and lo <= value <= hi
+
+
+class _AcDevice(SimSunSpecDevice):
+    """Common model-103 bookkeeping of the two inverters (voltage, energy, scale factors)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        md: str,
+        bus: int,
+        rating_kw: float,
+        models: tuple[int, ...],
+        scale_factors: Mapping[int, Mapping[str, int]],
+        v_nominal_ll_v: float,
+        time_fn: Callable[[], float],
+    ) -> None:
+        w_sf = fit_scale_factor(1200.0 * rating_kw, signed=True, min_sf=0)
+        a_max = 1200.0 * rating_kw / (_SQRT3 * 0.8 * v_nominal_ll_v)
+        sf103 = {
+            "A_SF": fit_scale_factor(a_max, signed=False, min_sf=-2),
+            "V_SF": fit_scale_factor(1.2 * v_nominal_ll_v, signed=False, min_sf=-1),
+            "W_SF": w_sf,
+            "Hz_SF": -2,
+            "VA_SF": w_sf,
+            "VAr_SF": w_sf,
+            "PF_SF": -1,
+            "WH_SF": 0,
+        }
+        super().__init__(
+            name,
+            models=models,
+            scale_factors={**scale_factors, 103: sf103},
+            time_fn=time_fn,
+        )
+        self.bus = bus
+        self.rating_kw = rating_kw
+        self.v_nominal_ll_v = v_nominal_ll_v
+        self._v_pu = 1.0
+        self._wh = 0.0
+        self._energy_t = time_fn()
+        self._set(1, _common(md, name))
+
+    @property
+    def p_kw(self) -> float:
+        raise NotImplementedError
+
+    @property
+    def v_pu(self) -> float:
+        return self._v_pu
+
+    def set_voltage(self, v_pu: float) -> None:
+        """The grid voltage at the device's bus (per unit), as the physics last solved it."""
+        self._v_pu = v_pu
+        self._publish()
+
+    def _publish(self) -> None:
+        raise NotImplementedError
+
+    def _accumulate_energy(self, now: float) -> None:
+        self._wh += max(self.p_kw, 0.0) * 1000.0 * max(now - self._energy_t, 0.0) / 3600.0
+        self._energy_t = now
+
+    def _publish_103(self, st: int) -> None:
+        p_w = self.p_kw * 1000.0
+        v_ll = self._v_pu * self.v_nominal_ll_v
+        amps = abs(p_w) / (_SQRT3 * v_ll) if v_ll > 0 else 0.0
+        sf = self._sf[103]
+        wh = int(self._wh) % _ACC32
+        self._set(
+            103,
+            {
+                "A": amps,
+                "AphA": amps,
+                "AphB": amps,
+                "AphC": amps,
+                "PPVphAB": v_ll,
+                "PPVphBC": v_ll,
+                "PPVphCA": v_ll,
+                "PhVphA": v_ll / _SQRT3,
+                "PhVphB": v_ll / _SQRT3,
+                "PhVphC": v_ll / _SQRT3,
+                "W": saturate(p_w, sf["W_SF"], signed=True),
+                "Hz": _HZ,
+                "VA": saturate(abs(p_w), sf["VA_SF"], signed=True),
+                "VAr": 0.0,
+                "PF": 100.0,
+                "WH": wh if wh else None,
+                "St": st,
+                "Evt1": 0,
+                "Evt2": 0,
+            },
+        )
+
+
+class SimInverter(_AcDevice):
+    """A PV inverter with a model-123 active-power limit that fails open on its revert timer."""
+
+    kind: ClassVar[str] = "pv"
+
+    def __init__(
+        self,
+        name: str,
+        bus: int,
+        w_max_kw: float,
+        *,
+        available_kw: float = 0.0,
+        v_nominal_ll_v: float = 12660.0,
+        time_fn: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if w_max_kw <= 0:
+            raise ValueError(f"{name}: w_max_kw must be > 0, got {w_max_kw}")
+        super().__init__(
+            name,
+            md="PV",
+            bus=bus,
+            rating_kw=w_max_kw,
+            models=(1, 103, 120, 123),
+            scale_factors={
+                120: {
+                    "WRtg_SF": fit_scale_factor(1000.0 * w_max_kw, signed=False, min_sf=0),
+                    "VARtg_SF": fit_scale_factor(1000.0 * w_max_kw, signed=False, min_sf=0),
+                },
+                123: {"WMaxLimPct_SF": -1, "OutPFSet_SF": -3, "VArPct_SF": -1},
+            },
+            v_nominal_ll_v=v_nominal_ll_v,
+            time_fn=time_fn,
+        )
+        self.w_max_kw = w_max_kw
+        self._available_kw = max(0.0, available_kw)
+        self._limit_written_at: float | None = None
+        self._set(120, {"DERTyp": 4, "WRtg": 1000.0 * w_max_kw, "VARtg": 1000.0 * w_max_kw})
+        self._set(
+            123,
+            {
+                "Conn_WinTms": 0,
+                "Conn_RvrtTms": 0,
+                "Conn": 1,
+                "WMaxLimPct": 100.0,
+                "WMaxLimPct_WinTms": 0,
+                "WMaxLimPct_RvrtTms": 0,
+                "WMaxLimPct_RmpTms": 0,
+                "WMaxLim_Ena": 0,
+                "OutPFSet": 1.0,
+                "OutPFSet_WinTms": 0,
+                "OutPFSet_RvrtTms": 0,
+                "OutPFSet_RmpTms": 0,
+                "OutPFSet_Ena": 0,
+                "VArWMaxPct": 0.0,
+                "VArMaxPct": 0.0,
+                "VArAvalPct": 0.0,
+                "VArPct_WinTms": 0,
+                "VArPct_RvrtTms": 0,
+                "VArPct_RmpTms": 0,
+                "VArPct_Mod": 1,
+                "VArPct_Ena": 0,
+            },
+        )
+        self._publish()
+
+    # --- state -----------------------------------------------------------------------------
+
+    @property
+    def available_kw(self) -> float:
+        return self._available_kw
+
+    @property
+    def limit_pct(self) -> float:
+        value = self._get(123, "WMaxLimPct")
+        return float(value) if isinstance(value, int | float) else 100.0
+
+    @property
+    def limit_enabled(self) -> bool:
+        return self._get(123, "WMaxLim_Ena") == 1
+
+    @property
+    def connected(self) -> bool:
+        return self._get(123, "Conn") != 0
+
+    @property
+    def p_kw(self) -> float:
+        if not self.connected:
+            return 0.0
+        ceiling = self.w_max_kw * (self.limit_pct / 100.0 if self.limit_enabled else 1.0)
+        return min(self._available_kw, self.w_max_kw, ceiling)
+
+    @property
+    def curtailed_kw(self) -> float:
+        return min(self._available_kw, self.w_max_kw) - self.p_kw
+
+    # --- the rig's side --------------------------------------------------------------------
+
+    def update(self, *, available_kw: float | None = None, v_pu: float | None = None) -> None:
+        """Advance to ``time_fn()``: apply a due revert, take new sun and grid voltage."""
+        now = self.time_fn()
+        self._accumulate_energy(now)
+        self._check_revert(now)
+        if available_kw is not None:
+            self._available_kw = max(0.0, available_kw)
+        if v_pu is not None:
+            self._v_pu = v_pu
+        self._publish()
+
+    def _check_revert(self, now: float) -> None:
+        revert_s = self._get(123, "WMaxLimPct_RvrtTms")
+        if (
+            self.limit_enabled
+            and isinstance(revert_s, int)
+            and revert_s > 0
+            and self._limit_written_at is not None
+            and now - self._limit_written_at >= revert_s
+        ):
+            self._set(123, {"WMaxLimPct": 100.0, "WMaxLim_Ena": 0})
+            self._limit_written_at = None
+
+    # --- register semantics ----------------------------------------------------------------
+
+    def _accepts(self, model_id: int, candidate: Mapping[str, Value], written: set[str]) -> bool:
+        if not super()._accepts(model_id, candidate, written):
+            return False
+        if model_id != 123:
+            return True
+        checks = {
+            "WMaxLimPct": _within(candidate.get("WMaxLimPct"), 0.0, 100.0),
+            "WMaxLim_Ena": candidate.get("WMaxLim_Ena") in (0, 1),
+            "Conn": candidate.get("Conn") in (0, 1),
+            "OutPFSet_Ena": candidate.get("OutPFSet_Ena") in (0, 1),
+            "VArPct_Ena": candidate.get("VArPct_Ena") in (0, 1),
+            "OutPFSet": _within(candidate.get("OutPFSet"), -1.0, 1.0),
+        }
+        return all(ok for name, ok in checks.items() if name in written)
+
+    def _before_write(self, model_id: int, written: set[str]) -> None:
+        now = self.time_fn()
+        self._accumulate_energy(now)
+        self._check_revert(now)
+
+    def _after_write(self, model_id: int, written: set[str]) -> None:
+        limit_points = {"WMaxLimPct", "WMaxLimPct_WinTms", "WMaxLimPct_RvrtTms", "WMaxLim_Ena"}
+        if model_id == 123 and written & (limit_points | {"WMaxLimPct_RmpTms"}):
+            self._limit_written_at = self.time_fn()
+        self._publish()
+
+    def _publish(self) -> None:
+        if not self.connected:
+            st = _ST_OFF
+        elif self.p_kw <= 0.0:
+            st = _ST_SLEEPING
+        elif self.curtailed_kw > 1e-9:
+            st = _ST_THROTTLED
+        else:
+            st = _ST_MPPT
+        self._publish_103(st)
+
+
+class SimBattery(_AcDevice):
+    """A battery inverter driven through model 124 (see the module docstring)."""
+
+    kind: ClassVar[str] = "battery"
+
+    def __init__(
+        self,
+        name: str,
+        bus: int,
+        p_max_kw: float,
+        energy_kwh: float,
+        soc_frac: float,
+        *,
+        min_reserve_pct: float = 10.0,
+        efficiency: float = 0.95,
+        v_nominal_ll_v: float = 12660.0,
+        time_fn: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if p_max_kw <= 0 or energy_kwh <= 0:
+            raise ValueError(f"{name}: p_max_kw and energy_kwh must be > 0")
+        if not 0.0 <= soc_frac <= 1.0:
+            raise ValueError(f"{name}: soc_frac must be within 0..1, got {soc_frac}")
+        if not 0.0 < efficiency <= 1.0:
+            raise ValueError(f"{name}: efficiency must be within (0, 1], got {efficiency}")
+        w_sf = fit_scale_factor(1000.0 * p_max_kw, signed=False, min_sf=0)
+        super().__init__(
+            name,
+            md="Battery",
+            bus=bus,
+            rating_kw=p_max_kw,
+            models=(1, 103, 120, 124),
+            scale_factors={
+                120: {
+                    "WRtg_SF": w_sf,
+                    "VARtg_SF": w_sf,
+                    "WHRtg_SF": fit_scale_factor(1000.0 * energy_kwh, signed=False, min_sf=0),
+                    "MaxChaRte_SF": w_sf,
+                    "MaxDisChaRte_SF": w_sf,
+                },
+                124: {
+                    "WChaMax_SF": w_sf,
+                    "WChaDisChaGra_SF": 0,
+                    "VAChaMax_SF": w_sf,
+                    "MinRsvPct_SF": -1,
+                    "ChaState_SF": -1,
+                    "InOutWRte_SF": -1,
+                },
+            },
+            v_nominal_ll_v=v_nominal_ll_v,
+            time_fn=time_fn,
+        )
+        self.p_max_kw = p_max_kw
+        self.energy_kwh = energy_kwh
+        self.efficiency = efficiency
+        self._soc_kwh = soc_frac * energy_kwh
+        self._soc_t = time_fn()
+        self._ctl_written_at: float | None = None
+        p_w = 1000.0 * p_max_kw
+        self._set(
+            120,
+            {
+                "DERTyp": 82,
+                "WRtg": p_w,
+                "VARtg": p_w,
+                "WHRtg": 1000.0 * energy_kwh,
+                "MaxChaRte": p_w,
+                "MaxDisChaRte": p_w,
+            },
+        )
+        self._set(
+            124,
+            {
+                "WChaMax": p_w,
+                "WChaGra": 100,
+                "WDisChaGra": 100,
+                "StorCtl_Mod": 0,
+                "VAChaMax": p_w,
+                "MinRsvPct": min_reserve_pct,
+                "OutWRte": 100.0,
+                "InWRte": 100.0,
+                "InOutWRte_WinTms": 0,
+                "InOutWRte_RvrtTms": 0,
+                "InOutWRte_RmpTms": 0,
+                "ChaGriSet": 1,
+            },
+        )
+        self._publish()
+
+    # --- state -----------------------------------------------------------------------------
+
+    @property
+    def soc_kwh(self) -> float:
+        return self._soc_kwh
+
+    @property
+    def soc_pct(self) -> float:
+        return 100.0 * self._soc_kwh / self.energy_kwh
+
+    @property
+    def min_reserve_pct(self) -> float:
+        value = self._get(124, "MinRsvPct")
+        return float(value) if isinstance(value, int | float) else 0.0
+
+    @property
+    def storctl_mod(self) -> int:
+        value = self._get(124, "StorCtl_Mod")
+        return value if isinstance(value, int) else 0
+
+    @property
+    def w_cha_max_kw(self) -> float:
+        value = self._get(124, "WChaMax")
+        kw = float(value) / 1000.0 if isinstance(value, int | float) else self.p_max_kw
+        return min(kw, self.p_max_kw)
+
+    @property
+    def commanded_kw(self) -> float:
+        """The power model 124 asks for, before the state-of-charge limits."""
+        w = self.w_cha_max_kw
+        lo, hi = -w, w
+        mod = self.storctl_mod
+        in_pct, out_pct = self._get(124, "InWRte"), self._get(124, "OutWRte")
+        if mod & STORCTL_CHARGE and isinstance(in_pct, int | float):
+            lo = max(lo, -float(in_pct) / 100.0 * w)
+        if mod & STORCTL_DISCHARGE and isinstance(out_pct, int | float):
+            hi = min(hi, float(out_pct) / 100.0 * w)
+        if lo > hi:
+            return 0.0
+        return min(max(0.0, lo), hi)
+
+    @property
+    def p_kw(self) -> float:
+        """Battery power, discharge positive, after the reserve and full limits."""
+        p = self.commanded_kw
+        if p > 0.0 and self.soc_pct <= self.min_reserve_pct + 1e-9:
+            return 0.0
+        if p < 0.0 and self._soc_kwh >= self.energy_kwh - 1e-9:
+            return 0.0
+        return p
+
+    # --- the rig's side --------------------------------------------------------------------
+
+    def update(self, *, v_pu: float | None = None) -> None:
+        """Advance to ``time_fn()``: integrate the state of charge and apply a due revert."""
+        self._advance(self.time_fn())
+        if v_pu is not None:
+            self._v_pu = v_pu
+        self._publish()
+
+    def _advance(self, now: float) -> None:
+        revert_s = self._get(124, "InOutWRte_RvrtTms")
+        if (
+            self.storctl_mod != 0
+            and isinstance(revert_s, int)
+            and revert_s > 0
+            and self._ctl_written_at is not None
+            and now >= self._ctl_written_at + revert_s
+        ):
+            self._integrate(self._ctl_written_at + revert_s)
+            self._set(124, {"StorCtl_Mod": 0})
+            self._ctl_written_at = None
+        self._integrate(now)
+
+    def _integrate(self, until: float) -> None:
+        dt_h = max(until - self._soc_t, 0.0) / 3600.0
+        self._accumulate_energy(until)
+        self._soc_t = max(until, self._soc_t)
+        p = self.p_kw
+        if p > 0.0:
+            floor = self.min_reserve_pct / 100.0 * self.energy_kwh
+            self._soc_kwh = max(
+                min(floor, self._soc_kwh), self._soc_kwh - p * dt_h / self.efficiency
+            )
+        elif p < 0.0:
+            self._soc_kwh = min(self.energy_kwh, self._soc_kwh - p * dt_h * self.efficiency)
+
+    # --- register semantics ----------------------------------------------------------------
+
+    def _accepts(self, model_id: int, candidate: Mapping[str, Value], written: set[str]) -> bool:
+        if not super()._accepts(model_id, candidate, written):
+            return False
+        if model_id != 124:
+            return True
+        checks = {
+            "WChaMax": _within(candidate.get("WChaMax"), 0.0, 1000.0 * self.p_max_kw),
+            "StorCtl_Mod": candidate.get("StorCtl_Mod") in (0, 1, 2, 3),
+            "MinRsvPct": _within(candidate.get("MinRsvPct"), 0.0, 100.0),
+            "OutWRte": _within(candidate.get("OutWRte"), -100.0, 100.0),
+            "InWRte": _within(candidate.get("InWRte"), -100.0, 100.0),
+            "ChaGriSet": candidate.get("ChaGriSet") in (0, 1),
+        }
+        return all(ok for name, ok in checks.items() if name in written)
+
+    def _before_write(self, model_id: int, written: set[str]) -> None:
+        self._advance(self.time_fn())
+
+    def _after_write(self, model_id: int, written: set[str]) -> None:
+        if model_id == 124:
+            self._ctl_written_at = self.time_fn()
+        self._publish()
+
+    def _publish(self) -> None:
+        p = self.p_kw
+        if p > 0.0:
+            cha_st, st = _CHA_DISCHARGING, _ST_MPPT
+        elif p < 0.0:
+            cha_st, st = _CHA_CHARGING, _ST_MPPT
+        elif self._soc_kwh >= self.energy_kwh - 1e-9:
+            cha_st, st = _CHA_FULL, _ST_STANDBY
+        elif self.soc_pct <= self.min_reserve_pct + 1e-9:
+            cha_st, st = _CHA_EMPTY, _ST_STANDBY
+        else:
+            cha_st, st = _CHA_HOLDING, _ST_STANDBY
+        self._set(124, {"ChaState": round(self.soc_pct, 1), "ChaSt": cha_st})
+        self._publish_103(st)
+
+
+class SimMeter(SimSunSpecDevice):
+    """A three-phase meter (model 203) at the feeder head."""
+
+    kind: ClassVar[str] = "meter"
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        bus: int = 1,
+        p_max_kw: float = 5000.0,
+        v_nominal_ll_v: float = 12660.0,
+        time_fn: Callable[[], float] = time.monotonic,
+    ) -> None:
+        w_sf = fit_scale_factor(1000.0 * p_max_kw, signed=True, min_sf=0)
+        a_max = 1250.0 * p_max_kw / (_SQRT3 * 0.9 * v_nominal_ll_v)
+        super().__init__(
+            name,
+            models=(1, 203),
+            scale_factors={
+                203: {
+                    "A_SF": fit_scale_factor(a_max, signed=True, min_sf=-2),
+                    "V_SF": fit_scale_factor(1.2 * v_nominal_ll_v, signed=True, min_sf=-1),
+                    "Hz_SF": -2,
+                    "W_SF": w_sf,
+                    "VA_SF": w_sf,
+                    "VAR_SF": w_sf,
+                    "PF_SF": -1,
+                    "TotWh_SF": 0,
+                }
+            },
+            time_fn=time_fn,
+        )
+        self.bus = bus
+        self.p_max_kw = p_max_kw
+        self.v_nominal_ll_v = v_nominal_ll_v
+        self._p_kw = 0.0
+        self._imp_wh = 0.0
+        self._exp_wh = 0.0
+        self._t = time_fn()
+        self._set(1, _common("Meter", name))
+        self.update(p_kw=0.0, q_kvar=0.0, v_ll_v=v_nominal_ll_v)
+
+    @property
+    def p_kw(self) -> float:
+        return self._p_kw
+
+    def update(self, *, p_kw: float, q_kvar: float, v_ll_v: float, a: float | None = None) -> None:
+        """New head readings (``p_kw`` positive = import); energy so far is accumulated first."""
+        now = self.time_fn()
+        wh = self._p_kw * 1000.0 * max(now - self._t, 0.0) / 3600.0
+        if wh >= 0.0:
+            self._imp_wh += wh
+        else:
+            self._exp_wh -= wh
+        self._t = now
+        self._p_kw = p_kw
+        sf = self._sf[203]
+        s_kva = math.hypot(p_kw, q_kvar)
+        amps = a if a is not None else (s_kva * 1000.0 / (_SQRT3 * v_ll_v) if v_ll_v > 0 else 0.0)
+        v_ln = v_ll_v / _SQRT3
+
+        def sat(value: float, sf_name: str) -> float:
+            return saturate(value, sf[sf_name], signed=True)
+
+        w, var, va = 1000.0 * p_kw, 1000.0 * q_kvar, 1000.0 * s_kva
+        pf = 100.0 * p_kw / s_kva if s_kva > 0 else 100.0
+        imp, exp = int(self._imp_wh) % _ACC32, int(self._exp_wh) % _ACC32
+        self._set(
+            203,
+            {
+                "A": sat(amps, "A_SF"),
+                "AphA": sat(amps, "A_SF"),
+                "AphB": sat(amps, "A_SF"),
+                "AphC": sat(amps, "A_SF"),
+                "PhV": sat(v_ln, "V_SF"),
+                "PhVphA": sat(v_ln, "V_SF"),
+                "PhVphB": sat(v_ln, "V_SF"),
+                "PhVphC": sat(v_ln, "V_SF"),
+                "PPV": sat(v_ll_v, "V_SF"),
+                "PhVphAB": sat(v_ll_v, "V_SF"),
+                "PhVphBC": sat(v_ll_v, "V_SF"),
+                "PhVphCA": sat(v_ll_v, "V_SF"),
+                "Hz": _HZ,
+                "W": sat(w, "W_SF"),
+                "WphA": sat(w / 3.0, "W_SF"),
+                "WphB": sat(w / 3.0, "W_SF"),
+                "WphC": sat(w / 3.0, "W_SF"),
+                "VA": sat(va, "VA_SF"),
+                "VAphA": sat(va / 3.0, "VA_SF"),
+                "VAphB": sat(va / 3.0, "VA_SF"),
+                "VAphC": sat(va / 3.0, "VA_SF"),
+                "VAR": sat(var, "VAR_SF"),
+                "VARphA": sat(var / 3.0, "VAR_SF"),
+                "VARphB": sat(var / 3.0, "VAR_SF"),
+                "VARphC": sat(var / 3.0, "VAR_SF"),
+                "PF": pf,
+                "PFphA": pf,
+                "PFphB": pf,
+                "PFphC": pf,
+                "TotWhImp": imp if imp else None,
+                "TotWhExp": exp if exp else None,
+                "Evt": 0,
+            },
+        )

@@ -1,0 +1,90 @@
+"""The rig's physics against the published IEEE 33-bus results (Baran & Wu 1989)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from hil import FeederPhysics, PhysicsState, case33bw_path
+
+
+@pytest.fixture(scope="module")
+def physics() -> FeederPhysics:
+    return FeederPhysics()
+
+
+def test_case_file_ships_inside_the_package() -> None:
+    path = case33bw_path()
+    assert path.is_file()
+    assert path.parent.name == "data"
+    assert path.parent.parent.name == "hil"
+
+
+def test_base_case_matches_baran_and_wu(physics: FeederPhysics) -> None:
+    physics.load_scale = 1.0
+    state = physics.solve()
+    assert state.losses_kw == pytest.approx(202.7, rel=0.01)
+    assert state.v_min_pu == pytest.approx(0.9131, abs=0.002)
+    assert state.v_min_bus == 18
+    assert state.load_kw == pytest.approx(3715.0, abs=0.5)
+    assert state.head_p_kw == pytest.approx(3715.0 + state.losses_kw, abs=0.5)
+    assert state.head_q_kvar == pytest.approx(2300.0 + 135.1, abs=2.0)
+    assert state.head_v_pu == pytest.approx(1.0)
+    assert state.head_v_ll_v == pytest.approx(12660.0)
+    # |S| / (√3 V): 4.61 MVA at 12.66 kV
+    assert state.head_a == pytest.approx(210.4, abs=0.5)
+    assert sorted(state.v_pu) == list(range(1, 34))
+    assert state.v_pu[1] == pytest.approx(1.0)
+
+
+def test_generation_reduces_import_and_losses(physics: FeederPhysics) -> None:
+    physics.load_scale = 1.0
+    base = physics.solve()
+    physics.add_der("pv-test", 18)
+    try:
+        physics.set_der("pv-test", 500.0)
+        with_pv = physics.solve()
+    finally:
+        physics.set_der("pv-test", 0.0)
+    assert with_pv.der_kw == pytest.approx(500.0)
+    assert with_pv.losses_kw < base.losses_kw
+    assert with_pv.v_pu[18] > base.v_pu[18]
+    # import falls by the injection plus the losses it saves
+    saved = base.losses_kw - with_pv.losses_kw
+    assert base.head_p_kw - with_pv.head_p_kw == pytest.approx(500.0 + saved, abs=0.01)
+
+
+def test_load_scale_scales_the_load(physics: FeederPhysics) -> None:
+    physics.load_scale = 0.5
+    half = physics.solve()
+    physics.load_scale = 1.0
+    assert half.load_kw == pytest.approx(3715.0 / 2, abs=0.5)
+    assert half.losses_kw < 202.7 / 3  # losses go with the square of the flow
+
+
+def test_negative_injection_is_consumption(physics: FeederPhysics) -> None:
+    physics.add_der("bat-test", 30)
+    try:
+        physics.set_der("bat-test", -250.0)
+        state: PhysicsState = physics.solve()
+    finally:
+        physics.set_der("bat-test", 0.0)
+    assert state.head_p_kw > 3715.0 + 250.0
+
+
+def test_bad_inputs_are_refused(physics: FeederPhysics) -> None:
+    with pytest.raises(ValueError, match="bus 99"):
+        physics.add_der("nowhere", 99)
+    with pytest.raises(ValueError, match="load scale"):
+        physics.load_scale = -1.0
+
+
+def test_warm_solve_is_fast(physics: FeederPhysics) -> None:
+    physics.solve()
+    runs = 20
+    start = time.perf_counter()
+    for _ in range(runs):
+        physics.solve()
+    per_solve_ms = (time.perf_counter() - start) * 1000.0 / runs
+    assert per_solve_ms < 50.0

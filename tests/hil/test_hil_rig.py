@@ -1,0 +1,243 @@
+"""The whole rig: devices on their own ports, physics answering Modbus writes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from pymodbus.client import AsyncModbusTcpClient
+from pymodbus.exceptions import ModbusIOException
+
+from devices.sunspec import Value, decode_model, layout
+from hil import (
+    DEFAULT_BATTERY_BUSES,
+    DEFAULT_PV_BUSES,
+    HilRig,
+    ManualClock,
+    RigDevice,
+)
+
+pytestmark = pytest.mark.asyncio
+
+
+def _s16(value: int) -> int:
+    return value & 0xFFFF
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(500.0)
+
+
+@pytest.fixture
+async def rig(clock: ManualClock) -> AsyncIterator[HilRig]:
+    async with HilRig(
+        time_fn=clock,
+        load_scale=lambda _t: 1.0,
+        pv_available_frac=lambda _t: 0.8,
+        physics_period_s=None,  # the tests step the physics themselves
+    ) as rig:
+        yield rig
+
+
+async def _connect(device: RigDevice, request_timeout_s: float = 2.0) -> AsyncModbusTcpClient:
+    client = AsyncModbusTcpClient(
+        device.host, port=device.port, timeout=request_timeout_s, retries=0
+    )
+    assert await client.connect()
+    return client
+
+
+async def _discover(client: AsyncModbusTcpClient, unit: int) -> dict[int, int]:
+    """Walk the SunSpec chain: model id -> address of its ID register."""
+    head = await client.read_holding_registers(40000, count=2, device_id=unit)
+    assert head.registers == [0x5375, 0x6E53]
+    chain: dict[int, int] = {}
+    address = 40002
+    while True:
+        rr = await client.read_holding_registers(address, count=2, device_id=unit)
+        model_id, length = rr.registers
+        if model_id == 0xFFFF:
+            return chain
+        chain[model_id] = address
+        address += length + 2
+
+
+async def _read(
+    client: AsyncModbusTcpClient, chain: dict[int, int], model_id: int, unit: int = 1
+) -> dict[str, Value]:
+    model = layout(model_id)
+    rr = await client.read_holding_registers(
+        chain[model_id], count=model.length + 2, device_id=unit
+    )
+    return decode_model(model, rr.registers)
+
+
+async def _head_w(rig: HilRig) -> float:
+    client = await _connect(rig.device("head"))
+    try:
+        chain = await _discover(client, 1)
+        w = (await _read(client, chain, 203))["W"]
+        assert isinstance(w, float)
+        return w
+    finally:
+        client.close()
+
+
+async def test_devices_are_listed_and_distinct(rig: HilRig) -> None:
+    kinds = [d.kind for d in rig.devices]
+    assert kinds.count("pv") == len(DEFAULT_PV_BUSES) == 12
+    assert kinds.count("battery") == len(DEFAULT_BATTERY_BUSES) == 4
+    assert kinds.count("meter") == 1
+    assert len({d.port for d in rig.devices}) == len(rig.devices)
+    head = rig.device("head")
+    assert head.bus == 1
+    assert head.unit == 1
+    bat = rig.device("bat08")
+    assert bat.energy_kwh == pytest.approx(500.0)
+    assert bat.p_max_kw == pytest.approx(250.0)
+    assert rig.device("pv18").p_max_kw == pytest.approx(150.0)
+
+
+async def test_head_meter_reads_the_physics(rig: HilRig) -> None:
+    state = rig.state
+    # 12 × 150 kW × 0.8 of PV against 3.715 MW of load
+    assert state.der_kw == pytest.approx(1440.0, abs=0.1)
+    assert state.losses_kw < 202.7
+    assert await _head_w(rig) == pytest.approx(state.head_p_kw * 1000.0, abs=500.0)
+
+
+async def test_inverter_103_and_curtailment_raise_import(rig: HilRig) -> None:
+    before = await _head_w(rig)
+    pv = rig.device("pv18")
+    client = await _connect(pv)
+    try:
+        chain = await _discover(client, pv.unit)
+        assert list(chain) == [1, 103, 120, 123]
+        meas = await _read(client, chain, 103)
+        assert meas["W"] == pytest.approx(120_000.0)
+        assert meas["PPVphAB"] == pytest.approx(rig.state.v_pu[18] * 12660.0, abs=1.0)
+        limit = chain[123] + layout(123).point("WMaxLimPct").offset
+        wr = await client.write_registers(limit, [500, 0, 60, 0, 1], device_id=pv.unit)
+        assert not wr.isError()
+        meas = await _read(client, chain, 103)
+        assert meas["W"] == pytest.approx(75_000.0)
+    finally:
+        client.close()
+    await rig.settle()
+    after = await _head_w(rig)
+    # 45 kW less PV at the end of the feeder: import rises by that and the extra losses
+    assert 45_000.0 <= after - before <= 55_000.0
+
+
+async def test_write_triggers_physics_without_a_step(rig: HilRig) -> None:
+    solves = rig.solves
+    pv = rig.device("pv33")
+    client = await _connect(pv)
+    try:
+        chain = await _discover(client, pv.unit)
+        limit = chain[123] + layout(123).point("WMaxLimPct").offset
+        await client.write_registers(limit, [0, 0, 0, 0, 1], device_id=pv.unit)
+    finally:
+        client.close()
+    for _ in range(200):
+        if rig.solves > solves:
+            break
+        await asyncio.sleep(0.01)
+    assert rig.solves > solves
+    assert rig.state.der_kw == pytest.approx(1440.0 - 120.0, abs=0.1)
+
+
+async def test_limit_reverts_after_fake_time(rig: HilRig, clock: ManualClock) -> None:
+    pv = rig.device("pv25")
+    client = await _connect(pv)
+    try:
+        chain = await _discover(client, pv.unit)
+        limit = chain[123] + layout(123).point("WMaxLimPct").offset
+        await client.write_registers(limit, [200, 0, 30, 0, 1], device_id=pv.unit)
+        await rig.settle()
+        curtailed = rig.state.head_p_kw
+        clock.advance(29.0)
+        await rig.step()
+        assert (await _read(client, chain, 103))["W"] == pytest.approx(30_000.0)
+        clock.advance(2.0)
+        await rig.step()
+        ctl = await _read(client, chain, 123)
+        assert ctl["WMaxLimPct"] == pytest.approx(100.0)
+        assert ctl["WMaxLim_Ena"] == 0
+        assert (await _read(client, chain, 103))["W"] == pytest.approx(120_000.0)
+        assert rig.state.head_p_kw < curtailed - 85.0
+    finally:
+        client.close()
+
+
+async def test_battery_discharge_lowers_import(rig: HilRig, clock: ManualClock) -> None:
+    before = rig.state.head_p_kw
+    bat = rig.device("bat30")
+    client = await _connect(bat)
+    try:
+        chain = await _discover(client, bat.unit)
+        assert list(chain) == [1, 103, 120, 124]
+        storage = layout(124)
+        rates = chain[124] + storage.point("OutWRte").offset
+        mode = chain[124] + storage.point("StorCtl_Mod").offset
+        # what the driver writes: OutWRte 80 %, InWRte −80 %, WinTms, RvrtTms 600 s, RmpTms
+        await client.write_registers(rates, [800, _s16(-800), 0, 600, 0], device_id=bat.unit)
+        await client.write_registers(mode, [3], device_id=bat.unit)
+        meas = await _read(client, chain, 103)
+        assert meas["W"] == pytest.approx(200_000.0)
+        await rig.settle()
+        drop = before - rig.state.head_p_kw
+        assert drop == pytest.approx(200.0, abs=15.0)  # plus a few kW of saved losses
+        assert await _head_w(rig) == pytest.approx(rig.state.head_p_kw * 1000.0, abs=500.0)
+
+        clock.advance(360.0)  # six minutes at 200 kW
+        await rig.step()
+        soc = (await _read(client, chain, 124))["ChaState"]
+        assert soc == pytest.approx(100.0 * (300.0 - 20.0 / 0.95) / 500.0, abs=0.1)
+    finally:
+        client.close()
+
+
+async def test_read_only_register_is_refused(rig: HilRig) -> None:
+    meter = rig.device("head")
+    client = await _connect(meter)
+    try:
+        chain = await _discover(client, meter.unit)
+        w = chain[203] + layout(203).point("W").offset
+        reply = await client.write_registers(w, [0], device_id=meter.unit)
+        assert reply.isError()
+        assert reply.exception_code == 2
+    finally:
+        client.close()
+
+
+async def test_silent_device_times_out_while_others_answer(rig: HilRig) -> None:
+    rig.set_silent("pv07")
+    mute = await _connect(rig.device("pv07"), request_timeout_s=0.5)
+    other = await _connect(rig.device("pv10"), request_timeout_s=0.5)
+    try:
+        with pytest.raises(ModbusIOException):
+            await mute.read_holding_registers(40000, count=2, device_id=1)
+        answer = await other.read_holding_registers(40000, count=2, device_id=1)
+        assert answer.registers == [0x5375, 0x6E53]
+    finally:
+        mute.close()
+        other.close()
+
+
+async def test_background_physics_follows_the_profiles() -> None:
+    clock = ManualClock(0.0)
+
+    def sun(t: float) -> float:
+        return 0.0 if t < 10.0 else 1.0
+
+    async with HilRig(time_fn=clock, pv_available_frac=sun, physics_period_s=0.02) as rig:
+        assert rig.state.der_kw == pytest.approx(0.0)
+        clock.advance(10.0)
+        for _ in range(100):
+            if rig.state.der_kw > 0.0:
+                break
+            await asyncio.sleep(0.01)
+        assert rig.state.der_kw == pytest.approx(1800.0, abs=0.1)
