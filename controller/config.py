@@ -13,10 +13,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from optimizer import Network, NetworkError, load_matpower, network_from_tables
+from optimizer import (
+    Network,
+    NetworkError,
+    builtin_case,
+    load_matpower,
+    network_from_tables,
+)
 
 __all__ = [
-    "BUILTIN_CASES",
     "Config",
     "ConfigError",
     "DeviceConfig",
@@ -24,8 +29,6 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
-
-BUILTIN_CASES = {"case33bw": Path(__file__).resolve().parent.parent / "hil" / "data" / "case33bw.m"}
 
 
 class ConfigError(Exception):
@@ -222,13 +225,10 @@ def _network(feeder: FeederConfig, *, source: str, base_dir: Path) -> Network:
     try:
         if feeder.case is not None:
             if feeder.case.startswith("builtin:"):
-                name = feeder.case.removeprefix("builtin:")
-                if name not in BUILTIN_CASES:
-                    known = ", ".join(sorted(BUILTIN_CASES))
-                    raise ConfigError(
-                        source, "feeder.case", f"no built-in case {name!r} (known: {known})"
-                    )
-                case_path = BUILTIN_CASES[name]
+                try:
+                    case_path = builtin_case(feeder.case.removeprefix("builtin:"))
+                except KeyError as err:
+                    raise ConfigError(source, "feeder.case", str(err.args[0])) from None
             else:
                 case_path = Path(feeder.case)
                 if not case_path.is_absolute():

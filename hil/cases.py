@@ -1,9 +1,10 @@
-"""The feeder cases the rig ships with, found inside the installed package."""
+"""The feeder cases the rig runs on: the optimizer's built-in network data."""
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
+
+from optimizer.builtin_cases import builtin_case
 
 __all__ = ["case33bw_path"]
 
@@ -14,9 +15,4 @@ def case33bw_path() -> Path:
     baseMVA 10, 12.66 kV, bus 1 the slack; 3.715 MW / 2.3 MVAr of load, 202.7 kW of AC losses and
     a minimum voltage of 0.9131 p.u. at bus 18 with no distributed generation.
     """
-    resource = resources.files("hil").joinpath("data").joinpath("case33bw.m")
-    if not isinstance(resource, Path):  # e.g. a zipped install: the rig needs a real file
-        raise FileNotFoundError(f"hil case data is not on the file system: {resource}")
-    if not resource.is_file():
-        raise FileNotFoundError(f"hil case data is missing: {resource}")
-    return resource
+    return builtin_case("case33bw")

@@ -1,5 +1,6 @@
 """feederd's optimizer: the feeder model, AC power flow and the LP dispatch. Pure: no I/O."""
 
+from optimizer.builtin_cases import BUILTIN_CASES, builtin_case
 from optimizer.dispatch import Dispatcher
 from optimizer.fallback import proportional_curtailment
 from optimizer.network import (
@@ -15,6 +16,7 @@ from optimizer.result import DispatchResult, DispatchStatus
 from optimizer.units import BatteryUnit, DispatchCosts, DispatchInput, PvUnit
 
 __all__ = [
+    "BUILTIN_CASES",
     "BatteryUnit",
     "Branch",
     "Bus",
@@ -27,6 +29,7 @@ __all__ = [
     "NetworkError",
     "PowerFlowResult",
     "PvUnit",
+    "builtin_case",
     "load_matpower",
     "network_from_tables",
     "proportional_curtailment",

@@ -28,7 +28,11 @@ def test_demo_holds_the_limit_and_ends_by_itself() -> None:
     assert len(lines) >= 6, proc.stdout
     imports = [float(m.group(1)) for m in lines]
     assert all(float(m.group(2)) == 1900 for m in lines)
-    assert max(imports[3:]) <= 1900 * 1.02, proc.stdout
+    # from the second interval on, the head is under the limit, except in the one interval
+    # after the demo's cloud cuts PV (the controller reacts at the next interval)
+    over = [i for i, kw in enumerate(imports) if i >= 1 and kw > 1900 * 1.02]
+    assert len(over) <= 1, proc.stdout
+    assert all(imports[i + 1] <= 1900 * 1.02 for i in over if i + 1 < len(imports)), proc.stdout
     assert "summary" in proc.stdout
     assert "within limit +2%" in proc.stdout
 

@@ -17,8 +17,8 @@ def physics() -> FeederPhysics:
 def test_case_file_ships_inside_the_package() -> None:
     path = case33bw_path()
     assert path.is_file()
-    assert path.parent.name == "data"
-    assert path.parent.parent.name == "hil"
+    assert path.parent.name == "cases"
+    assert path.parent.parent.name == "optimizer"
 
 
 def test_base_case_matches_baran_and_wu(physics: FeederPhysics) -> None:
