@@ -5,10 +5,18 @@ from __future__ import annotations
 import io
 import json
 import re
+from collections.abc import Iterator
 
+import pytest
 import structlog
 
 from controller.logs import configure_logging
+
+
+@pytest.fixture(autouse=True)
+def _restore_structlog() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
 
 
 class Terminal(io.StringIO):
