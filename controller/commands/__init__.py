@@ -1,0 +1,14 @@
+"""The ``feederd`` subcommands, one module each.
+
+Each module has ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``, and
+keeps its heavy imports inside ``run`` so ``feederd --help`` stays fast. ``COMMANDS`` lists
+them in the order ``--help`` shows; add a command by adding its module here.
+"""
+
+from __future__ import annotations
+
+COMMANDS: dict[str, str] = {
+    "run": "controller.commands.run",
+    "check": "controller.commands.check",
+    "demo": "controller.commands.demo",
+}

@@ -1,0 +1,51 @@
+"""``feederd check --config PATH``: validate a config, print the feeder and device summary."""
+
+from __future__ import annotations
+
+import argparse
+
+from controller.config import LoadedConfig, load_config
+
+HELP = "validate a config and print the feeder and devices"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, help="path to feederd.toml")
+
+
+def run(args: argparse.Namespace) -> int:
+    return _check(load_config(args.config))
+
+
+def _check(loaded: LoadedConfig) -> int:
+    cfg, net = loaded.config, loaded.network
+    print(f"config {loaded.source}: ok")
+    print(
+        f"site {cfg.site}, interval {cfg.interval_s:g} s, metrics "
+        f"{cfg.metrics.host}:{cfg.metrics.port}" + ("" if cfg.metrics.enabled else " (off)")
+    )
+    print(
+        f"feeder {net.name}: {len(net.buses)} buses, {len(net.branches)} branches, "
+        f"slack bus {net.slack_bus}, load {net.total_load_kw:.0f} kW / "
+        f"{sum(b.q_load_kvar for b in net.buses):.0f} kvar, "
+        f"voltage band {cfg.feeder.v_min_pu:g}-{cfg.feeder.v_max_pu:g} p.u."
+    )
+    limits = []
+    if cfg.dr.import_limit_kw is not None:
+        limits.append(f"import <= {cfg.dr.import_limit_kw:g} kW")
+    if cfg.dr.export_limit_kw is not None:
+        limits.append(f"export <= {cfg.dr.export_limit_kw:g} kW")
+    print("default limits: " + (", ".join(limits) if limits else "none"))
+    print(f"devices ({len(cfg.devices)}):")
+    print(f"  {'name':<16} {'kind':<8} {'bus':>4}  {'address':<24} {'rating':>10}  revert")
+    for d in cfg.devices:
+        rating = f"{d.rating_kw:g} kW" if d.rating_kw else "-"
+        if d.kind == "battery":
+            rating += f"/{d.energy_kwh:g} kWh"
+        revert = "-" if d.kind == "meter" else f"{d.revert_s} s"
+        kind = "meter*" if d.head else d.kind
+        print(
+            f"  {d.name:<16} {kind:<8} {d.bus:>4}  {d.host}:{d.port} unit {d.unit:<6} {rating:>10}  {revert}"
+        )
+    print("(* feeder-head meter)")
+    return 0
