@@ -3,6 +3,7 @@
 from optimizer.builtin_cases import BUILTIN_CASES, builtin_case
 from optimizer.dispatch import Dispatcher
 from optimizer.fallback import proportional_curtailment
+from optimizer.forecast import Forecast
 from optimizer.network import (
     Branch,
     Bus,
@@ -10,10 +11,13 @@ from optimizer.network import (
     NetworkError,
     load_matpower,
     network_from_tables,
+    write_matpower,
 )
 from optimizer.powerflow import PowerFlowResult, solve_powerflow
 from optimizer.result import DispatchResult, DispatchStatus
-from optimizer.units import BatteryUnit, DispatchCosts, DispatchInput, PvUnit
+from optimizer.session import HighsSession
+from optimizer.synthetic import SyntheticDers, synthetic_ders, synthetic_feeder
+from optimizer.units import BatteryUnit, DispatchCosts, DispatchInput, FlexibleLoad, PvUnit
 
 __all__ = [
     "BUILTIN_CASES",
@@ -25,13 +29,20 @@ __all__ = [
     "DispatchResult",
     "DispatchStatus",
     "Dispatcher",
+    "FlexibleLoad",
+    "Forecast",
+    "HighsSession",
     "Network",
     "NetworkError",
     "PowerFlowResult",
     "PvUnit",
+    "SyntheticDers",
     "builtin_case",
     "load_matpower",
     "network_from_tables",
     "proportional_curtailment",
     "solve_powerflow",
+    "synthetic_ders",
+    "synthetic_feeder",
+    "write_matpower",
 ]

@@ -1,33 +1,45 @@
-"""The dispatcher: linearise at the operating point, build the LP, solve it, read the result."""
+"""The dispatcher: linearise at the operating point, update the kept LP, solve it, read it out.
+
+The LP of a network and unit set is built once with pulp and held in HiGHS (`HighsSession`);
+every later interval with the same structure only pushes new numbers and re-solves from the
+last basis. CBC (through pulp) is the fallback when HiGHS fails, or the solver when asked for.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import os
 import sys
 import time
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
 import highspy
+import numpy as np
+import numpy.typing as npt
 import pulp
 
-from optimizer.lp import DispatchModel, build, is_finite_number, operating_injections
+from optimizer.lp import (
+    DispatchModel,
+    build,
+    lp_numbers,
+    operating_injections,
+    step_loads,
+    structure_key,
+)
 from optimizer.network import Network
 from optimizer.powerflow import PowerFlowResult, solve_powerflow
 from optimizer.result import DispatchResult, DispatchStatus
-from optimizer.units import DispatchInput, PvUnit
+from optimizer.session import HighsSession, SolveOutcome
+from optimizer.tree import tree
+from optimizer.units import BatteryUnit, DispatchInput, PvUnit
 
 __all__ = ["Dispatcher"]
 
-
-def _value(var: pulp.LpVariable | float | None) -> float:
-    if var is None:
-        return math.nan
-    if isinstance(var, float | int):
-        return float(var)
-    value = var.value()
-    return float(value) if is_finite_number(value) else math.nan
+FloatArray = npt.NDArray[np.float64]
+Values = Callable[[str], FloatArray]
 
 
 @functools.cache
@@ -49,28 +61,55 @@ def _quiet_highs_banner() -> None:
 
 
 class Dispatcher:
-    """Solves one interval's dispatch on a fixed network.
+    """Solves each interval's dispatch on a fixed network, keeping the LP between intervals.
 
-    Uses HiGHS through pulp (highspy), or CBC when HiGHS is not available. Solver trouble is
-    returned as a status, never raised; `ValueError` is raised only for inputs that are
-    programming errors (a unit on a bus the network does not have).
+    `passes > 1` re-linearises the loss cuts at the AC power flow of the dispatched point and
+    solves again (a sequential LP, warm-started), for one-shot use; the daemon gets the same
+    effect across intervals. `solver` is "highs" (persistent model, CBC if HiGHS fails) or
+    "cbc". Solver trouble is returned as a status, never raised; `ValueError` is raised only
+    for inputs that are programming errors (a unit on a bus the network does not have).
     """
 
-    def __init__(self, network: Network, *, time_limit_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        network: Network,
+        *,
+        time_limit_s: float = 1.0,
+        passes: int = 1,
+        solver: str = "highs",
+    ) -> None:
         if not time_limit_s > 0:
             raise ValueError(f"time_limit_s must be > 0, got {time_limit_s}")
+        if passes < 1:
+            raise ValueError(f"passes must be >= 1, got {passes}")
+        if solver not in ("highs", "cbc"):
+            raise ValueError(f"solver must be 'highs' or 'cbc', got {solver!r}")
         self.network = network
         self.time_limit_s = time_limit_s
+        self.passes = passes
+        self.solver_name = "HiGHS" if solver == "highs" else "CBC"
         _quiet_highs_banner()
-        highs = pulp.HiGHS(msg=False, timeLimit=time_limit_s)
-        self._solver = highs if highs.available() else None
-        self.solver_name = "HiGHS" if self._solver is not None else "CBC"
+        self._session: HighsSession | None = None
+        self._key: Hashable = None
+        self.builds = 0
+        self.last_operating_points: list[PowerFlowResult] = []
+
+    @property
+    def session(self) -> HighsSession | None:
+        """The kept HiGHS model (None before the first HiGHS solve)."""
+        return self._session
 
     def _check(self, inp: DispatchInput) -> None:
         net = self.network
-        for unit in inp.units:
+        for unit in (*inp.units, *inp.flexible_loads):
             if not net.has_bus(unit.bus):
-                kind = "PV unit" if isinstance(unit, PvUnit) else "battery"
+                kind = (
+                    "PV unit"
+                    if isinstance(unit, PvUnit)
+                    else "battery"
+                    if isinstance(unit, BatteryUnit)
+                    else "flexible load"
+                )
                 raise ValueError(
                     f"{kind} {unit.name!r} is on bus {unit.bus}, which network "
                     f"{net.name!r} does not have"
@@ -81,80 +120,165 @@ class Dispatcher:
                 raise ValueError(f"{label} names bus(es) {unknown} not in network {net.name!r}")
 
     def operating_point(self, inp: DispatchInput) -> PowerFlowResult:
-        """AC power flow at the current injections, where the loss cuts are linearised."""
-        p, q = operating_injections(self.network, inp)
-        return solve_powerflow(self.network, p_kw=p, q_kvar=q, v_slack_pu=inp.v_slack_pu)
+        """AC power flow at the current injections, where step 0's loss cuts are linearised."""
+        return self.operating_points(inp)[0]
 
-    def build_model(self, inp: DispatchInput) -> DispatchModel:
+    def operating_points(self, inp: DispatchInput) -> list[PowerFlowResult]:
+        """One AC power flow per step of the horizon at the current (or forecast) injections."""
+        out = []
+        for t in range(inp.horizon):
+            p, q = operating_injections(self.network, inp, t)
+            out.append(solve_powerflow(self.network, p_kw=p, q_kvar=q, v_slack_pu=inp.v_slack_pu))
+        return out
+
+    def build_model(
+        self, inp: DispatchInput, ops: Sequence[PowerFlowResult] | None = None
+    ) -> DispatchModel:
         """The LP for `inp` (for inspection, `write_mps`, or a caller's own solver)."""
         self._check(inp)
-        return build(self.network, inp, self.operating_point(inp))
+        return build(self.network, inp, self.operating_points(inp) if ops is None else ops)
 
-    def write_mps(self, inp: DispatchInput, path: str | Path) -> None:
-        """Write the LP for `inp` in MPS format."""
-        self.build_model(inp).problem.writeMPS(str(path))
+    def write_mps(
+        self, inp: DispatchInput, path: str | Path, ops: Sequence[PowerFlowResult] | None = None
+    ) -> None:
+        """Write the LP for `inp` in MPS format (at `ops`, e.g. `last_operating_points`)."""
+        self.build_model(inp, ops).problem.writeMPS(str(path))
 
     def solve(self, inp: DispatchInput) -> DispatchResult:
         """Dispatch one interval: setpoints per unit and the LP's estimates."""
         self._check(inp)
-        op = self.operating_point(inp)
-        if not op.converged:
-            return DispatchResult(
-                status=DispatchStatus.SOLVER_FAILED,
-                solver=self.solver_name,
-                message=(
-                    f"operating-point power flow did not converge in {op.iterations} sweeps "
-                    "(loads beyond the feeder's capacity?)"
-                ),
-            )
-        model = build(self.network, inp, op)
         start = time.perf_counter()
+        ops = self.operating_points(inp)
+        result = DispatchResult(status=DispatchStatus.SOLVER_FAILED, solver=self.solver_name)
+        for n_pass in range(1, self.passes + 1):
+            failed = next((op for op in ops if not op.converged), None)
+            if failed is not None:
+                return DispatchResult(
+                    status=DispatchStatus.SOLVER_FAILED,
+                    solver=self.solver_name,
+                    solve_ms=(time.perf_counter() - start) * 1000.0,
+                    message=(
+                        f"operating-point power flow did not converge in {failed.iterations} "
+                        "sweeps (loads beyond the feeder's capacity?)"
+                    ),
+                )
+            self.last_operating_points = ops
+            status, message, values, objective, solver = self._solve_once(inp, ops)
+            if values is None:
+                return DispatchResult(
+                    status=status,
+                    solver=solver,
+                    solve_ms=(time.perf_counter() - start) * 1000.0,
+                    message=message,
+                )
+            result = self._read(inp, values, objective, solver, n_pass, message)
+            if n_pass < self.passes:
+                ops = self._dispatched_flows(inp, values)
+        return dataclasses.replace(result, solve_ms=(time.perf_counter() - start) * 1000.0)
+
+    def _solve_once(
+        self, inp: DispatchInput, ops: Sequence[PowerFlowResult]
+    ) -> tuple[DispatchStatus, str, Values | None, float, str]:
+        if self.solver_name == "HiGHS":
+            try:
+                outcome, message = self._run_highs(inp, ops)
+            except Exception as err:  # any solver failure is an outcome
+                outcome, message = SolveOutcome.FAILED, f"HiGHS raised {err!r}"
+            if outcome is SolveOutcome.OPTIMAL:
+                assert self._session is not None
+                session = self._session
+                col = session.values()
+                return (
+                    DispatchStatus.OPTIMAL,
+                    "",
+                    lambda name: col[session.col_idx[name]],
+                    session.objective(),
+                    "HiGHS",
+                )
+            if outcome is SolveOutcome.TIME_LIMIT:
+                return DispatchStatus.TIMED_OUT, message, None, math.nan, "HiGHS"
+            self._session = None  # rebuild next time: the kept model may be in a bad state
+            status, cbc_message, values, objective = self._run_cbc(inp, ops)
+            note = f"{message}; fell back to CBC" + (f": {cbc_message}" if cbc_message else "")
+            return status, note, values, objective, "CBC"
+        status, message, values, objective = self._run_cbc(inp, ops)
+        return status, message, values, objective, "CBC"
+
+    def _run_highs(
+        self, inp: DispatchInput, ops: Sequence[PowerFlowResult]
+    ) -> tuple[SolveOutcome, str]:
+        key = (structure_key(inp), self.time_limit_s)
+        if self._session is None or key != self._key:
+            self._session = HighsSession(
+                build(self.network, inp, ops), time_limit_s=self.time_limit_s
+            )
+            self._key = key
+            self.builds += 1
+        else:
+            self._session.update(lp_numbers(self.network, inp, ops))
+        return self._session.run()
+
+    def _run_cbc(
+        self, inp: DispatchInput, ops: Sequence[PowerFlowResult]
+    ) -> tuple[DispatchStatus, str, Values | None, float]:
+        model = build(self.network, inp, ops)
+        started = time.perf_counter()
         try:
-            status, message = self._run(model)
+            code = model.problem.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s))
         except Exception as err:  # any solver failure is an outcome
-            status, message = DispatchStatus.SOLVER_FAILED, f"solver raised {err!r}"
-        solve_ms = (time.perf_counter() - start) * 1000.0
-        if status is not DispatchStatus.OPTIMAL:
-            return DispatchResult(
-                status=status, solve_ms=solve_ms, solver=self.solver_name, message=message
-            )
-        return self._read(model, inp, solve_ms)
+            return DispatchStatus.SOLVER_FAILED, f"CBC raised {err!r}", None, math.nan
+        if code == pulp.LpStatusOptimal and model.problem.sol_status == pulp.LpSolutionOptimal:
+            cols = model.cols
 
-    def _run(self, model: DispatchModel) -> tuple[DispatchStatus, str]:
-        problem = model.problem
-        if self._solver is not None:
-            problem.solve(self._solver)
-            highs_status = problem.solverModel.getModelStatus()
-            if highs_status == highspy.HighsModelStatus.kOptimal:
-                return DispatchStatus.OPTIMAL, ""
-            if highs_status == highspy.HighsModelStatus.kTimeLimit:
-                return DispatchStatus.TIMED_OUT, f"HiGHS hit its {self.time_limit_s} s limit"
-            text = problem.solverModel.modelStatusToString(highs_status)
-            return DispatchStatus.SOLVER_FAILED, f"HiGHS: {text}"
-        start = time.perf_counter()
-        cbc = pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s)
-        code = problem.solve(cbc)
-        if code == pulp.LpStatusOptimal and problem.sol_status == pulp.LpSolutionOptimal:
-            return DispatchStatus.OPTIMAL, ""
-        if time.perf_counter() - start >= self.time_limit_s:
-            return DispatchStatus.TIMED_OUT, f"CBC hit its {self.time_limit_s} s limit"
-        return DispatchStatus.SOLVER_FAILED, f"CBC: {pulp.LpStatus.get(code, code)}"
+            def values(name: str) -> FloatArray:
+                arr = cols[name]
+                return np.array([v.value() or 0.0 for v in arr.reshape(-1)]).reshape(arr.shape)
 
-    def _read(self, model: DispatchModel, inp: DispatchInput, solve_ms: float) -> DispatchResult:
+            objective = pulp.value(model.problem.objective)
+            return DispatchStatus.OPTIMAL, "", values, float(objective)
+        if time.perf_counter() - started >= self.time_limit_s:
+            return DispatchStatus.TIMED_OUT, f"CBC hit its {self.time_limit_s} s limit", None, 0.0
+        return DispatchStatus.SOLVER_FAILED, f"CBC: {pulp.LpStatus.get(code, code)}", None, 0.0
+
+    def _dispatched_flows(self, inp: DispatchInput, values: Values) -> list[PowerFlowResult]:
+        """AC power flow of every step at the dispatched setpoints."""
+        out = []
+        for t in range(inp.horizon):
+            p, q = _dispatched_injections(self.network, inp, values, t)
+            out.append(solve_powerflow(self.network, p_kw=p, q_kvar=q, v_slack_pu=inp.v_slack_pu))
+        return out
+
+    def _read(
+        self,
+        inp: DispatchInput,
+        values: Values,
+        objective: float,
+        solver: str,
+        passes: int,
+        note: str,
+    ) -> DispatchResult:
         net = self.network
-        pv_kw = {u.name: _value(model.pv_kw[u.name]) for u in inp.pv}
-        battery_kw = {
-            b.name: _value(model.discharge_kw[b.name]) - _value(model.charge_kw[b.name])
-            for b in inp.batteries
-        }
-        v_pu = {b: math.sqrt(max(_value(model.v2_pu[b]), 0.0)) for b in net.order}
+        tr = tree(net)
+        pv = values("pv")
+        pvq = values("pvq")
+        bat = values("dis") - values("ch")
+        soc = values("soc")
+        fl = values("fl")
+        reactive = [u.name for u in inp.pv if u.q_max_kvar > 0]
+        pv_kvar = {u.name: 0.0 for u in inp.pv}
+        pv_kvar.update({name: float(pvq[0, j]) for j, name in enumerate(reactive)})
+        v2 = values("v")[0]
+        v_pu = {net.slack_bus: inp.v_slack_pu}
+        v_pu.update({b: math.sqrt(max(float(v2[k]), 0.0)) for k, b in enumerate(tr.ids)})
         v_min_bus = min(v_pu, key=lambda b: (v_pu[b], b))
         v_max_bus = max(v_pu, key=lambda b: (v_pu[b], -b))
-        losses_kw = net.base_kw * math.fsum(
-            net.branch_to(b).r_pu * _value(i2) for b, i2 in model.i2_pu.items()
+        losses_kw = net.base_kw * float(np.dot(tr.r, values("L")[0]))
+        imp = values("imp")
+        import_slack = max(float(values("s_imp")[0]), 0.0)
+        export_slack = max(float(values("s_exp")[0]), 0.0)
+        rating_slack = (
+            max(float(values("s_rate")[0]), 0.0) * net.base_kw if _has_rating(net) else 0.0
         )
-        import_slack = max(_value(model.import_slack_kw), 0.0)
-        export_slack = max(_value(model.export_slack_kw), 0.0)
         v_under = max(inp.v_min_pu - v_pu[v_min_bus], 0.0)
         v_over = max(v_pu[v_max_bus] - inp.v_max_pu, 0.0)
         voltage_slack = max(v_under, v_over)
@@ -166,12 +290,15 @@ class Dispatcher:
         if voltage_slack > inp.slack_tol_pu:
             bus = v_min_bus if v_under >= v_over else v_max_bus
             relaxed.append(f"voltage band missed by {voltage_slack:.5f} pu at bus {bus}")
+        if rating_slack > inp.slack_tol_kw:
+            relaxed.append(f"branch rating exceeded by {rating_slack:.3f} kVA")
+        pv_kw = {u.name: float(pv[0, k]) for k, u in enumerate(inp.pv)}
         return DispatchResult(
             status=DispatchStatus.LIMIT_RELAXED if relaxed else DispatchStatus.OPTIMAL,
             pv_kw=pv_kw,
-            battery_kw=battery_kw,
-            import_kw=_value(model.import_kw),
-            import_kvar=_value(model.import_kvar),
+            battery_kw={b.name: float(bat[0, k]) for k, b in enumerate(inp.batteries)},
+            import_kw=float(imp[0]),
+            import_kvar=float(values("impq")[0]),
             losses_kw=losses_kw,
             v_min_pu=v_pu[v_min_bus],
             v_min_bus=v_min_bus,
@@ -181,8 +308,38 @@ class Dispatcher:
             import_slack_kw=import_slack,
             export_slack_kw=export_slack,
             voltage_slack_pu=voltage_slack,
-            objective=_value(model.problem.objective.value()),
-            solve_ms=solve_ms,
-            solver=self.solver_name,
-            message="; ".join(relaxed),
+            objective=objective,
+            solver=solver,
+            message="; ".join([m for m in (note, *relaxed) if m]),
+            pv_kvar=pv_kvar,
+            load_kw={f.name: float(fl[0, k]) for k, f in enumerate(inp.flexible_loads)},
+            rating_slack_kva=rating_slack,
+            import_plan_kw=tuple(float(x) for x in imp),
+            soc_plan_kwh={
+                b.name: tuple(float(x) for x in soc[:, k]) for k, b in enumerate(inp.batteries)
+            },
+            passes=passes,
         )
+
+
+def _has_rating(net: Network) -> bool:
+    return bool(np.any(~np.isnan(tree(net).rating_kva)))
+
+
+def _dispatched_injections(
+    net: Network, inp: DispatchInput, values: Values, t: int
+) -> tuple[dict[int, float], dict[int, float]]:
+    """Net load per bus (kW, kvar) at step t with the LP's setpoints."""
+    p, q = step_loads(net, inp, t)
+    pv, bat, fl = values("pv")[t], (values("dis") - values("ch"))[t], values("fl")[t]
+    pvq = values("pvq")[t]
+    for k, u in enumerate(inp.pv):
+        p[u.bus] -= float(pv[k])
+    for j, u in enumerate(u for u in inp.pv if u.q_max_kvar > 0):
+        q[u.bus] -= float(pvq[j])
+    for k, b in enumerate(inp.batteries):
+        p[b.bus] -= float(bat[k])
+    for k, f in enumerate(inp.flexible_loads):
+        p[f.bus] += float(fl[k])
+        q[f.bus] += float(fl[k]) * f.q_per_kw
+    return p, q

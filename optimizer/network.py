@@ -23,6 +23,7 @@ __all__ = [
     "NetworkError",
     "load_matpower",
     "network_from_tables",
+    "write_matpower",
 ]
 
 
@@ -351,3 +352,38 @@ def load_matpower(path: str | Path) -> Network:
         buses=buses,
         branches=branches,
     )
+
+
+def _num(value: float) -> str:
+    """A number as MATPOWER text, exactly (shortest round-trip repr)."""
+    return repr(float(value))
+
+
+def write_matpower(net: Network, path: str | Path) -> None:
+    """Write `net` as a MATPOWER (version 2) case file that `load_matpower` reads back.
+
+    The slack bus is type 3 at 1.0 p.u. with one generator; the others are PQ buses.
+    """
+    lines = [
+        f"function mpc = {Path(path).stem}",
+        "mpc.version = '2';",
+        f"mpc.baseMVA = {_num(net.base_mva)};",
+        "mpc.bus = [",
+    ]
+    for b in net.buses:
+        kind = 3 if b.id == net.slack_bus else 1
+        lines.append(
+            f"\t{b.id}\t{kind}\t{_num(b.p_load_kw / 1000.0)}\t{_num(b.q_load_kvar / 1000.0)}\t0\t0\t1"
+            f"\t1\t0\t{_num(b.base_kv)}\t1\t{_num(b.v_max_pu)}\t{_num(b.v_min_pu)};"
+        )
+    lines += ["];", "mpc.gen = [", f"\t{net.slack_bus}\t0\t0\t10\t-10\t1\t100\t1\t10\t0;", "];"]
+    lines.append("mpc.branch = [")
+    for br in net.branches:
+        rate = 0.0 if br.rating_kva is None else br.rating_kva / 1000.0
+        tap = 0.0 if br.tap == 1.0 else br.tap
+        lines.append(
+            f"\t{br.from_bus}\t{br.to_bus}\t{_num(br.r_pu)}\t{_num(br.x_pu)}\t0\t{_num(rate)}\t{_num(rate)}"
+            f"\t{_num(rate)}\t{_num(tap)}\t0\t{int(br.in_service)}\t-360\t360;"
+        )
+    lines.append("];")
+    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -1,15 +1,13 @@
-"""AC power flow of a radial feeder by backward/forward sweep.
+"""AC power flow of a radial feeder by backward/forward sweep, vectorised by tree depth.
 
-Loads are constant power. With buses in root-first order, the branch currents are
-`J = D · I` and the voltages `V = V_slack · g − Dᵀ · (Z ∘ J)`, where `D[b, k]` is the
-product of `1/tap` along the path from branch `b` (exclusive) down to bus `k` (inclusive) when
-`k` is downstream of `b`, else 0, and `g[k]` the product of `1/tap` along the whole path to `k`.
-Both sweeps are therefore one matrix product each.
+Loads are constant power. With `I_k = conj(S_k / V_k)` the load current at bus k, the branch
+feeding k carries `J_k = I_k + Σ_{c∈children(k)} J_c / τ_c` (an ideal `τ`:1 transformer at the
+branch's from side), summed one depth level at a time from the leaves up; the voltages follow
+root down, `V_k = V_π(k) / τ_k − Z_k·J_k`. Each sweep is a few numpy operations per depth level.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -17,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from optimizer.network import Network
+from optimizer.tree import Tree, tree
 
 __all__ = ["PowerFlowResult", "solve_powerflow"]
 
@@ -45,52 +44,6 @@ class PowerFlowResult:
     v_max_bus: int
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _SweepMatrices:
-    """Topology arrays for non-slack buses in root-first order (index k <-> order[k + 1])."""
-
-    ids: tuple[int, ...]
-    down: ComplexArray  # D (real-valued, stored complex for the sweeps)
-    gain: ComplexArray  # g
-    z_pu: ComplexArray
-    r_pu: FloatArray
-    tap: FloatArray
-    parent_pos: npt.NDArray[np.intp]  # -1 for a child of the slack
-
-
-@functools.lru_cache(maxsize=16)
-def _sweep_matrices(net: Network) -> _SweepMatrices:
-    ids = net.order[1:]
-    n = len(ids)
-    pos = {bus_id: k for k, bus_id in enumerate(ids)}
-    down = np.zeros((n, n), dtype=np.complex128)
-    gain = np.ones(n, dtype=np.complex128)
-    z_pu = np.zeros(n, dtype=np.complex128)
-    tap = np.ones(n)
-    parent_pos = np.full(n, -1, dtype=np.intp)
-    for k, bus_id in enumerate(ids):
-        branch = net.branch_to(bus_id)
-        z_pu[k] = complex(branch.r_pu, branch.x_pu)
-        tap[k] = branch.tap
-        p = pos.get(net.parent[bus_id], -1)
-        parent_pos[k] = p
-        if p >= 0:
-            down[:, k] = down[:, p] / branch.tap
-            gain[k] = gain[p] / branch.tap
-        else:
-            gain[k] = 1.0 / branch.tap
-        down[k, k] = 1.0
-    return _SweepMatrices(
-        ids=ids,
-        down=down,
-        gain=gain,
-        z_pu=z_pu,
-        r_pu=z_pu.real.copy(),
-        tap=tap,
-        parent_pos=parent_pos,
-    )
-
-
 def solve_powerflow(
     net: Network,
     *,
@@ -107,30 +60,31 @@ def solve_powerflow(
     """
     for bus_id in (*p_kw, *q_kvar):
         net.bus(bus_id)  # NetworkError for an unknown bus
-    m = _sweep_matrices(net)
+    m = tree(net)
+    z_pu = m.r + 1j * m.x
     base_kw = net.base_kw
-    s_load = np.array(
-        [complex(p_kw.get(b, 0.0), q_kvar.get(b, 0.0)) / base_kw for b in m.ids],
-        dtype=np.complex128,
-    )
+    s_load = np.zeros(len(m.ids), dtype=np.complex128)
+    for bus_id in set(p_kw) | set(q_kvar):
+        k = m.pos.get(bus_id)
+        if k is not None:
+            s_load[k] = complex(p_kw.get(bus_id, 0.0), q_kvar.get(bus_id, 0.0)) / base_kw
     v_slack = complex(v_slack_pu, 0.0)
-    v: ComplexArray = v_slack * m.gain
+    v = _forward(m, v_slack, np.zeros_like(s_load), z_pu)
     j: ComplexArray = np.zeros_like(v)
     converged = False
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is reported
-        current = np.conj(s_load / v)
-        j = m.down @ current
-        v_new = v_slack * m.gain - m.down.T @ (m.z_pu * j)
+        j = _backward(m, np.conj(s_load / v))
+        v_new = _forward(m, v_slack, j, z_pu)
         step = float(np.max(np.abs(v_new - v))) if len(v) else 0.0
         v = v_new
         if step < tol:
             converged = True
             break
     # Recompute the currents at the final voltages so flows and voltages agree.
-    j = m.down @ np.conj(s_load / v) if len(v) else j
+    j = _backward(m, np.conj(s_load / v)) if len(v) else j
     s_recv = v * np.conj(j)
-    s_loss = m.z_pu * np.abs(j) ** 2
+    s_loss = z_pu * np.abs(j) ** 2
     s_send = (s_recv + s_loss) * base_kw
     slack_children = m.parent_pos < 0
     slack_load = complex(p_kw.get(net.slack_bus, 0.0), q_kvar.get(net.slack_bus, 0.0))
@@ -158,3 +112,24 @@ def solve_powerflow(
         v_max_pu=float(all_mags[k_max]),
         v_max_bus=all_ids[k_max],
     )
+
+
+def _backward(m: Tree, current: ComplexArray) -> ComplexArray:
+    """Branch currents from load currents, leaves first."""
+    if m.down is not None:
+        return m.down @ current
+    j = current.copy()
+    for level in reversed(m.levels[1:]):
+        np.add.at(j, m.parent_pos[level], j[level] / m.tap[level])
+    return j
+
+
+def _forward(m: Tree, v_slack: complex, j: ComplexArray, z_pu: ComplexArray) -> ComplexArray:
+    """Bus voltages from branch currents, root first."""
+    if m.down is not None and m.gain is not None:
+        return v_slack * m.gain - m.down.T @ (z_pu * j)
+    v = np.empty_like(j)
+    for depth, level in enumerate(m.levels):
+        upstream = v_slack if depth == 0 else v[m.parent_pos[level]]
+        v[level] = upstream / m.tap[level] - z_pu[level] * j[level]
+    return v

@@ -40,8 +40,9 @@ class DispatchResult:
 
     `import_kw` is signed (positive draws from the grid). `curtailed_kw` is the sum over PV of
     `min(available, p_max) − p`. Slacks say by how much a limit was missed (`voltage_slack_pu`
-    in voltage magnitude). Without setpoints (failed, timed out) the mappings are empty and
-    the estimates are NaN.
+    in voltage magnitude, `rating_slack_kva` the largest branch overload). Without setpoints
+    (failed, timed out) the mappings are empty and the estimates are NaN. Everything is for
+    step 0 of the horizon, except the `*_plan` fields, which hold one value per step.
     """
 
     status: DispatchStatus
@@ -62,3 +63,9 @@ class DispatchResult:
     solve_ms: float = 0.0
     solver: str = ""
     message: str = ""
+    pv_kvar: Mapping[str, float] = field(default_factory=dict)
+    load_kw: Mapping[str, float] = field(default_factory=dict)
+    rating_slack_kva: float = 0.0
+    import_plan_kw: tuple[float, ...] = ()
+    soc_plan_kwh: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    passes: int = 0

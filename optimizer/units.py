@@ -6,7 +6,9 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["BatteryUnit", "DispatchCosts", "DispatchInput", "PvUnit"]
+from optimizer.forecast import Forecast
+
+__all__ = ["BatteryUnit", "DispatchCosts", "DispatchInput", "FlexibleLoad", "PvUnit"]
 
 
 def _require(condition: bool, message: str) -> None:
@@ -21,10 +23,12 @@ def _finite(owner: str, **values: float | None) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PvUnit:
-    """A PV inverter. The dispatch chooses `0 <= p <= min(available_kw, p_max_kw)`, `q = 0`.
+    """A PV inverter. The dispatch chooses `0 <= p <= min(available_kw, p_max_kw)` and
+    `|q| <= q_max_kvar` with `(p, q)` inside the `rating_kva` circle (a 12-sided polygon inside
+    it); `q_max_kvar = 0` (the default) keeps the inverter at unity power factor.
 
     `available_kw` is what the sun offers now (measured output if not curtailed, else an
-    estimate). Reactive dispatch within `rating_kva` is reserved for a later version.
+    estimate). `q` is positive when the inverter injects reactive power.
     """
 
     name: str
@@ -34,6 +38,7 @@ class PvUnit:
     available_kw: float
     last_setpoint_kw: float | None = None
     ramp_kw_per_s: float | None = None
+    q_max_kvar: float = 0.0
 
     def __post_init__(self) -> None:
         owner = f"PV unit {self.name!r}"
@@ -44,8 +49,10 @@ class PvUnit:
             available_kw=self.available_kw,
             last_setpoint_kw=self.last_setpoint_kw,
             ramp_kw_per_s=self.ramp_kw_per_s,
+            q_max_kvar=self.q_max_kvar,
         )
         _require(self.rating_kva > 0, f"{owner}: rating_kva must be > 0")
+        _require(self.q_max_kvar >= 0, f"{owner}: q_max_kvar must be >= 0")
         _require(self.p_max_kw >= 0, f"{owner}: p_max_kw must be >= 0")
         _require(self.available_kw >= 0, f"{owner}: available_kw must be >= 0")
         _require(
@@ -123,6 +130,42 @@ class BatteryUnit:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FlexibleLoad:
+    """A controllable load: the dispatch chooses `p_min_kw <= p <= p_nominal_kw` (kW drawn),
+    with reactive power `q = q_per_kw · p`; serving less than `p_nominal_kw` costs the
+    load-shed price."""
+
+    name: str
+    bus: int
+    p_nominal_kw: float
+    p_min_kw: float = 0.0
+    q_per_kw: float = 0.0
+    last_setpoint_kw: float | None = None
+    ramp_kw_per_s: float | None = None
+
+    def __post_init__(self) -> None:
+        owner = f"flexible load {self.name!r}"
+        _finite(
+            owner,
+            p_nominal_kw=self.p_nominal_kw,
+            p_min_kw=self.p_min_kw,
+            q_per_kw=self.q_per_kw,
+            last_setpoint_kw=self.last_setpoint_kw,
+            ramp_kw_per_s=self.ramp_kw_per_s,
+        )
+        _require(self.p_min_kw >= 0, f"{owner}: p_min_kw must be >= 0")
+        _require(
+            self.p_min_kw <= self.p_nominal_kw,
+            f"{owner}: p_min_kw {self.p_min_kw} exceeds p_nominal_kw {self.p_nominal_kw}, "
+            "no setpoint can meet both",
+        )
+        _require(
+            self.ramp_kw_per_s is None or self.ramp_kw_per_s >= 0,
+            f"{owner}: ramp_kw_per_s must be >= 0",
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class DispatchCosts:
     """Objective weights. Energy terms are per kWh over the interval; slack penalties are large.
 
@@ -140,6 +183,8 @@ class DispatchCosts:
     setpoint_change_per_kwh: float = 0.001
     limit_slack_per_kwh: float = 1000.0
     voltage_slack_per_pu2_h: float = 1.0e6
+    load_shed_per_kwh: float = 0.50
+    rating_slack_per_kvah: float = 1000.0
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -149,6 +194,10 @@ class DispatchInput:
     `loads_kw`/`loads_kvar` are the uncontrollable load per bus (absent = 0). `import_kw` at
     the feeder head is signed (positive draws from the upstream grid): an import limit `L`
     means `import_kw <= L`, an export limit `E >= 0` means `import_kw >= −E`.
+
+    `horizon` steps of `interval_s` each are optimised together (receding horizon: only step
+    0's setpoints are applied). Step 0 uses the values given here; the `forecast` scales loads,
+    PV availability and sets the price of each step (without one, every step is like step 0).
     """
 
     loads_kw: Mapping[int, float]
@@ -165,9 +214,18 @@ class DispatchInput:
     costs: DispatchCosts = field(default_factory=DispatchCosts)
     slack_tol_kw: float = 1e-3
     slack_tol_pu: float = 1e-5
+    flexible_loads: tuple[FlexibleLoad, ...] = ()
+    horizon: int = 1
+    forecast: Forecast | None = None
 
     def __post_init__(self) -> None:
         owner = "dispatch input"
+        _require(
+            isinstance(self.horizon, int) and self.horizon >= 1,
+            f"{owner}: horizon must be a whole number >= 1, got {self.horizon!r}",
+        )
+        if self.forecast is not None:
+            self.forecast.check(self.horizon)
         _finite(
             owner,
             interval_s=self.interval_s,
@@ -187,7 +245,7 @@ class DispatchInput:
         )
         _require(0 < self.v_min_pu <= self.v_max_pu, f"{owner}: need 0 < v_min_pu <= v_max_pu")
         _require(self.v_slack_pu > 0, f"{owner}: v_slack_pu must be > 0")
-        names = [u.name for u in self.units]
+        names = [u.name for u in (*self.units, *self.flexible_loads)]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         _require(not duplicates, f"{owner}: duplicate unit name(s) {duplicates}")
 
@@ -204,6 +262,8 @@ class DispatchInput:
     @property
     def unit_set_key(self) -> tuple[tuple[str, int], ...]:
         """What the LP's structure depends on besides the network: each unit's kind, name, bus."""
-        return tuple(("pv:" + u.name, u.bus) for u in self.pv) + tuple(
-            ("battery:" + u.name, u.bus) for u in self.batteries
+        return (
+            tuple((f"pv:{u.name}:{'pq' if u.q_max_kvar > 0 else 'p'}", u.bus) for u in self.pv)
+            + tuple(("battery:" + u.name, u.bus) for u in self.batteries)
+            + tuple((f"load:{u.name}:{u.q_per_kw!r}", u.bus) for u in self.flexible_loads)
         )
