@@ -1,9 +1,18 @@
-"""Device drivers: Modbus transports, SunSpec decoding and the write safety envelope."""
+"""Device drivers: Modbus and MQTT transports, SunSpec decoding and the write safety envelope."""
 
 from devices.battery import SunSpecBattery
 from devices.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, UnsafeWriteError
+from devices.health import DeviceState, HealthTracker
 from devices.meter import SunSpecMeter
-from devices.modbus_link import ModbusTcpLink
+from devices.modbus_link import (
+    LinkStats,
+    ModbusLink,
+    ModbusRtuLink,
+    ModbusTcpLink,
+    ModbusTlsLink,
+    tls_context,
+)
+from devices.mqtt_device import MqttDevice, PayloadError
 from devices.protocol import Device, WritableDevice
 from devices.pv_inverter import SunSpecInverter
 from devices.records import (
@@ -17,6 +26,12 @@ from devices.records import (
     Setpoint,
     WriteResult,
 )
+from devices.register_map import (
+    RegisterMap,
+    RegisterMapError,
+    RegisterMapMeter,
+    load_register_map,
+)
 
 __all__ = [
     "BatteryReading",
@@ -25,12 +40,23 @@ __all__ = [
     "DeviceError",
     "DeviceKind",
     "DeviceProtocolError",
+    "DeviceState",
     "DeviceUnavailable",
+    "HealthTracker",
+    "LinkStats",
     "MeterReading",
+    "ModbusLink",
+    "ModbusRtuLink",
     "ModbusTcpLink",
+    "ModbusTlsLink",
+    "MqttDevice",
+    "PayloadError",
     "PvReading",
     "PvSetpoint",
     "Reading",
+    "RegisterMap",
+    "RegisterMapError",
+    "RegisterMapMeter",
     "Setpoint",
     "SunSpecBattery",
     "SunSpecInverter",
@@ -38,4 +64,6 @@ __all__ = [
     "UnsafeWriteError",
     "WritableDevice",
     "WriteResult",
+    "load_register_map",
+    "tls_context",
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from devices.errors import DeviceProtocolError
-from devices.modbus_link import ModbusTcpLink
+from devices.modbus_link import ModbusLink
 from devices.records import MeterReading
 from devices.sunspec_device import SunSpecDevice, required
 
@@ -15,7 +15,7 @@ METER_MODELS = (203, 201, 202, 204)
 class SunSpecMeter(SunSpecDevice):
     required_models = (METER_MODELS,)
 
-    def __init__(self, name: str, link: ModbusTcpLink, unit: int, *, p_limit_kw: float) -> None:
+    def __init__(self, name: str, link: ModbusLink, unit: int, *, p_limit_kw: float) -> None:
         super().__init__(name, link, unit)
         self.p_limit_kw = p_limit_kw
 
@@ -26,7 +26,8 @@ class SunSpecMeter(SunSpecDevice):
         p_kw = required(values, self.name, "W") / 1000.0
         if abs(p_kw) > self.p_limit_kw:
             raise DeviceProtocolError(
-                self.name, f"W = {p_kw:.1f} kW is beyond the plausible ±{self.p_limit_kw:.0f} kW"
+                self.name,
+                f"implausible W = {p_kw:.1f} kW, beyond ±{self.p_limit_kw:.0f} kW; dropped",
             )
         q = values.get("VAR")
         v = values.get("PPV")

@@ -1,8 +1,11 @@
 """The write safety envelope (DESIGN.md §4): every setpoint passes through here before a write.
 
 Pure functions: a setpoint is clamped to the device's rating and ramp limit; a value that is not
-a finite number is refused; a model-123 limit is never written as 0% (some inverters treat 0% as
-standby), and every control carries a revert timeout.
+a finite number is refused; a power limit is never written as 0% (some inverters treat 0% as
+standby), and every control carries a revert timeout. The other rules sit where the write
+happens and are checked here too: ``check_writable`` (only points the model declares writable,
+``SunSpecDevice.write_points`` and register maps) and ``check_read_back`` (what the device holds
+after the write is what was written).
 """
 
 from __future__ import annotations
@@ -12,7 +15,16 @@ from dataclasses import dataclass
 
 from devices.errors import UnsafeWriteError
 
-__all__ = ["MIN_LIMIT_PCT", "BatteryCommand", "PvCommand", "battery_command", "pv_command"]
+__all__ = [
+    "MIN_LIMIT_PCT",
+    "BatteryCommand",
+    "PvCommand",
+    "battery_command",
+    "check_read_back",
+    "check_writable",
+    "pv_command",
+    "revert_limit",
+]
 
 MIN_LIMIT_PCT = 0.1
 """The lowest WMaxLimPct feederd writes: 0% means standby on some inverters."""
@@ -118,3 +130,27 @@ def battery_command(
         p_kw=pct * p_max_kw / 100.0,
         clamped=not lo <= requested <= hi,
     )
+
+
+def revert_limit(device: str, pct: float) -> float:
+    """The value a model-704 limit reverts to: a finite percentage in ``[MIN_LIMIT_PCT, 100]``."""
+    value = _finite(device, pct)
+    if not MIN_LIMIT_PCT <= value <= 100.0:
+        raise UnsafeWriteError(
+            device, f"revert limit {value}% is outside {MIN_LIMIT_PCT}..100%; nothing written"
+        )
+    return value
+
+
+def check_writable(device: str, what: str, read_only: list[str]) -> None:
+    """Refuse a write that would touch any point not declared writable."""
+    if read_only:
+        raise UnsafeWriteError(device, f"refusing to write read-only points {read_only} of {what}")
+
+
+def check_read_back(device: str, address: int, written: list[int], read: list[int]) -> None:
+    """The registers read after a write must hold what was written."""
+    if list(written) != list(read):
+        raise UnsafeWriteError(
+            device, f"read-back at {address} differs: wrote {list(written)}, device holds {read}"
+        )

@@ -1,10 +1,17 @@
-"""The shared part of every SunSpec device: discovery and decoding of one model per read."""
+"""The shared part of every SunSpec device: discovery, and decoding of the models it reads.
+
+``read_models`` reads the blocks of several models with as few requests as the 125-register
+limit allows (models sit next to each other in the chain), then decodes each block on its own.
+"""
 
 from __future__ import annotations
 
-from devices.errors import DeviceProtocolError
-from devices.modbus_link import ModbusTcpLink
-from devices.sunspec import DecodeError, Value, decode_model, layout
+from collections.abc import Sequence
+
+from devices.errors import DeviceProtocolError, UnsafeWriteError
+from devices.modbus_link import MAX_READ_REGISTERS, ModbusLink
+from devices.safety import check_read_back, check_writable
+from devices.sunspec import DecodeError, ModelLayout, Value, decode_model, layout
 from devices.sunspec.discovery import ModelChain, discover
 
 __all__ = ["SunSpecDevice"]
@@ -16,7 +23,7 @@ class SunSpecDevice:
     required_models: tuple[tuple[int, ...], ...] = ()
     """Each entry is a set of alternatives, at least one of which the device must have."""
 
-    def __init__(self, name: str, link: ModbusTcpLink, unit: int) -> None:
+    def __init__(self, name: str, link: ModbusLink, unit: int) -> None:
         self.name = name
         self.link = link
         self.unit = unit
@@ -42,26 +49,52 @@ class SunSpecDevice:
 
     async def read_model(self, model_id: int) -> dict[str, Value]:
         """Read and decode one model block; a changed id or length forces re-discovery."""
-        chain = await self._chain_or_discover()
-        where = chain.find(model_id)
-        if where is None:
-            raise DeviceProtocolError(self.name, f"model {model_id} is not in the chain")
-        start, length = where
-        model = layout(model_id)
-        if length != model.length:
-            self._chain = None
-            raise DeviceProtocolError(
-                self.name, f"model {model_id} has length {length}, definition says {model.length}"
-            )
-        registers = await self.link.read_holding(self.name, start, length + 2, self.unit)
-        try:
-            return decode_model(model, registers)
-        except DecodeError as err:
-            self._chain = None  # the chain moved under us: walk it again next time
-            raise DeviceProtocolError(self.name, str(err), address=start) from err
+        return (await self.read_models((model_id,)))[model_id]
 
-    async def write_points(self, model_id: int, first_point: str, words: list[int]) -> None:
-        """Write ``words`` starting at ``first_point`` of ``model_id``; only writable points."""
+    async def read_models(self, model_ids: Sequence[int]) -> dict[int, dict[str, Value]]:
+        """Read and decode several model blocks, adjacent ones in one request."""
+        chain = await self._chain_or_discover()
+        blocks: list[tuple[int, int, ModelLayout]] = []
+        for model_id in model_ids:
+            where = chain.find(model_id)
+            if where is None:
+                raise DeviceProtocolError(self.name, f"model {model_id} is not in the chain")
+            start, length = where
+            model = layout(model_id)
+            if length != model.length:
+                self._chain = None
+                raise DeviceProtocolError(
+                    self.name,
+                    f"model {model_id} has length {length}, definition says {model.length}",
+                )
+            blocks.append((start, length + 2, model))
+        out: dict[int, dict[str, Value]] = {}
+        for span_start, span_len, members in _spans(blocks):
+            registers = await self.read_span(span_start, span_len)
+            for start, size, model in members:
+                block = registers[start - span_start : start - span_start + size]
+                try:
+                    out[model.model_id] = decode_model(model, block)
+                except DecodeError as err:
+                    self._chain = None  # the chain moved under us: walk it again next time
+                    raise DeviceProtocolError(self.name, str(err), address=start) from err
+        return out
+
+    async def read_span(self, start: int, count: int) -> list[int]:
+        """``count`` holding registers from ``start``, in as many requests as the limit needs."""
+        out: list[int] = []
+        while len(out) < count:
+            n = min(MAX_READ_REGISTERS, count - len(out))
+            out += await self.link.read_holding(self.name, start + len(out), n, self.unit)
+        return out
+
+    async def write_points(
+        self, model_id: int, first_point: str, words: list[int], *, verify: bool = False
+    ) -> None:
+        """Write ``words`` from ``first_point`` of ``model_id``: only writable points.
+
+        With ``verify``, the registers are read back and must hold what was written.
+        """
         chain = await self._chain_or_discover()
         where = chain.find(model_id)
         if where is None:
@@ -71,15 +104,37 @@ class SunSpecDevice:
         covered = [
             p for p in model.points.values() if pt.offset <= p.offset < pt.offset + len(words)
         ]
-        read_only = [p.name for p in covered if not p.writable]
-        if read_only:
-            raise DeviceProtocolError(
-                self.name, f"refusing to write read-only points {read_only} of model {model_id}"
+        if pt.offset + len(words) > model.length + 2:
+            raise UnsafeWriteError(
+                self.name,
+                f"write of {len(words)} words at {first_point} runs past model {model_id}",
             )
-        await self.link.write_holding(self.name, where[0] + pt.offset, words, self.unit)
+        check_writable(self.name, f"model {model_id}", [p.name for p in covered if not p.writable])
+        address = where[0] + pt.offset
+        await self.link.write_holding(self.name, address, words, self.unit)
+        if verify:
+            held = await self.link.read_holding(self.name, address, len(words), self.unit)
+            check_read_back(self.name, address, words, held)
 
     async def close(self) -> None:
         await self.link.close()
+
+
+def _spans(
+    blocks: list[tuple[int, int, ModelLayout]],
+) -> list[tuple[int, int, list[tuple[int, int, ModelLayout]]]]:
+    """Group blocks ``(start, size, layout)`` into reads of at most ``MAX_READ_REGISTERS``."""
+    spans: list[tuple[int, int, list[tuple[int, int, ModelLayout]]]] = []
+    for block in sorted(blocks, key=lambda b: b[0]):
+        start, size, _ = block
+        if spans:
+            s_start, s_len, members = spans[-1]
+            end = max(s_start + s_len, start + size)
+            if start >= s_start and end - s_start <= MAX_READ_REGISTERS:
+                spans[-1] = (s_start, end - s_start, [*members, block])
+                continue
+        spans.append((start, size, [block]))
+    return spans
 
 
 def required(values: dict[str, Value], device: str, point: str) -> float:

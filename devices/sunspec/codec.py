@@ -111,14 +111,42 @@ def decode_model(layout: ModelLayout, registers: Sequence[int]) -> dict[str, Val
             f"model {layout.model_id}: length {registers[1]} differs from definition {layout.length}"
         )
     values: dict[str, Value] = {}
-    for pt in layout.points.values():
-        raw = decode_point_raw(registers, pt)
+    exponents: dict[str | int, int | None] = {}  # each scale factor decoded once per block
+    for pt, fast in _plan(layout):
+        if fast:  # one-register integer point: the hot path of every poll
+            word = registers[pt.offset] & 0xFFFF
+            if word == fast[0]:
+                raw: int | float | str | None = None
+            else:
+                raw = word - 0x10000 if fast[1] and word >= 0x8000 else word
+        else:
+            raw = decode_point_raw(registers, pt)
         if raw is None or isinstance(raw, str) or pt.type == "sunssf" or pt.sf is None:
             values[pt.name] = raw
             continue
-        exponent = _scale(layout, registers, pt)
+        if pt.sf in exponents:
+            exponent = exponents[pt.sf]
+        else:
+            exponent = exponents[pt.sf] = _scale(layout, registers, pt)
         values[pt.name] = None if exponent is None else raw * 10.0**exponent
     return values
+
+
+_PLANS: dict[int, tuple[ModelLayout, list[tuple[PointDef, tuple[int, bool] | None]]]] = {}
+
+
+def _plan(layout: ModelLayout) -> list[tuple[PointDef, tuple[int, bool] | None]]:
+    """Each point with, for one-register integers, its not-implemented word and signedness."""
+    cached = _PLANS.get(layout.model_id)
+    if cached is not None and cached[0] is layout:
+        return cached[1]
+    plan: list[tuple[PointDef, tuple[int, bool] | None]] = []
+    for pt in layout.points.values():
+        simple = pt.size == 1 and pt.type not in ("string", "float32", "pad")
+        ni = NOT_IMPLEMENTED.get(pt.type, -1)
+        plan.append((pt, (ni, pt.type in _SIGNED) if simple else None))
+    _PLANS[layout.model_id] = (layout, plan)
+    return plan
 
 
 def encode_point(pt: PointDef, value: Value, sf: int = 0) -> list[int]:

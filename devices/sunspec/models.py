@@ -1,7 +1,10 @@
 """SunSpec model layouts, read from pysunspec2's model definitions.
 
-Only the fixed (non-repeating) top-level points of a model are laid out here; that covers the
-common, inverter, nameplate, settings, controls, storage and meter models feederd uses. Offsets
+The top-level points of a model are laid out here, followed by its fixed nested groups (a group
+without a count, or with a literal count, as model 704's ``PFWInj``), whose points are named
+``Group.Point`` (``Group[i].Point`` when the group repeats a fixed number of times). Groups that
+repeat a device-defined number of times are not laid out. That covers the common, inverter,
+nameplate, settings, controls, storage, meter and 700-series DER models feederd uses. Offsets
 count from the model's ``ID`` register, so ``ID`` is offset 0 and ``L`` offset 1.
 """
 
@@ -66,11 +69,25 @@ def layout(model_id: int) -> ModelLayout:
         raise UnknownModelError(model_id) from err
     group = definition["group"]
     points: dict[str, PointDef] = {}
-    offset = 0
-    for pt in group["points"]:
+    offset = _add_points(points, group["points"], prefix="", offset=0)
+    for sub in group.get("groups", []):
+        count = sub.get("count", 1)
+        if not isinstance(count, int):
+            continue  # repeats as often as a point says: not a fixed layout
+        for i in range(count):
+            prefix = f"{sub['name']}." if count == 1 else f"{sub['name']}[{i}]."
+            offset = _add_points(points, sub["points"], prefix=prefix, offset=offset)
+    return ModelLayout(model_id=model_id, name=group["name"], length=offset - 2, points=points)
+
+
+def _add_points(
+    points: dict[str, PointDef], defs: list[dict[str, Any]], *, prefix: str, offset: int
+) -> int:
+    for pt in defs:
         size = int(pt.get("size", 1))
-        points[pt["name"]] = PointDef(
-            name=pt["name"],
+        name = prefix + pt["name"]
+        points[name] = PointDef(
+            name=name,
             offset=offset,
             size=size,
             type=pt["type"],
@@ -79,4 +96,4 @@ def layout(model_id: int) -> ModelLayout:
             units=pt.get("units"),
         )
         offset += size
-    return ModelLayout(model_id=model_id, name=group["name"], length=offset - 2, points=points)
+    return offset

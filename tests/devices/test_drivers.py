@@ -10,13 +10,13 @@ import pytest
 
 from devices import (
     BatterySetpoint,
-    DeviceProtocolError,
     DeviceUnavailable,
     ModbusTcpLink,
     PvSetpoint,
     SunSpecBattery,
     SunSpecInverter,
     SunSpecMeter,
+    UnsafeWriteError,
 )
 from hil import HilRig
 
@@ -96,7 +96,7 @@ async def test_read_only_points_are_never_written(rig: HilRig) -> None:
     pv = SunSpecInverter(name, ModbusTcpLink("127.0.0.1", port), 1, rating_kw=rating, revert_s=30)
     try:
         await pv.read()
-        with pytest.raises(DeviceProtocolError, match="read-only"):
+        with pytest.raises(UnsafeWriteError, match="read-only"):
             await pv.write_points(103, "W", [1])
     finally:
         await pv.close()

@@ -6,9 +6,27 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devices.sunspec import DecodeError, decode_model, encode_model, layout
+from devices.sunspec import DecodeError, decode_model, decode_point_raw, encode_model, layout
 
-MODELS = (1, 103, 120, 123, 124, 203)
+MODELS = (1, 101, 102, 103, 120, 121, 122, 123, 124, 201, 202, 203, 204, 701, 702, 704, 713)
+
+
+# the L of each model as the SunSpec specifications give it (golden values)
+SPEC_LENGTH = {
+    1: 66, 101: 50, 102: 50, 103: 50, 120: 26, 121: 30, 122: 44, 123: 24, 124: 24,
+    201: 105, 202: 105, 203: 105, 204: 105, 701: 153, 702: 50, 704: 65, 713: 7,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+def test_layout_length_is_the_specified_length(model_id: int) -> None:
+    assert layout(model_id).length == SPEC_LENGTH[model_id]
+
+
+def test_model_704_lays_out_its_fixed_groups() -> None:
+    model = layout(704)
+    assert model.point("PFWInj.PF").offset == model.point("PFWInj.Ext").offset - 1
+    assert model.point("PFWAbsRvrt.Ext").offset == model.length + 1  # the block's last word
 
 
 @pytest.mark.parametrize("model_id", MODELS)
@@ -67,3 +85,25 @@ def test_any_register_contents_decode_or_raise_our_error(
     values = decode_model(model, [model_id, model.length, *body])
     for name, value in values.items():
         assert value is None or isinstance(value, int | float | str), name
+
+
+@pytest.mark.parametrize("model_id", MODELS)
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_block_decoding_matches_point_by_point_decoding(model_id: int, data: st.DataObject) -> None:
+    """The fast block decoder gives exactly what decoding each point on its own gives."""
+    model = layout(model_id)
+    words = st.one_of(st.integers(0, 0xFFFF), st.sampled_from([0x8000, 0xFFFF, 0, 0xFFF6, 3]))
+    body = data.draw(st.lists(words, min_size=model.length, max_size=model.length))
+    block = [model_id, model.length, *body]
+    values = decode_model(model, block)
+    for pt in model.points.values():
+        raw = decode_point_raw(block, pt)
+        if raw is None or isinstance(raw, str) or pt.type == "sunssf" or pt.sf is None:
+            assert values[pt.name] == raw, pt.name
+            continue
+        sf = pt.sf if isinstance(pt.sf, int) else decode_point_raw(block, model.point(pt.sf))
+        if not isinstance(sf, int) or not -10 <= sf <= 10:
+            assert values[pt.name] is None, pt.name
+        else:
+            assert values[pt.name] == pytest.approx(raw * 10.0**sf), pt.name

@@ -1,0 +1,166 @@
+"""``feederd bench poll --devices N [--cycles C] --json``: one poll cycle over N Modbus devices.
+
+Starts N simulated SunSpec PV inverters and a head meter in a separate process
+(``controller.commands.bench_poll_fleet``, one port each), builds the fleet from a config the way
+the daemon does (``build_fleet``), and runs the daemon's own poll phase (``Controller._poll``:
+one task per device, the poll deadline, health bookkeeping) for C cycles after one warm-up cycle
+(discovery). Each inverter's cycle reads its measurements (103) and controls (123) in one
+request. Prints one JSON object: ``devices``, ``cycles``, ``cycle_ms_median``, ``cycle_ms_p95``,
+``cycle_ms_max``, ``first_cycle_ms`` (with discovery), ``requests_per_s``, ``devices_up``
+(median), ``rss_mb`` (this process: the daemon's side only) and ``cpu_s_per_cycle``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from controller.commands.args import positive_int
+
+HELP = "time one poll cycle over N simulated SunSpec inverters (JSON figures)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--devices", type=positive_int, default=1000, help="inverters (1000)")
+    parser.add_argument("--cycles", type=positive_int, default=10, help="timed cycles (10)")
+    parser.add_argument(
+        "--timeout", type=float, default=2.0, help="per-request timeout, seconds (2)"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object (default)")
+
+
+def _p95(values: list[float]) -> float:
+    return (
+        statistics.quantiles(values, n=20, method="inclusive")[-1] if len(values) > 1 else values[0]
+    )
+
+
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def _config(meter_port: int, ports: list[int], timeout_s: float) -> Any:
+    from controller.config import parse_config  # noqa: PLC0415
+
+    devices: list[dict[str, Any]] = [
+        {"name": "head", "kind": "meter", "bus": 1, "host": "127.0.0.1", "port": meter_port}
+    ]
+    devices += [
+        {
+            "name": f"pv{i}",
+            "kind": "pv",
+            "bus": 2 + i % 32,
+            "host": "127.0.0.1",
+            "port": port,
+            "rating_kw": 100.0,
+            "revert_s": 60,
+        }
+        for i, port in enumerate(ports)
+    ]
+    devices[0]["head"] = True
+    data = {
+        "site": "bench",
+        "interval_s": 10.0,
+        "feeder": {"case": "builtin:case33bw"},
+        "poll": {"timeout_s": timeout_s, "deadline_fraction": 0.5},
+        "metrics": {"enabled": False},
+        "devices": devices,
+    }
+    return parse_config(data, source="<bench poll>", base_dir=Path.cwd())
+
+
+def _start_fleet(n: int) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "controller.commands.bench_poll_fleet", str(n)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+
+
+async def _bench(n: int, cycles: int, timeout_s: float) -> dict[str, Any]:
+    from controller.clock import SystemClock  # noqa: PLC0415
+    from controller.daemon import Controller, _Timings  # noqa: PLC0415
+    from devices import ModbusLink  # noqa: PLC0415
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < n + 256:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(n + 256, hard), hard))
+    rss_start = _rss_mb()
+    fleet_proc = _start_fleet(n)
+    try:
+        assert fleet_proc.stdout is not None
+        started = time.perf_counter()
+        line = await asyncio.to_thread(fleet_proc.stdout.readline)
+        if not line:
+            raise RuntimeError("the simulated fleet exited before listening")
+        ports = json.loads(line)
+        fleet_start_s = time.perf_counter() - started
+        loaded = _config(ports["meter"], ports["inverters"], timeout_s)
+        ctl = Controller(loaded, clock=SystemClock())
+        links = {
+            id(link): link
+            for d in ctl.fleet.values()
+            if isinstance(link := getattr(d, "link", None), ModbusLink)
+        }
+        try:
+            t0 = time.perf_counter()
+            await ctl._poll(_Timings())  # the daemon's own poll phase
+            first_ms = (time.perf_counter() - t0) * 1000.0
+            requests_before = sum(link.stats.requests for link in links.values())
+            cpu_before = time.process_time()
+            times: list[float] = []
+            up: list[int] = []
+            for _ in range(cycles):
+                t = time.perf_counter()
+                snapshot = await ctl._poll(_Timings())
+                times.append((time.perf_counter() - t) * 1000.0)
+                up.append(len(ctl.fleet) - len(snapshot.missing))
+            cpu_s = time.process_time() - cpu_before
+            requests = sum(link.stats.requests for link in links.values()) - requests_before
+            rss = _rss_mb()
+        finally:
+            await ctl.close()
+    finally:
+        if fleet_proc.stdin is not None:
+            fleet_proc.stdin.close()
+        try:
+            await asyncio.to_thread(fleet_proc.wait, 10)
+        except subprocess.TimeoutExpired:
+            fleet_proc.kill()
+    return {
+        "devices": n + 1,
+        "inverters": n,
+        "cycles": cycles,
+        "cycle_ms_median": round(statistics.median(times), 1),
+        "cycle_ms_p95": round(_p95(times), 1),
+        "cycle_ms_max": round(max(times), 1),
+        "first_cycle_ms": round(first_ms, 1),
+        "requests_per_cycle": round(requests / cycles, 1),
+        "requests_per_s": round(requests / (sum(times) / 1000.0), 0),
+        "devices_up_median": statistics.median(up),
+        "cpu_s_per_cycle": round(cpu_s / cycles, 3),
+        "rss_mb": round(rss, 1),
+        "rss_mb_before_fleet": round(rss_start, 1),
+        "fleet_start_s": round(fleet_start_s, 1),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    result = asyncio.run(_bench(args.devices, args.cycles, args.timeout))
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,288 @@
+"""MQTT devices: telemetry from a topic and JSON paths, setpoints published to a topic.
+
+A background task (``start``) keeps one aiomqtt client connected to the broker: it subscribes to
+the telemetry topic and, when given, a status topic (``online``/``offline`` or JSON with a boolean
+``online``, typically the device's retained last will), keeps the newest value of every path, and
+reconnects with capped, jittered backoff, resubscribing each time. Incoming messages go through a
+bounded queue.
+
+``read`` never waits on the network: it returns the newest telemetry if it is fresher than
+``max_age_s`` and the device is online, else raises ``DeviceUnavailable``. A payload that is not
+JSON, lacks a path, or holds a non-finite number is one log line and a count in
+``bad_payloads``; the previous good values stay but age out.
+
+Parsing is pure (``extract``), so it is tested without a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, Literal
+
+import aiomqtt
+
+from devices.errors import DeviceUnavailable, UnsafeWriteError
+from devices.records import MeterReading, PvReading, PvSetpoint, WriteResult
+from devices.safety import pv_command
+
+__all__ = ["MqttDevice", "PayloadError", "extract"]
+
+log = logging.getLogger("feederd.devices.mqtt")
+
+METER_FIELDS = ("p_kw", "q_kvar", "v_ll_v", "a")
+PV_FIELDS = ("p_kw", "limit_pct")
+
+
+class PayloadError(ValueError):
+    """A telemetry payload that cannot be used; the message says why."""
+
+
+def _walk(doc: Any, path: str) -> Any:
+    node = doc
+    for part in path.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            raise PayloadError(f"path {path!r} not found (stopped at {part!r})")
+    return node
+
+
+def extract(payload: bytes, paths: Mapping[str, str]) -> dict[str, float]:
+    """Numbers at dotted ``paths`` (``ac.p_w``, ``phases.0.v``) of a JSON payload."""
+    try:
+        doc = json.loads(payload)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise PayloadError(f"payload is not JSON: {err}") from None
+    out: dict[str, float] = {}
+    for name, path in paths.items():
+        value = _walk(doc, path)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise PayloadError(f"path {path!r} holds {value!r}, not a number")
+        if not math.isfinite(value):
+            raise PayloadError(f"path {path!r} holds {value!r}, not a finite number")
+        out[name] = float(value)
+    return out
+
+
+def parse_status(payload: bytes) -> bool | None:
+    """``online``/``offline`` (any case), ``1``/``0``, or JSON ``{"online": bool}``."""
+    text = payload.decode("utf-8", "replace").strip()
+    lowered = text.lower()
+    if lowered in ("online", "1", "true"):
+        return True
+    if lowered in ("offline", "0", "false"):
+        return False
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    online = doc.get("online") if isinstance(doc, dict) else None
+    return online if isinstance(online, bool) else None
+
+
+class MqttDevice:
+    """A meter or PV inverter that speaks MQTT JSON."""
+
+    def __init__(
+        self,
+        name: str,
+        kind: Literal["meter", "pv"],
+        *,
+        host: str,
+        port: int = 1883,
+        telemetry_topic: str,
+        paths: Mapping[str, str],
+        scale: Mapping[str, float] | None = None,
+        setpoint_topic: str | None = None,
+        status_topic: str | None = None,
+        rating_kw: float | None = None,
+        revert_s: int = 60,
+        max_age_s: float = 10.0,
+        keepalive_s: int = 30,
+        queue_size: int = 100,
+        backoff_min_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if "p_kw" not in paths:
+            raise ValueError(f"{name}: an MQTT device needs a path for 'p_kw'")
+        if kind == "pv" and rating_kw is None:
+            raise ValueError(f"{name}: an MQTT PV inverter needs rating_kw")
+        self.name = name
+        self.kind = kind
+        self.host = host
+        self.port = port
+        self.telemetry_topic = telemetry_topic
+        self.paths = dict(paths)
+        self.scale = dict(scale or {})
+        self.setpoint_topic = setpoint_topic
+        self.status_topic = status_topic
+        self.rating_kw = rating_kw
+        self.revert_s = revert_s
+        self.max_age_s = max_age_s
+        self.keepalive_s = keepalive_s
+        self.queue_size = queue_size
+        self._backoff = (max(backoff_min_s, 0.01), backoff_max_s)
+        self._clock = clock
+        self._values: dict[str, float] = {}
+        self._received_at: float | None = None
+        self._online: bool | None = None
+        self._client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self.bad_payloads = 0
+        self.connects = 0
+
+    # --- lifetime ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"feederd.mqtt.{self.name}")
+
+    async def wait_connected(self, timeout_s: float) -> bool:
+        self.start()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout_s)
+        return self._connected.is_set()
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    self.host,
+                    self.port,
+                    identifier=f"feederd-{self.name}-{random.getrandbits(32):08x}",
+                    keepalive=self.keepalive_s,
+                    max_queued_incoming_messages=self.queue_size,
+                    timeout=5.0,
+                ) as client:
+                    await client.subscribe(self.telemetry_topic, qos=1)
+                    if self.status_topic is not None:
+                        await client.subscribe(self.status_topic, qos=1)
+                    self._client = client
+                    self.connects += 1
+                    if failures:
+                        log.info("mqtt device %s reconnected to %s:%s", self.name, *self._addr)
+                    failures = 0
+                    self._connected.set()
+                    async for message in client.messages:
+                        self.handle(str(message.topic), _payload_bytes(message.payload))
+            except aiomqtt.MqttError as err:
+                self._client = None
+                self._connected.clear()
+                failures += 1
+                lo, hi = self._backoff
+                delay = min(hi, lo * 2 ** min(failures - 1, 20)) * random.uniform(0.5, 1.0)
+                if failures == 1:
+                    log.error("mqtt device %s lost broker %s:%s (%s)", self.name, *self._addr, err)
+                await asyncio.sleep(delay)
+
+    @property
+    def _addr(self) -> tuple[str, int]:
+        return self.host, self.port
+
+    # --- messages (pure but for the clock) -----------------------------------------------
+
+    def handle(self, topic: str, payload: bytes) -> None:
+        """Take one message: telemetry updates the values, status the online state."""
+        if self.status_topic is not None and topic == self.status_topic:
+            online = parse_status(payload)
+            if online is None:
+                self.bad_payloads += 1
+                log.warning("mqtt device %s: status payload %r not understood", self.name, payload)
+            else:
+                self._online = online
+            return
+        try:
+            values = extract(payload, self.paths)
+        except PayloadError as err:
+            self.bad_payloads += 1
+            log.warning("mqtt device %s: bad telemetry on %s: %s", self.name, topic, err)
+            return
+        for key, factor in self.scale.items():
+            if key in values:
+                values[key] *= factor
+        self._values = values
+        self._received_at = self._clock()
+
+    # --- the device protocol -------------------------------------------------------------
+
+    def age_s(self) -> float | None:
+        """Seconds since the last good telemetry, ``None`` before the first."""
+        return None if self._received_at is None else self._clock() - self._received_at
+
+    async def read(self) -> MeterReading | PvReading:
+        self.start()
+        if self._online is False:
+            raise DeviceUnavailable(self.name, f"reports offline on {self.status_topic}")
+        age = self.age_s()
+        if age is None:
+            raise DeviceUnavailable(self.name, f"no telemetry yet on {self.telemetry_topic}")
+        if age > self.max_age_s:
+            raise DeviceUnavailable(
+                self.name, f"telemetry is {age:.1f} s old (limit {self.max_age_s:g} s): stale"
+            )
+        v = self._values
+        if self.kind == "meter":
+            return MeterReading(
+                device=self.name,
+                p_kw=v["p_kw"],
+                q_kvar=v.get("q_kvar"),
+                v_ll_v=v.get("v_ll_v"),
+                a=v.get("a"),
+            )
+        assert self.rating_kw is not None
+        return PvReading(
+            device=self.name,
+            p_kw=max(0.0, min(v["p_kw"], 1.2 * self.rating_kw)),
+            w_max_kw=self.rating_kw,
+            limit_pct=v.get("limit_pct"),
+            limit_enabled=v.get("limit_pct") is not None,
+            limit_revert_s=self.revert_s,
+        )
+
+    async def write(self, setpoint: PvSetpoint) -> WriteResult:
+        """Publish an absolute ceiling with its revert time (after the safety envelope)."""
+        if self.kind != "pv" or self.setpoint_topic is None or self.rating_kw is None:
+            raise UnsafeWriteError(self.name, "this MQTT device has no setpoint topic")
+        cmd = pv_command(
+            self.name, setpoint.p_max_kw, w_max_kw=self.rating_kw, revert_s=self.revert_s
+        )
+        client = self._client
+        if client is None:
+            raise DeviceUnavailable(self.name, f"not connected to {self.host}:{self.port}")
+        payload = json.dumps(
+            {"p_max_kw": cmd.p_max_kw, "limit_pct": cmd.limit_pct, "revert_s": cmd.revert_s}
+        )
+        try:
+            await client.publish(self.setpoint_topic, payload, qos=1)
+        except aiomqtt.MqttError as err:
+            raise DeviceUnavailable(self.name, f"publish to {self.setpoint_topic}: {err}") from err
+        return WriteResult(
+            device=self.name, requested=setpoint.p_max_kw, written=cmd.p_max_kw, clamped=cmd.clamped
+        )
+
+
+def _payload_bytes(payload: Any) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    if payload is None:
+        return b""
+    return str(payload).encode()

@@ -1,0 +1,310 @@
+"""Register-map devices: meters (and loads) that are not SunSpec, described by a TOML map.
+
+A map lists points: ``name``, ``address``, ``table`` (``holding`` or ``input``), ``type``
+(int16, uint16, int32, uint32, float32), ``word_order`` (``big``: high word first, or
+``little``), ``scale`` (engineering value = raw × scale), ``unit``, ``writable`` and optional
+physical bounds ``min``/``max``. The meter reading takes ``p_kw`` (required), ``q_kvar``,
+``v_ll_v`` and ``a`` from the points of those names.
+
+Parsing and decoding are pure (``load_register_map``, ``decode_points``); ``RegisterMapMeter``
+reads adjacent points of one table in one request. A value that is NaN, infinite or outside its
+bounds is dropped (``None``) and counted in ``dropped``; it never reaches the optimizer.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from devices.errors import DeviceProtocolError, UnsafeWriteError
+from devices.modbus_link import MAX_READ_REGISTERS, ModbusLink
+from devices.records import MeterReading
+from devices.safety import check_writable
+
+__all__ = [
+    "BUNDLED_MAPS",
+    "MapPoint",
+    "RegisterMap",
+    "RegisterMapError",
+    "RegisterMapMeter",
+    "decode_points",
+    "encode_value",
+    "load_register_map",
+    "parse_register_map",
+]
+
+PointType = Literal["int16", "uint16", "int32", "uint32", "float32"]
+_TYPES: dict[str, tuple[int, str]] = {
+    "int16": (1, ">h"),
+    "uint16": (1, ">H"),
+    "int32": (2, ">i"),
+    "uint32": (2, ">I"),
+    "float32": (2, ">f"),
+}
+_MAX_GAP = 16
+"""Unread registers a request may span to join two points (fewer requests, same answer)."""
+
+BUNDLED_MAPS = ("three_phase_float_meter",)
+
+
+class RegisterMapError(ValueError):
+    """A register map that cannot be used; the message names the file and the point."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MapPoint:
+    name: str
+    address: int
+    table: Literal["holding", "input"]
+    type: PointType
+    word_order: Literal["big", "little"]
+    scale: float
+    unit: str | None
+    writable: bool
+    min: float | None
+    max: float | None
+
+    @property
+    def size(self) -> int:
+        return _TYPES[self.type][0]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RegisterMap:
+    name: str
+    points: dict[str, MapPoint]
+
+
+def _point(source: str, i: int, raw: Any, default_order: str) -> MapPoint:
+    where = f"{source}: points[{i}]"
+    if not isinstance(raw, dict):
+        raise RegisterMapError(f"{where}: must be a table")
+    allowed = {"name", "address", "table", "type", "word_order", "scale", "unit", "writable"}
+    allowed |= {"min", "max"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise RegisterMapError(f"{where}: unknown key {unknown[0]!r}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name:
+        raise RegisterMapError(f"{where}.name: missing or not a string")
+    where = f"{source}: points[{i}] ({name})"
+    address = raw.get("address")
+    if not isinstance(address, int) or not 0 <= address <= 0xFFFF:
+        raise RegisterMapError(f"{where}.address: must be an integer 0..65535 (got {address!r})")
+    table = raw.get("table", "holding")
+    if table not in ("holding", "input"):
+        raise RegisterMapError(f"{where}.table: must be 'holding' or 'input' (got {table!r})")
+    kind = raw.get("type")
+    if kind not in _TYPES:
+        raise RegisterMapError(f"{where}.type: must be one of {', '.join(_TYPES)} (got {kind!r})")
+    order = raw.get("word_order", default_order)
+    if order not in ("big", "little"):
+        raise RegisterMapError(f"{where}.word_order: must be 'big' or 'little' (got {order!r})")
+    scale = raw.get("scale", 1.0)
+    if not isinstance(scale, int | float) or not math.isfinite(scale) or scale == 0:
+        raise RegisterMapError(f"{where}.scale: must be a non-zero number (got {scale!r})")
+    writable = raw.get("writable", False)
+    if not isinstance(writable, bool):
+        raise RegisterMapError(f"{where}.writable: must be true or false")
+    if writable and table == "input":
+        raise RegisterMapError(f"{where}.writable: input registers cannot be written")
+    bounds: dict[str, float | None] = {}
+    for key in ("min", "max"):
+        value = raw.get(key)
+        if value is not None and not isinstance(value, int | float):
+            raise RegisterMapError(f"{where}.{key}: must be a number (got {value!r})")
+        bounds[key] = None if value is None else float(value)
+    unit = raw.get("unit")
+    return MapPoint(
+        name=name,
+        address=address,
+        table=table,
+        type=kind,
+        word_order=order,
+        scale=float(scale),
+        unit=unit if isinstance(unit, str) else None,
+        writable=writable,
+        min=bounds["min"],
+        max=bounds["max"],
+    )
+
+
+def parse_register_map(data: Mapping[str, Any], *, source: str) -> RegisterMap:
+    """Validate a parsed TOML map; every problem is a ``RegisterMapError`` naming the point."""
+    head = data.get("map", {})
+    if not isinstance(head, dict):
+        raise RegisterMapError(f"{source}: map: must be a table")
+    default_order = head.get("word_order", "big")
+    if default_order not in ("big", "little"):
+        raise RegisterMapError(f"{source}: map.word_order: must be 'big' or 'little'")
+    raw_points = data.get("points")
+    if not isinstance(raw_points, list) or not raw_points:
+        raise RegisterMapError(f"{source}: points: the map needs at least one [[points]] entry")
+    points: dict[str, MapPoint] = {}
+    for i, raw in enumerate(raw_points):
+        pt = _point(source, i, raw, default_order)
+        if pt.name in points:
+            raise RegisterMapError(f"{source}: points[{i}].name: duplicate point {pt.name!r}")
+        points[pt.name] = pt
+    return RegisterMap(name=str(head.get("name", source)), points=points)
+
+
+def load_register_map(path: str | Path) -> RegisterMap:
+    """Read a map file; ``builtin:NAME`` names a bundled map (``BUNDLED_MAPS``)."""
+    text: str
+    source = str(path)
+    if source.startswith("builtin:"):
+        name = source.removeprefix("builtin:")
+        if name not in BUNDLED_MAPS:
+            raise RegisterMapError(
+                f"{source}: no bundled register map {name!r} (have {', '.join(BUNDLED_MAPS)})"
+            )
+        text = resources.files("devices.maps").joinpath(f"{name}.toml").read_text("utf-8")
+    else:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as err:
+            raise RegisterMapError(f"{source}: cannot read: {err.strerror or err}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise RegisterMapError(f"{source}: not valid TOML: {err}") from None
+    return parse_register_map(data, source=source)
+
+
+def _words_to_bytes(words: Sequence[int], order: str) -> bytes:
+    ordered = list(words) if order == "big" else list(reversed(words))
+    return b"".join(struct.pack(">H", w & 0xFFFF) for w in ordered)
+
+
+def decode_value(pt: MapPoint, words: Sequence[int]) -> float | None:
+    """One point's engineering value, or ``None`` when it is NaN, infinite or out of bounds."""
+    if len(words) != pt.size:
+        raise ValueError(f"point {pt.name}: {len(words)} words, need {pt.size}")
+    raw = struct.unpack(_TYPES[pt.type][1], _words_to_bytes(words, pt.word_order))[0]
+    value = float(raw) * pt.scale
+    if not math.isfinite(value):
+        return None
+    if (pt.min is not None and value < pt.min) or (pt.max is not None and value > pt.max):
+        return None
+    return value
+
+
+def encode_value(pt: MapPoint, value: float) -> list[int]:
+    """The words to write ``value`` (engineering units) into ``pt``."""
+    raw: float | int = value / pt.scale
+    if pt.type != "float32":
+        raw = round(raw)
+    data = struct.pack(_TYPES[pt.type][1], raw)
+    words = list(struct.unpack(f">{pt.size}H", data))
+    return words if pt.word_order == "big" else list(reversed(words))
+
+
+def decode_points(
+    rmap: RegisterMap, registers: Mapping[tuple[str, int], int]
+) -> tuple[dict[str, float | None], list[str]]:
+    """Decode every point from ``{(table, address): word}``; returns values and dropped names."""
+    values: dict[str, float | None] = {}
+    dropped: list[str] = []
+    for pt in rmap.points.values():
+        words = [registers[(pt.table, pt.address + i)] for i in range(pt.size)]
+        value = decode_value(pt, words)
+        values[pt.name] = value
+        if value is None:
+            dropped.append(pt.name)
+    return values, dropped
+
+
+def plan_reads(rmap: RegisterMap) -> list[tuple[str, int, int]]:
+    """The requests ``(table, address, count)`` that cover every point, adjacent ones joined."""
+    reads: list[tuple[str, int, int]] = []
+    for table in ("holding", "input"):
+        spans = sorted(
+            (pt.address, pt.address + pt.size) for pt in rmap.points.values() if pt.table == table
+        )
+        for start, end in spans:
+            if reads and reads[-1][0] == table:
+                _, r_start, r_count = reads[-1]
+                r_end = r_start + r_count
+                if start - r_end <= _MAX_GAP and max(end, r_end) - r_start <= MAX_READ_REGISTERS:
+                    reads[-1] = (table, r_start, max(end, r_end) - r_start)
+                    continue
+            reads.append((table, start, end - start))
+    return reads
+
+
+class RegisterMapMeter:
+    """A meter read through a register map; ``p_kw`` positive = into the feeder."""
+
+    def __init__(
+        self, name: str, link: ModbusLink, unit: int, rmap: RegisterMap, *, p_limit_kw: float
+    ) -> None:
+        if "p_kw" not in rmap.points:
+            raise RegisterMapError(f"{rmap.name}: a meter map needs a point named 'p_kw'")
+        self.name = name
+        self.link = link
+        self.unit = unit
+        self.map = rmap
+        self.p_limit_kw = p_limit_kw
+        self.dropped = 0
+        """How many point values were dropped as implausible (NaN, out of bounds)."""
+        self._reads = plan_reads(rmap)
+
+    @property
+    def requests_per_read(self) -> int:
+        return len(self._reads)
+
+    async def read_points(self) -> dict[str, float | None]:
+        registers: dict[tuple[str, int], int] = {}
+        for table, address, count in self._reads:
+            words = await self.link.read(self.name, address, count, self.unit, table)  # type: ignore[arg-type]
+            for i, w in enumerate(words):
+                registers[(table, address + i)] = w
+        values, dropped = decode_points(self.map, registers)
+        self.dropped += len(dropped)
+        return values
+
+    async def read(self) -> MeterReading:
+        values = await self.read_points()
+        p_kw = values.get("p_kw")
+        if p_kw is None:
+            raise DeviceProtocolError(
+                self.name, "implausible or not a number: point p_kw; reading dropped"
+            )
+        if abs(p_kw) > self.p_limit_kw:
+            raise DeviceProtocolError(
+                self.name, f"implausible p_kw = {p_kw:.1f} kW, beyond ±{self.p_limit_kw:.0f} kW"
+            )
+        return MeterReading(
+            device=self.name,
+            p_kw=p_kw,
+            q_kvar=values.get("q_kvar"),
+            v_ll_v=values.get("v_ll_v"),
+            a=values.get("a"),
+        )
+
+    async def write_point(self, point: str, value: float) -> None:
+        """Write one declared-writable point (a load's setpoint); anything else is refused."""
+        pt = self.map.points.get(point)
+        if pt is None:
+            raise DeviceProtocolError(self.name, f"the register map has no point {point!r}")
+        check_writable(self.name, f"register map {self.map.name}", [] if pt.writable else [point])
+        if not isinstance(value, int | float) or not math.isfinite(value):
+            raise UnsafeWriteError(self.name, f"{point} = {value!r} is not a finite number")
+        # clamp to the point's declared bounds before anything is written
+        value = max(value, pt.min) if pt.min is not None else value
+        value = min(value, pt.max) if pt.max is not None else value
+        try:
+            words = encode_value(pt, value)
+        except (struct.error, OverflowError) as err:
+            raise UnsafeWriteError(self.name, f"{point} = {value} does not fit {pt.type}") from err
+        await self.link.write_holding(self.name, pt.address, words, self.unit)
+
+    async def close(self) -> None:
+        await self.link.close()
