@@ -1,12 +1,17 @@
 """The hardware-in-the-loop rig: the simulated feeder that feederd is tested against.
 
 Independent physics (pandapower AC power flow of the IEEE 33-bus case), simulated SunSpec
-devices (PV inverters, batteries, a head meter) and the pymodbus servers that expose them.
+devices (PV inverters, batteries, a head meter) and the pymodbus servers that expose them, with
+faults; day profiles, scenarios, KPIs and a Mosquitto broker for scenario runs (the runner that
+drives the daemon through a scenario is ``controller.sim``; the plots are ``hil.plots``).
 """
 
+from hil.broker import BrokerError, MosquittoBroker
 from hil.cases import case33bw_path
 from hil.clock import ManualClock
+from hil.kpis import Sample, compliant, kpis
 from hil.physics import FeederPhysics, PhysicsError, PhysicsState
+from hil.profiles import CloudPass, LoadStep, clear_sky, load_shape
 from hil.register_image import (
     BASE_ADDRESS,
     END_MARKER,
@@ -17,6 +22,7 @@ from hil.register_image import (
     fit_scale_factor,
 )
 from hil.rig import DEFAULT_BATTERY_BUSES, DEFAULT_PV_BUSES, HilRig, RigDevice
+from hil.scenario import Scenario, ScenarioError, bundled_scenario, load_scenario
 from hil.server import DeviceFault, SunSpecServer
 from hil.sim_devices import SimBattery, SimInverter, SimMeter
 
@@ -26,13 +32,20 @@ __all__ = [
     "DEFAULT_PV_BUSES",
     "END_MARKER",
     "SUNS_MARKER",
+    "BrokerError",
+    "CloudPass",
     "DeviceFault",
     "FeederPhysics",
     "HilRig",
+    "LoadStep",
     "ManualClock",
+    "MosquittoBroker",
     "PhysicsError",
     "PhysicsState",
     "RigDevice",
+    "Sample",
+    "Scenario",
+    "ScenarioError",
     "SimBattery",
     "SimInverter",
     "SimMeter",
@@ -40,6 +53,12 @@ __all__ = [
     "SunSpecServer",
     "WriteHook",
     "WriteRejection",
+    "bundled_scenario",
     "case33bw_path",
+    "clear_sky",
+    "compliant",
     "fit_scale_factor",
+    "kpis",
+    "load_scenario",
+    "load_shape",
 ]

@@ -2,7 +2,9 @@
 
 ``async with HilRig(...) as rig`` builds the feeder's physics, one simulated SunSpec device per
 DER plus a meter at the head (bus 1), and serves each device on its own free port of 127.0.0.1
-(unit id 1). The physics is re-solved
+(unit id 1), or on ``base_port``, ``base_port + 1``, ... in the order of ``devices`` when
+``base_port`` is given. ``case`` replaces the built-in 33-bus feeder by a MATPOWER file (the
+DER buses must exist in it). The physics is re-solved
 
 * shortly after any accepted write (coalesced: one solve per ``debounce_s``), so a curtailment
   or battery command written by any Modbus client shows in the head meter within milliseconds;
@@ -22,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 from hil.physics import FeederPhysics, PhysicsState
@@ -84,6 +87,8 @@ class HilRig:
         physics_period_s: float | None = 0.5,
         debounce_s: float = 0.005,
         host: str = "127.0.0.1",
+        case: Path | None = None,
+        base_port: int | None = None,
     ) -> None:
         self.time_fn = time_fn
         self.load_scale = load_scale
@@ -91,7 +96,8 @@ class HilRig:
         self.physics_period_s = physics_period_s
         self.debounce_s = debounce_s
         self.host = host
-        self.physics = FeederPhysics()
+        self.base_port = base_port
+        self.physics = FeederPhysics(case)
         v_ll = 1000.0 * self.physics.head_vn_kv
         self.inverters: dict[str, SimInverter] = {}
         self.batteries: dict[str, SimBattery] = {}
@@ -170,17 +176,49 @@ class HilRig:
     def set_fault(self, name: str, fault: DeviceFault) -> None:
         self._servers[name].set_fault(UNIT, fault)
 
+    def fault(self, name: str) -> DeviceFault:
+        return self._servers[name].fault(UNIT)
+
     def set_silent(self, name: str, silent: bool = True) -> None:
         """Make device ``name`` stop (or resume) answering Modbus requests."""
         self._servers[name].set_silent(UNIT, silent)
+
+    def reset_connections(self, name: str) -> int:
+        """Drop every client connection to device ``name`` now (it keeps listening)."""
+        return self._servers[name].reset_connections()
+
+    @property
+    def pv_kw(self) -> float:
+        """What the PV inverters feed in now."""
+        return sum(inv.p_kw for inv in self.inverters.values())
+
+    @property
+    def pv_available_kw(self) -> float:
+        """What the PV could feed in without limits."""
+        return sum(min(inv.available_kw, inv.w_max_kw) for inv in self.inverters.values())
+
+    @property
+    def curtailed_kw(self) -> float:
+        return sum(inv.curtailed_kw for inv in self.inverters.values())
+
+    @property
+    def battery_kw(self) -> float:
+        """The batteries' power, discharge positive."""
+        return sum(bat.p_kw for bat in self.batteries.values())
+
+    @property
+    def load_scale_now(self) -> float:
+        """The load scale of the last step."""
+        return self._load_scale_now
 
     # --- lifetime --------------------------------------------------------------------------
 
     async def __aenter__(self) -> HilRig:
         await self.step()
         try:
-            for name, sim in self._sims.items():
-                server = SunSpecServer({UNIT: sim}, host=self.host, port=0)
+            for i, (name, sim) in enumerate(self._sims.items()):
+                port = 0 if self.base_port is None else self.base_port + i
+                server = SunSpecServer({UNIT: sim}, host=self.host, port=port)
                 await server.start()
                 self._servers[name] = server
         except BaseException:

@@ -11,13 +11,19 @@ refreshed from the device's own image and writes go through the device's checks:
 
 Faults (``set_fault``) are injected per unit: ``silent`` accepts the request and never answers
 it (the client times out; requests received while silent stay unanswered for good), ``delay_s``
-answers late, ``exception`` answers every request with that Modbus exception code.
+answers late, ``exception`` answers every request with that Modbus exception code, ``garbage``
+answers reads with random words (a seeded generator, so runs repeat), ``frozen`` answers reads
+from the image as it was when the fault began (writes are accepted and change nothing you can
+read back), and ``reset`` closes every client connection of the port as a request arrives
+(the request is never answered: the client sees the connection drop).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import random
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import TracebackType
@@ -41,6 +47,9 @@ class DeviceFault:
     silent: bool = False
     delay_s: float = 0.0
     exception: ExcCodes | None = None
+    garbage: bool = False
+    frozen: bool = False
+    reset: bool = False
 
 
 class SunSpecServer:
@@ -64,6 +73,10 @@ class SunSpecServer:
         self._server: ModbusTcpServer | None = None
         self._faults: dict[int, DeviceFault] = {unit: DeviceFault() for unit in self.devices}
         self._parked: dict[int, set[asyncio.Task[object]]] = {unit: set() for unit in self.devices}
+        self._frozen: dict[int, list[int]] = {}
+        self._rng = random.Random(0x5EED)
+        self.resets = 0
+        """How many client connections the ``reset`` fault has closed."""
 
     @property
     def port(self) -> int:
@@ -119,16 +132,28 @@ class SunSpecServer:
         self._faults[unit] = fault
         if not fault.silent:
             self._release(unit)
+        if not fault.frozen:
+            self._frozen.pop(unit, None)
+        elif unit not in self._frozen:
+            self._frozen[unit] = self.devices[unit].registers()
 
     def fault(self, unit: int) -> DeviceFault:
         return self._faults[unit]
 
     def set_silent(self, unit: int, silent: bool = True) -> None:
         """Shorthand: make ``unit`` stop (or resume) answering."""
-        current = self._faults[unit]
-        self.set_fault(
-            unit, DeviceFault(silent=silent, delay_s=current.delay_s, exception=current.exception)
-        )
+        self.set_fault(unit, dataclasses.replace(self._faults[unit], silent=silent))
+
+    def reset_connections(self) -> int:
+        """Close every client connection of this port now; returns how many were closed."""
+        server = self._server
+        if server is None:
+            return 0
+        connections = list(server.active_connections.values())
+        for conn in connections:
+            conn.close()
+        self.resets += len(connections)
+        return len(connections)
 
     def _release(self, unit: int) -> None:
         """Drop the requests parked while ``unit`` was silent: they are never answered."""
@@ -150,6 +175,9 @@ class SunSpecServer:
             fault = self._faults[unit]
             if fault.silent:
                 await self._park(unit)
+            if fault.reset:
+                self.reset_connections()
+                await self._park(unit)
             if fault.delay_s > 0:
                 await asyncio.sleep(fault.delay_s)
             if fault.exception is not None:
@@ -158,7 +186,9 @@ class SunSpecServer:
                 if function_code not in _READ_FUNCTIONS:
                     return ExcCodes.ILLEGAL_FUNCTION
                 offset = address - start_address
-                current_registers[offset : offset + count] = device.registers_at(address, count)
+                current_registers[offset : offset + count] = self._read(unit, address, count)
+                return None
+            if fault.frozen:  # accepted, and nothing changes
                 return None
             if function_code not in _WRITE_FUNCTIONS:
                 return ExcCodes.ILLEGAL_FUNCTION
@@ -181,6 +211,19 @@ class SunSpecServer:
             ],
             action=action,
         )
+
+    def _read(self, unit: int, address: int, count: int) -> list[int]:
+        fault = self._faults[unit]
+        device = self.devices[unit]
+        if fault.garbage:
+            device.registers_at(address, count)  # still ILLEGAL_ADDRESS outside the image
+            return [self._rng.randrange(0x10000) for _ in range(count)]
+        frozen = self._frozen.get(unit)
+        if frozen is not None:
+            device.registers_at(address, count)
+            offset = address - device.base_address
+            return frozen[offset : offset + count]
+        return device.registers_at(address, count)
 
     async def _park(self, unit: int) -> None:
         """Wait until cancelled: the request is never answered."""

@@ -6,7 +6,9 @@ a register image (see ``hil.register_image``) that a Modbus server serves as is.
 PV inverter (models 1, 103, 120, 123)
     Output ``p_kw = min(available_kw, WMaxLimPct % × WMax)`` while ``WMaxLim_Ena == 1`` (else
     ``available_kw``, capped at WMax); ``Conn = 0`` disconnects it (0 kW). ``WMaxLimPct_SF`` is
-    −1 (0.1 % steps); limits outside 0..100 % are refused. Revert (model 123 fails open): when
+    −1 (0.1 % steps); limits outside 0..100 % are refused. Ramp: a limit written with
+    ``WMaxLimPct_RmpTms > 0`` moves the output ceiling linearly from where it was to the new
+    limit over that many seconds (0: at once). Revert (model 123 fails open): when
     ``WMaxLimPct_RvrtTms > 0`` and no write to the limit points (``WMaxLimPct`` …
     ``WMaxLim_Ena``) came for that many seconds, the limit returns to 100 % and is disabled.
 
@@ -191,6 +193,9 @@ class SimInverter(_AcDevice):
         self.w_max_kw = w_max_kw
         self._available_kw = max(0.0, available_kw)
         self._limit_written_at: float | None = None
+        self._ramp: tuple[float, float, float] | None = None
+        """(ceiling % at the ramp's start, start time, ramp seconds) while a ramp runs."""
+        self._ceiling_before_write = 100.0
         self._set(120, {"DERTyp": 4, "WRtg": 1000.0 * w_max_kw, "VARtg": 1000.0 * w_max_kw})
         self._set(
             123,
@@ -243,8 +248,20 @@ class SimInverter(_AcDevice):
     def p_kw(self) -> float:
         if not self.connected:
             return 0.0
-        ceiling = self.w_max_kw * (self.limit_pct / 100.0 if self.limit_enabled else 1.0)
+        ceiling = self.w_max_kw * self.ceiling_pct / 100.0
         return min(self._available_kw, self.w_max_kw, ceiling)
+
+    @property
+    def ceiling_pct(self) -> float:
+        """The output ceiling now, % of WMax: the enabled limit, part way there while ramping."""
+        target = self.limit_pct if self.limit_enabled else 100.0
+        if self._ramp is None:
+            return target
+        start_pct, started, ramp_s = self._ramp
+        done = (self.time_fn() - started) / ramp_s
+        if done >= 1.0:
+            return target
+        return start_pct + (target - start_pct) * max(done, 0.0)
 
     @property
     def curtailed_kw(self) -> float:
@@ -274,6 +291,7 @@ class SimInverter(_AcDevice):
         ):
             self._set(123, {"WMaxLimPct": 100.0, "WMaxLim_Ena": 0})
             self._limit_written_at = None
+            self._ramp = None
 
     # --- register semantics ----------------------------------------------------------------
 
@@ -296,11 +314,18 @@ class SimInverter(_AcDevice):
         now = self.time_fn()
         self._accumulate_energy(now)
         self._check_revert(now)
+        self._ceiling_before_write = self.ceiling_pct
 
     def _after_write(self, model_id: int, written: set[str]) -> None:
         limit_points = {"WMaxLimPct", "WMaxLimPct_WinTms", "WMaxLimPct_RvrtTms", "WMaxLim_Ena"}
         if model_id == 123 and written & (limit_points | {"WMaxLimPct_RmpTms"}):
-            self._limit_written_at = self.time_fn()
+            now = self.time_fn()
+            self._limit_written_at = now
+            ramp_s = self._get(123, "WMaxLimPct_RmpTms")
+            if isinstance(ramp_s, int) and ramp_s > 0:
+                self._ramp = (self._ceiling_before_write, now, float(ramp_s))
+            else:
+                self._ramp = None
         self._publish()
 
     def _publish(self) -> None:

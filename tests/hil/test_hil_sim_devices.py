@@ -244,3 +244,20 @@ def test_registers_at_refuses_unmapped_addresses() -> None:
         meter.registers_at(BASE_ADDRESS - 1, 2)
     with pytest.raises(IndexError):
         meter.registers_at(BASE_ADDRESS, meter.register_count + 1)
+
+
+def test_inverter_limit_ramps_over_its_ramp_time(clock: ManualClock) -> None:
+    inv = SimInverter("pv07", 7, 150.0, available_kw=150.0, time_fn=clock)
+    address = inv.point_address(123, "WMaxLimPct")
+    # 40 % with a 20 s ramp: from 100 % (uncurtailed) down to 40 % over 20 s
+    assert inv.apply_write(address, [400, 0, 60, 20, 1])
+    assert inv.p_kw == pytest.approx(150.0)
+    clock.advance(10.0)
+    inv.update()
+    assert inv.p_kw == pytest.approx(105.0)  # half way: 70 %
+    assert _block(inv, 103)["W"] == pytest.approx(105_000.0)
+    clock.advance(15.0)
+    assert inv.p_kw == pytest.approx(60.0)
+    # back up to 80 % at once (no ramp time)
+    assert inv.apply_write(address, [800, 0, 60, 0, 1])
+    assert inv.p_kw == pytest.approx(120.0)

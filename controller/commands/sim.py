@@ -1,0 +1,233 @@
+"""``feederd sim``: HIL scenarios in simulated time, or the simulated devices on their own.
+
+``feederd sim --scenario PATH [--out DIR]`` runs the real daemon against the rig through a
+scenario (see controller/sim.py) and writes ``intervals.csv``, ``kpis.json``, ``feederd.log`` and
+PNG plots into DIR. PATH may also name a bundled scenario (``evening_peak``, ...).
+
+``feederd sim --serve [--case FILE.m] [--base-port N]`` starts only the simulated devices (real
+time, the day's load and sun at the wall clock's hour), and once every one answers prints one
+line ``{"devices": [{"name", "kind", "host", "port", "unit"}, ...]}``; it serves until SIGINT or
+SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import TextIO
+
+from controller.commands.args import port
+
+HELP = "run a HIL scenario in simulated time, or serve the simulated devices"
+
+_KPI_ORDER = (
+    ("dr_compliance", "DR compliance"),
+    ("time_to_comply_s", "time to comply, s"),
+    ("energy_over_limit_kwh", "energy over limit, kWh"),
+    ("voltage_violation_bus_intervals", "voltage violations, bus-intervals"),
+    ("curtailed_kwh", "curtailed, kWh"),
+    ("losses_kwh", "losses, kWh"),
+    ("battery_discharged_kwh", "battery discharged, kWh"),
+    ("device_missed_intervals", "device-intervals missed"),
+)
+
+
+def compression(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be within (0, 1], got {text!r}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument(
+        "--scenario", metavar="PATH", help="scenario TOML file, or a bundled scenario's name"
+    )
+    mode.add_argument("--serve", action="store_true", help="serve the simulated devices only")
+    parser.add_argument("--out", metavar="DIR", help="results folder (default ./sim-NAME)")
+    parser.add_argument(
+        "--compress",
+        type=compression,
+        default=1.0,
+        metavar="F",
+        help="scale the scenario's timeline by F (0 < F <= 1), e.g. 0.25 for a quick run",
+    )
+    parser.add_argument("--case", metavar="FILE.m", help="with --serve: a MATPOWER case")
+    parser.add_argument(
+        "--base-port",
+        type=port,
+        default=None,
+        metavar="N",
+        help="with --serve: devices on N, N+1, ... (default: free ports)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from controller.cli import UsageError  # noqa: PLC0415 (the CLI imports this module)
+
+    if args.serve:
+        if args.out is not None or args.compress != 1.0:
+            raise UsageError("--out and --compress go with --scenario, not --serve")
+        return _serve(args.case, args.base_port, sys.stdout)
+    if args.case is not None or args.base_port is not None:
+        raise UsageError("--case and --base-port go with --serve (a scenario names its case)")
+    return _scenario(args.scenario, args.out, args.compress, sys.stdout)
+
+
+def _scenario_path(text: str) -> Path:
+    from hil.scenario import BUNDLED_SCENARIOS, bundled_scenario  # noqa: PLC0415
+
+    path = Path(text)
+    if not path.is_file() and text in BUNDLED_SCENARIOS:
+        return bundled_scenario(text)
+    return path
+
+
+def _scenario(text: str, out: str | None, compress: float, stream: TextIO) -> int:
+    from controller.cli import UsageError  # noqa: PLC0415
+    from controller.logs import configure_logging  # noqa: PLC0415
+    from controller.sim import run_scenario, write_results  # noqa: PLC0415
+    from hil.scenario import ScenarioError, load_scenario  # noqa: PLC0415
+
+    path = _scenario_path(text)
+    try:
+        scenario = load_scenario(path)
+    except ScenarioError as err:
+        raise UsageError(str(err)) from None
+    if compress != 1.0:
+        scenario = scenario.compressed(compress)
+    out_dir = Path(out) if out is not None else Path(f"sim-{scenario.name}")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"--out {out_dir}: cannot create folder: {err.strerror or err}") from None
+    n = int(scenario.duration_s // scenario.controller.interval_s)
+    print(
+        f"feederd sim: {scenario.name} from {scenario.start}, {scenario.duration_s / 3600:g} h"
+        f" at {scenario.controller.interval_s:g} s ({n} intervals), {len(scenario.dr)} DR"
+        f" events, {len(scenario.fault)} faults",
+        file=stream,
+        flush=True,
+    )
+    with (out_dir / "feederd.log").open("w", encoding="utf-8") as log_file:
+        configure_logging(level="info", stream=log_file)
+        try:
+            result = asyncio.run(
+                run_scenario(scenario, base_dir=path.resolve().parent, source=str(path))
+            )
+        except ScenarioError as err:
+            raise UsageError(str(err)) from None
+    paths = write_results(result, out_dir)
+    k = result.kpis
+    for key, label in _KPI_ORDER:
+        value = k.get(key)
+        text_value = (
+            "n/a (no DR event)"
+            if value is None
+            else f"{100 * value:.1f}%"
+            if key == "dr_compliance"
+            else f"{value:g}"
+        )
+        print(f"  {label:<36} {text_value}", file=stream)
+    print(
+        f"  simulated {k['sim_s'] / 3600:.2f} h in {k['wall_s']:.1f} s of wall time"
+        f" ({k['sim_s'] / max(k['wall_s'], 1e-9):.0f}x real time)",
+        file=stream,
+    )
+    print(f"  wrote {', '.join(p.name for p in paths)} to {out_dir}", file=stream, flush=True)
+    return 0
+
+
+def _serve(case: str | None, base_port: int | None, stream: TextIO) -> int:
+    from controller.cli import UsageError  # noqa: PLC0415
+
+    case_path: Path | None = None
+    if case is not None:
+        case_path = Path(case)
+        if not case_path.is_file():
+            raise UsageError(f"--case {case}: no such file")
+    try:
+        return asyncio.run(_serve_async(case_path, base_port, stream))
+    except _ServeError as err:
+        raise UsageError(str(err)) from None
+
+
+class _ServeError(Exception):
+    pass
+
+
+def _der_buses(case: Path | None) -> tuple[list[int], list[int]]:
+    """PV and battery buses: the 33-bus defaults that the case has, else spread over it."""
+    from hil import DEFAULT_BATTERY_BUSES, DEFAULT_PV_BUSES, FeederPhysics  # noqa: PLC0415
+
+    if case is None:
+        return list(DEFAULT_PV_BUSES), list(DEFAULT_BATTERY_BUSES)
+    try:
+        physics = FeederPhysics(case)
+    except Exception as err:  # pandapower's converter raises anything on a bad file
+        raise _ServeError(f"--case {case}: not a usable MATPOWER case ({err})") from None
+    others = [b for b in physics.buses if b != physics.head_bus]
+    if not others:
+        raise _ServeError(f"--case {case}: the case has no bus besides the slack")
+    pv = [b for b in DEFAULT_PV_BUSES if b in others] or others[2::3] or others[-1:]
+    bat = [b for b in DEFAULT_BATTERY_BUSES if b in others] or others[4::8] or others[-1:]
+    return pv, bat
+
+
+async def _serve_async(case: Path | None, base_port: int | None, stream: TextIO) -> int:
+    from devices import DeviceError, ModbusTcpLink  # noqa: PLC0415
+    from hil import HilRig  # noqa: PLC0415
+    from hil.profiles import load, sun  # noqa: PLC0415
+
+    pv_buses, battery_buses = _der_buses(case)
+    now = datetime.now().astimezone()
+    start_hour = now.hour + now.minute / 60.0 + now.second / 3600.0
+    rig = HilRig(
+        time_fn=time.monotonic,
+        load_scale=lambda t: load(t, start_hour=start_hour, scale=1.0, steps=()),
+        pv_available_frac=lambda t: sun(t, start_hour=start_hour, peak_frac=0.85, clouds=()),
+        pv_buses=pv_buses,
+        battery_buses=battery_buses,
+        case=case,
+        base_port=base_port,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await rig.__aenter__()
+    except (OSError, RuntimeError) as err:
+        last = None if base_port is None else base_port + len(pv_buses) + len(battery_buses)
+        where = f"ports {base_port}..{last}" if base_port is not None else "free ports"
+        raise _ServeError(f"cannot serve the devices on 127.0.0.1 {where}: {err}") from None
+    try:
+        for d in rig.devices:  # every device answers a SunSpec header read before we say so
+            link = ModbusTcpLink(d.host, d.port, timeout_s=2.0)
+            try:
+                await link.read_holding(d.name, 40000, 2, d.unit)
+            except DeviceError as err:
+                raise _ServeError(f"device {d.name} does not answer: {err}") from None
+            finally:
+                await link.close()
+        line = {
+            "devices": [
+                {"name": d.name, "kind": d.kind, "host": d.host, "port": d.port, "unit": d.unit}
+                for d in rig.devices
+            ]
+        }
+        print(json.dumps(line), file=stream, flush=True)
+        await stop.wait()
+    finally:
+        await rig.__aexit__(None, None, None)
+    return 0

@@ -1,0 +1,119 @@
+"""A real Mosquitto broker on 127.0.0.1 that a scenario can stop and start (a broker outage).
+
+``async with MosquittoBroker() as broker`` starts ``mosquitto`` on a free port with a config of
+its own (anonymous, loopback only, persistence in a temporary folder so sessions and queued
+QoS 1 messages survive a restart); ``await broker.stop()`` and ``await broker.start()`` take it
+down and bring it back on the same port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+from types import TracebackType
+
+__all__ = ["BrokerError", "MosquittoBroker", "find_mosquitto"]
+
+_CANDIDATES = ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto")
+
+
+class BrokerError(RuntimeError):
+    """Mosquitto is missing or does not come up."""
+
+
+def find_mosquitto() -> str | None:
+    """The mosquitto executable, or ``None`` when it is not installed."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    return next((c for c in _CANDIDATES if Path(c).is_file()), None)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class MosquittoBroker:
+    """One mosquitto process; see the module docstring."""
+
+    def __init__(self, *, port: int | None = None) -> None:
+        exe = find_mosquitto()
+        if exe is None:
+            raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
+        self.exe = exe
+        self.host = "127.0.0.1"
+        self.port = port or _free_port()
+        self._dir = tempfile.TemporaryDirectory(prefix="feederd-broker-")
+        self._conf = Path(self._dir.name) / "mosquitto.conf"
+        self._conf.write_text(
+            f"listener {self.port} {self.host}\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self._dir.name}/\n"
+            "autosave_interval 1\n",
+            encoding="utf-8",
+        )
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.returncode is None
+
+    async def start(self, timeout_s: float = 10.0) -> None:
+        if self.running:
+            return
+        self._proc = await asyncio.create_subprocess_exec(
+            self.exe,
+            "-c",
+            str(self._conf),
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if self._proc.returncode is not None:
+                raise BrokerError(f"mosquitto exited with {self._proc.returncode} on start")
+            try:
+                _r, writer = await asyncio.open_connection(self.host, self.port)
+            except OSError:
+                await asyncio.sleep(0.02)
+                continue
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            return
+        await self.stop()
+        raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port}")
+
+    async def stop(self) -> None:
+        """Stop the broker (SIGTERM, then SIGKILL after 5 s); its clients lose their sessions'
+        connections at once."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 5.0)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    async def __aenter__(self) -> MosquittoBroker:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+        self._dir.cleanup()

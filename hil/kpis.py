@@ -1,0 +1,147 @@
+"""What a scenario run measured, interval by interval, and the KPIs that grade it.
+
+Pure: ``Sample`` is one interval as the rig's physics saw it at the controller's poll (so it
+shows the previous interval's setpoints at work), ``kpis(samples, ...)`` the figures. Every
+figure comes from the physics (pandapower), never from the controller's own estimates.
+
+``dr_compliance``
+    Share of intervals under an active DR limit in which the head import is within 2% of the
+    limit: ``import <= L + 2%·|L|`` for an import limit ``L``, ``import >= -(E + 2%·E)`` for an
+    export limit ``E``. The interval in which an event starts counts: the controller sees the
+    limit only at that poll, so its first interval is already a miss if the feeder is above it.
+``time_to_comply_s``
+    The longest, over the DR events, time from an event's first interval to its first compliant
+    one (0 when the feeder already complied; the event's length when it never did).
+``energy_over_limit_kwh``
+    Integral of the excess over the limit (beyond the limit itself, no tolerance).
+``voltage_violation_bus_intervals``
+    How many (bus, interval) pairs had a voltage outside the band.
+``curtailed_kwh``, ``losses_kwh``
+    PV energy held back by the limits, and the feeder's AC losses.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["COMPLIANCE_TOLERANCE", "Sample", "compliant", "kpis"]
+
+COMPLIANCE_TOLERANCE = 0.02
+_BAND_EPS_PU = 1e-6
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sample:
+    """One interval of a run (powers in kW, the head import positive into the feeder)."""
+
+    t_s: float
+    import_kw: float
+    meter_kw: float | None
+    """What the controller read from the head meter (``None``: it got no reading)."""
+    import_limit_kw: float | None
+    export_limit_kw: float | None
+    v_pu: Mapping[int, float]
+    losses_kw: float
+    load_kw: float
+    pv_kw: float
+    pv_available_kw: float
+    curtailed_kw: float
+    battery_kw: float
+    battery_soc_pct: float
+    status: str
+    devices_up: int
+    seen_import_limit_kw: float | None = None
+    """The import limit the controller enforced (it may lag the operator's, e.g. over MQTT)."""
+    seen_export_limit_kw: float | None = None
+    devices_missing: tuple[str, ...] = ()
+    faults: tuple[str, ...] = ()
+    cycle_ms: float = 0.0
+    extra: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def limited(self) -> bool:
+        return self.import_limit_kw is not None or self.export_limit_kw is not None
+
+
+def compliant(s: Sample, tolerance: float = COMPLIANCE_TOLERANCE) -> bool:
+    """Whether the head import is within the active limits (plus ``tolerance``)."""
+    if s.import_limit_kw is not None:
+        lim = s.import_limit_kw
+        if s.import_kw > lim + tolerance * abs(lim):
+            return False
+    if s.export_limit_kw is not None:
+        lim = s.export_limit_kw
+        if s.import_kw < -(lim + tolerance * lim):
+            return False
+    return True
+
+
+def _over_kw(s: Sample) -> float:
+    over = 0.0
+    if s.import_limit_kw is not None:
+        over += max(0.0, s.import_kw - s.import_limit_kw)
+    if s.export_limit_kw is not None:
+        over += max(0.0, -s.export_limit_kw - s.import_kw)
+    return over
+
+
+def _events(samples: Sequence[Sample]) -> list[list[Sample]]:
+    """Runs of consecutive samples under the same limits: one per DR event."""
+    events: list[list[Sample]] = []
+    key: tuple[float | None, float | None] | None = None
+    for s in samples:
+        k = (s.import_limit_kw, s.export_limit_kw) if s.limited else None
+        if k is None:
+            key = None
+            continue
+        if k != key:
+            events.append([])
+            key = k
+        events[-1].append(s)
+    return events
+
+
+def kpis(
+    samples: Sequence[Sample], *, interval_s: float, v_min_pu: float, v_max_pu: float
+) -> dict[str, Any]:
+    """The run's figures (see the module docstring); JSON-ready."""
+    dt_h = interval_s / 3600.0
+    limited = [s for s in samples if s.limited]
+    ok = [s for s in limited if compliant(s)]
+    times: list[float] = []
+    for event in _events(samples):
+        first = next((s for s in event if compliant(s)), None)
+        times.append(first.t_s - event[0].t_s if first is not None else len(event) * interval_s)
+    violations = sum(
+        1
+        for s in samples
+        for v in s.v_pu.values()
+        if v < v_min_pu - _BAND_EPS_PU or v > v_max_pu + _BAND_EPS_PU
+    )
+    all_v = [v for s in samples for v in s.v_pu.values()] or [math.nan]
+    statuses: dict[str, int] = {}
+    for s in samples:
+        statuses[s.status] = statuses.get(s.status, 0) + 1
+    return {
+        "intervals": len(samples),
+        "interval_s": interval_s,
+        "dr_intervals": len(limited),
+        "dr_events": len(times),
+        "dr_compliance": round(len(ok) / len(limited), 4) if limited else None,
+        "time_to_comply_s": max(times) if times else None,
+        "energy_over_limit_kwh": round(sum(_over_kw(s) for s in samples) * dt_h, 3),
+        "voltage_violation_bus_intervals": violations,
+        "v_min_pu": round(min(all_v), 4),
+        "v_max_pu": round(max(all_v), 4),
+        "curtailed_kwh": round(sum(s.curtailed_kw for s in samples) * dt_h, 3),
+        "losses_kwh": round(sum(s.losses_kw for s in samples) * dt_h, 3),
+        "imported_kwh": round(sum(s.import_kw for s in samples) * dt_h, 3),
+        "battery_discharged_kwh": round(sum(max(s.battery_kw, 0.0) for s in samples) * dt_h, 3),
+        "battery_charged_kwh": round(sum(max(-s.battery_kw, 0.0) for s in samples) * dt_h, 3),
+        "max_import_kw": round(max((s.import_kw for s in samples), default=math.nan), 1),
+        "device_missed_intervals": sum(len(s.devices_missing) for s in samples),
+        "statuses": statuses,
+    }

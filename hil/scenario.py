@@ -1,0 +1,349 @@
+"""HIL scenarios: a TOML timeline of DR events, faults, cloud passes and load steps on a feeder.
+
+``load_scenario(path)`` validates the file with pydantic and returns a ``Scenario``; every
+problem is a ``ScenarioError`` whose message names the file, the key path and what is wrong,
+on one line. Times on the timeline are seconds from the scenario's start (``start`` is the
+time of day it starts at, which places it on the day's load and sun profiles).
+
+```toml
+name = "evening-peak"
+start = "17:00"
+duration_s = 7200
+
+[feeder]            # optional: the rig (IEEE 33-bus unless ``case`` says otherwise)
+load_scale = 1.1
+[controller]        # optional: the daemon's interval, poll timeout (real seconds), band
+interval_s = 5
+
+[[dr]]              # a DR event: the controller's import/export limit while it lasts
+start_s = 1200
+end_s = 5400
+import_limit_kw = 2600
+
+[[fault]]           # silent | slow | exception | garbage | frozen | reset (| outage)
+device = "pv18"
+kind = "silent"
+start_s = 2400
+end_s = 3000
+
+[[cloud]]
+start_s = 3000
+end_s = 3600
+depth = 0.6
+
+[[load_step]]
+start_s = 4000
+factor = 1.05
+```
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from hil.profiles import CloudPass, LoadStep
+from hil.rig import DEFAULT_BATTERY_BUSES, DEFAULT_PV_BUSES
+
+__all__ = [
+    "BROKER",
+    "BUNDLED_SCENARIOS",
+    "FAULT_KINDS",
+    "DrEvent",
+    "Fault",
+    "Scenario",
+    "ScenarioError",
+    "bundled_scenario",
+    "load_scenario",
+    "parse_scenario",
+]
+
+FAULT_KINDS = ("silent", "slow", "exception", "garbage", "frozen", "reset", "outage")
+BROKER = "broker"
+SCENARIO_DIR = Path(__file__).parent / "scenarios"
+BUNDLED_SCENARIOS = (
+    "evening_peak",
+    "midday_overvoltage",
+    "device_failures",
+    "broker_outage",
+)
+
+
+class ScenarioError(Exception):
+    """A scenario that cannot be run; ``str()`` is the one-line message."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+        self.source = source
+        self.key = key
+        self.problem = problem
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Seconds = Annotated[float, Field(ge=0)]
+Positive = Annotated[float, Field(gt=0)]
+
+
+class _Window(_Strict):
+    start_s: Seconds
+    end_s: Seconds
+
+    @model_validator(mode="after")
+    def _ordered(self) -> _Window:
+        if self.end_s <= self.start_s:
+            raise ValueError(f"end_s ({self.end_s:g}) must be after start_s ({self.start_s:g})")
+        return self
+
+
+class DrEvent(_Window):
+    """A DR event: the feeder's import and/or export limit while it lasts.
+
+    Without ``[mqtt]`` the runner sets the limits on the controller at ``start_s`` and
+    ``end_s``; with it, the operator publishes the event on the broker at ``announce_s``
+    (default: five minutes ahead, or at once) and the daemon's MQTT intake takes it from there.
+    """
+
+    import_limit_kw: float | None = None
+    export_limit_kw: Annotated[float, Field(ge=0)] | None = None
+    announce_s: Seconds | None = None
+    id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+
+    @property
+    def announced_at_s(self) -> float:
+        return self.announce_s if self.announce_s is not None else max(0.0, self.start_s - 300)
+
+    @model_validator(mode="after")
+    def _a_limit(self) -> DrEvent:
+        if self.import_limit_kw is None and self.export_limit_kw is None:
+            raise ValueError("a DR event needs import_limit_kw or export_limit_kw")
+        return self
+
+
+class Fault(_Window):
+    """A device (its Modbus port) misbehaving between ``start_s`` and ``end_s``.
+
+    ``slow`` answers ``delay_s`` late (real seconds, against the poll timeout); ``exception``
+    answers with Modbus exception ``code``; ``reset`` drops the connection on every request.
+    """
+
+    device: str
+    """A device's name, or ``broker`` (kind ``outage``: the MQTT broker stops)."""
+    kind: Literal["silent", "slow", "exception", "garbage", "frozen", "reset", "outage"]
+    delay_s: Positive = 0.5
+    code: Annotated[int, Field(ge=1, le=11)] = 4
+
+
+class Cloud(_Window):
+    depth: Annotated[float, Field(ge=0, le=1)]
+    edge_s: Seconds = 60.0
+
+
+class LoadStepSpec(_Strict):
+    start_s: Seconds
+    factor: Positive
+    end_s: Seconds | None = None
+
+
+class FeederSpec(_Strict):
+    """The rig: its case, DERs and how much load and sun it sees."""
+
+    case: str = "builtin:case33bw"
+    load_scale: Positive = 1.0
+    """Multiplies the day's load shape (1 = the case's loads at the evening peak)."""
+    pv_buses: list[int] = Field(default_factory=lambda: list(DEFAULT_PV_BUSES))
+    pv_kw: Positive = 150.0
+    pv_peak_frac: Annotated[float, Field(ge=0, le=1)] = 0.85
+    """PV availability at noon on a clear day, per unit of the inverters' rating."""
+    battery_buses: list[int] = Field(default_factory=lambda: list(DEFAULT_BATTERY_BUSES))
+    battery_kw: Positive = 250.0
+    battery_kwh: Positive = 500.0
+    battery_soc_pct: Annotated[float, Field(ge=0, le=100)] = 60.0
+
+
+class ControllerSpec(_Strict):
+    """The daemon's settings for the run (the config an engineer would write)."""
+
+    interval_s: Annotated[float, Field(ge=0.2, le=3600)] = 5.0
+    poll_timeout_s: Annotated[float, Field(gt=0, le=5)] = 0.25
+    """Per-request timeout, in real seconds (the rig's I/O is real; only the clock is not)."""
+    stale_after_intervals: Annotated[int, Field(ge=1)] = 3
+    revert_s: Annotated[int, Field(ge=1, le=65534)] = 60
+    v_min_pu: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.92
+    v_max_pu: Annotated[float, Field(gt=1.0, lt=1.5)] = 1.05
+    price_per_kwh: float = 0.10
+
+
+class MqttSpec(_Strict):
+    """DR events through a real Mosquitto the runner starts (and stops, for an outage)."""
+
+    enabled: bool = False
+
+
+class Scenario(_Strict):
+    name: Annotated[str, Field(min_length=1)]
+    description: str = ""
+    start: Annotated[str, Field(pattern=r"^([01]?\d|2[0-3]):[0-5]\d$")] = "00:00"
+    """Time of day (HH:MM) the scenario starts at."""
+    duration_s: Positive
+    feeder: FeederSpec = FeederSpec()
+    controller: ControllerSpec = ControllerSpec()
+    mqtt: MqttSpec = MqttSpec()
+    dr: list[DrEvent] = Field(default_factory=list)
+    fault: list[Fault] = Field(default_factory=list)
+    cloud: list[Cloud] = Field(default_factory=list)
+    load_step: list[LoadStepSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Scenario:
+        if self.controller.revert_s < 2 * self.controller.interval_s:
+            raise ValueError(
+                f"controller.revert_s ({self.controller.revert_s}) must be at least twice "
+                f"interval_s ({self.controller.interval_s:g})"
+            )
+        names = set(self.device_names)
+        for i, fault in enumerate(self.fault):
+            if fault.device == BROKER or fault.kind == "outage":
+                if (fault.device, fault.kind) != (BROKER, "outage"):
+                    raise ValueError(
+                        f"fault[{i}]: kind 'outage' goes with device 'broker', and only it"
+                    )
+                if not self.mqtt.enabled:
+                    raise ValueError(f"fault[{i}]: a broker outage needs [mqtt] enabled = true")
+            elif fault.device not in names:
+                raise ValueError(
+                    f"fault[{i}].device: no device {fault.device!r} on the rig "
+                    f"(devices: {', '.join(sorted(names))})"
+                )
+        events = sorted(self.dr, key=lambda e: e.start_s)
+        for a, b in itertools.pairwise(events):
+            if b.start_s < a.end_s:
+                raise ValueError(
+                    f"DR events overlap: {a.start_s:g}-{a.end_s:g} s and {b.start_s:g}-{b.end_s:g} s"
+                )
+        return self
+
+    @property
+    def start_hour(self) -> float:
+        hh, mm = self.start.split(":")
+        return int(hh) + int(mm) / 60.0
+
+    @property
+    def device_names(self) -> tuple[str, ...]:
+        """The rig's device names for this feeder (as ``HilRig`` names them)."""
+        return (
+            *(f"pv{b:02d}" for b in self.feeder.pv_buses),
+            *(f"bat{b:02d}" for b in self.feeder.battery_buses),
+            "head",
+        )
+
+    def clouds(self) -> tuple[CloudPass, ...]:
+        return tuple(
+            CloudPass(start_s=c.start_s, end_s=c.end_s, depth=c.depth, edge_s=c.edge_s)
+            for c in self.cloud
+        )
+
+    def load_steps(self) -> tuple[LoadStep, ...]:
+        return tuple(
+            LoadStep(start_s=s.start_s, factor=s.factor, end_s=s.end_s) for s in self.load_step
+        )
+
+    def limits_at(self, t_s: float) -> tuple[float | None, float | None]:
+        """The (import, export) limits in force at ``t_s``."""
+        for event in self.dr:
+            if event.start_s <= t_s < event.end_s:
+                return event.import_limit_kw, event.export_limit_kw
+        return None, None
+
+    def compressed(self, factor: float) -> Scenario:
+        """The same timeline with every time (and the duration) times ``factor`` (0 < f <= 1):
+        how the tests run a two-hour scenario in a fraction of it."""
+        if not 0 < factor <= 1:
+            raise ValueError(f"compression factor must be within (0, 1], got {factor}")
+
+        def scale(items: list[Any]) -> list[Any]:
+            out = []
+            for item in items:
+                update = {
+                    k: getattr(item, k) * factor
+                    for k in ("start_s", "end_s", "edge_s", "announce_s")
+                    if k in type(item).model_fields and getattr(item, k) is not None
+                }
+                out.append(item.model_copy(update=update))
+            return out
+
+        return self.model_copy(
+            update={
+                "duration_s": self.duration_s * factor,
+                "dr": scale(self.dr),
+                "fault": scale(self.fault),
+                "cloud": scale(self.cloud),
+                "load_step": scale(self.load_step),
+            }
+        )
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-after", "function-before")):
+            continue
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def _describe(err: dict[str, Any]) -> str:
+    kind = err["type"]
+    if kind == "missing":
+        return "missing required key"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if "input" in err and kind not in ("model_type", "dict_type", "value_error"):
+        return f"{msg} (got {err['input']!r})"
+    return msg
+
+
+def parse_scenario(data: dict[str, Any], *, source: str) -> Scenario:
+    """Validate a parsed TOML document."""
+    try:
+        return Scenario.model_validate(data)
+    except ValidationError as err:
+        errors = err.errors()
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ScenarioError(
+            source, _key_path(first["loc"]), _describe(dict(first)) + more
+        ) from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file; every problem is a ``ScenarioError``."""
+    p = Path(path)
+    source = str(p)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ScenarioError(source, "", f"cannot read scenario: {err.strerror or err}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ScenarioError(source, "", f"not valid TOML: {err}") from None
+    return parse_scenario(data, source=source)
+
+
+def bundled_scenario(name: str) -> Path:
+    """The path of a scenario shipped in ``hil/scenarios`` (``name`` without ``.toml``)."""
+    path = SCENARIO_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise KeyError(f"no bundled scenario {name!r} (have: {', '.join(BUNDLED_SCENARIOS)})")
+    return path

@@ -1,0 +1,132 @@
+"""The bundled scenarios, shortened, run end to end: the real daemon, real Modbus, the rig.
+
+Each scenario's timeline is compressed (every time times ``COMPRESS``) so the three run in well
+under a minute; the interval stays 5 s, so the controller faces the same per-interval task.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from controller.sim import SimResult, run_scenario, write_results
+from hil.kpis import Sample
+from hil.scenario import Scenario, bundled_scenario, load_scenario
+
+COMPRESS = 0.15
+
+
+def _scenario(name: str) -> Scenario:
+    return load_scenario(bundled_scenario(name)).compressed(COMPRESS)
+
+
+def _in_event(result: SimResult) -> list[Sample]:
+    return [s for s in result.samples if s.limited]
+
+
+def _check_written(result: SimResult, tmp_path: Path) -> None:
+    """The files ``write_results`` leaves: CSV rows, KPIs and PNGs that match the run."""
+    k = result.kpis
+    paths = write_results(result, tmp_path)
+    assert {p.name for p in paths} == {
+        "intervals.csv",
+        "kpis.json",
+        "overview.png",
+        "import.png",
+        "devices.png",
+        "voltages.png",
+        "der.png",
+    }
+    for png in tmp_path.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert png.stat().st_size > 10_000
+    rows = list(csv.DictReader((tmp_path / "intervals.csv").open(encoding="utf-8")))
+    assert len(rows) == k["intervals"]
+    assert float(rows[-1]["import_kw"]) == pytest.approx(result.samples[-1].import_kw, abs=0.01)
+    assert "v_bus18" in rows[0]
+    assert rows[0]["time"] == "17:00"
+    saved = json.loads((tmp_path / "kpis.json").read_text(encoding="utf-8"))
+    assert saved["scenario"] == "evening-peak"
+    assert saved["dr_compliance"] == k["dr_compliance"]
+
+
+async def test_evening_peak_holds_the_import_cap_with_the_batteries(tmp_path: Path) -> None:
+    scenario = _scenario("evening_peak")
+    result = await run_scenario(scenario)
+    k = result.kpis
+    limit = scenario.dr[0].import_limit_kw
+    assert limit is not None
+    assert k["dr_compliance"] >= 0.95, k
+    assert k["intervals"] == int(scenario.duration_s / 5)
+    event = _in_event(result)
+    # the cap binds: without the batteries' discharge the feeder would be above it
+    assert max(s.import_kw + s.battery_kw for s in event) > limit * 1.02
+    assert k["battery_discharged_kwh"] > 0
+    assert all(s.devices_up == 17 for s in result.samples)
+    assert min(s.battery_soc_pct for s in result.samples) < scenario.feeder.battery_soc_pct
+
+    _check_written(result, tmp_path)
+
+
+async def test_midday_overvoltage_curtails_pv_to_hold_the_band_and_the_export_cap() -> None:
+    scenario = _scenario("midday_overvoltage")
+    result = await run_scenario(scenario)
+    k = result.kpis
+    export = scenario.dr[0].export_limit_kw
+    assert export is not None
+    assert k["dr_compliance"] >= 0.95, k
+    assert k["curtailed_kwh"] > 0
+    first = result.samples[0]
+    assert max(first.v_pu.values()) > 1.05, "uncontrolled, the far buses are over 1.05 pu"
+    controlled = result.samples[3:]
+    near_band = [s for s in controlled if max(s.v_pu.values()) <= 1.055]
+    assert len(near_band) >= 0.95 * len(controlled)
+    # the export cap binds: the PV held back would have pushed the export past it
+    event = _in_event(result)
+    assert min(s.import_kw - s.curtailed_kw for s in event) < -export * 1.1
+
+
+async def test_device_failures_are_ridden_through_and_the_cap_holds() -> None:
+    scenario = _scenario("device_failures")
+    result = await run_scenario(scenario)
+    k = result.kpis
+    assert k["dr_compliance"] >= 0.95, k
+    assert set(k["statuses"]) <= {"optimal", "limit_relaxed"}, k["statuses"]
+    for fault in scenario.fault:
+        window = [s for s in result.samples if fault.start_s <= s.t_s < fault.end_s]
+        assert window
+        assert all(f"{fault.device}:{fault.kind}" in s.faults for s in window)
+        missed = [s for s in window if fault.device in s.devices_missing]
+        if fault.kind in ("frozen",) or (
+            fault.kind == "slow" and fault.delay_s < scenario.controller.poll_timeout_s
+        ):
+            assert not missed, f"{fault.device} {fault.kind} still answers in time"
+        else:
+            assert missed, f"{fault.device} {fault.kind} should be missing"
+        after = [s for s in result.samples if s.t_s >= fault.end_s + 60]
+        if after:  # the device is back within a minute of the fault's end
+            assert fault.device not in after[0].devices_missing
+    assert k["device_missed_intervals"] > 0
+
+
+async def test_broker_outage_the_stored_event_holds_and_the_next_one_gets_through() -> None:
+    scenario = _scenario("broker_outage")
+    result = await run_scenario(scenario)
+    k = result.kpis
+    assert k["dr_compliance"] >= 0.95, k
+    assert k["dr_events"] == 2
+    outage = scenario.fault[0]
+    down = [s for s in result.samples if outage.start_s <= s.t_s < outage.end_s]
+    assert down
+    assert all("broker:outage" in s.faults for s in down)
+    # every DR interval ran under the operator's limit, the outage's included: the first event
+    # came over MQTT before the outage, the second after it (the intake reconnected)
+    for s in _in_event(result):
+        assert s.seen_import_limit_kw == s.import_limit_kw, s.t_s
+    second = scenario.dr[1]
+    assert second.announced_at_s >= outage.end_s
+    assert any(s.seen_import_limit_kw == second.import_limit_kw for s in result.samples)
+    assert all(s.seen_import_limit_kw is None for s in result.samples if not s.limited)

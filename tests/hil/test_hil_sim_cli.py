@@ -1,0 +1,148 @@
+"""``feederd sim``: a scenario run from the command line, bad input, and ``--serve``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from controller.cli import main
+from devices import ModbusTcpLink
+
+REPO = Path(__file__).resolve().parents[2]
+
+SHORT = """
+name = "short"
+description = "a one-minute check"
+start = "18:00"
+duration_s = 60
+
+[[dr]]
+start_s = 10
+end_s = 60
+import_limit_kw = 3000
+
+[[fault]]
+device = "pv18"
+kind = "silent"
+start_s = 20
+end_s = 40
+"""
+
+
+def test_sim_runs_a_scenario_and_writes_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / "short.toml"
+    scenario.write_text(SHORT, encoding="utf-8")
+    out = tmp_path / "out"
+    assert main(["sim", "--scenario", str(scenario), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "short from 18:00" in printed
+    assert "DR compliance" in printed
+    assert "x real time" in printed
+    kpis = json.loads((out / "kpis.json").read_text(encoding="utf-8"))
+    assert kpis["intervals"] == 12
+    assert kpis["dr_intervals"] == 10
+    assert kpis["device_missed_intervals"] >= 2
+    assert (out / "overview.png").stat().st_size > 10_000
+    log_lines = (out / "feederd.log").read_text(encoding="utf-8").splitlines()
+    events = [json.loads(line)["event"] for line in log_lines]
+    assert events.count("cycle") == 12
+    assert "device_down" in events
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sim", "--scenario", "no/such.toml"], "no/such.toml: cannot read scenario"),
+        (["sim", "--serve", "--out", "x"], "--out and --compress go with --scenario"),
+        (["sim", "--scenario", "evening_peak", "--base-port", "2000"], "--case and --base-port"),
+        (["sim", "--serve", "--case", "no/such.m"], "--case no/such.m: no such file"),
+    ],
+)
+def test_bad_usage_is_one_line_and_exit_2(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1
+    assert "Traceback" not in err
+
+
+def test_a_bad_scenario_key_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    scenario = tmp_path / "bad.toml"
+    scenario.write_text(SHORT.replace('device = "pv18"', 'device = "pv99"'), encoding="utf-8")
+    assert main(["sim", "--scenario", str(scenario)]) == 2
+    err = capsys.readouterr().err
+    assert f"{scenario}: fault[0].device: no device 'pv99'" in err
+
+
+def test_compress_out_of_range_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["sim", "--scenario", "evening_peak", "--compress", "0"])
+    assert info.value.code == 2
+    assert "must be within (0, 1]" in capsys.readouterr().err
+
+
+def _free_block(size: int) -> int:
+    """A base port with ``size`` free ports after it (checked, not reserved)."""
+    for _ in range(20):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = int(s.getsockname()[1])
+        if base + size >= 65535:
+            continue
+        try:
+            for p in range(base, base + size):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", p))
+        except OSError:
+            continue
+        return base
+    raise RuntimeError("no block of free ports")
+
+
+async def test_serve_announces_devices_that_answer_and_stops_on_sigterm() -> None:
+    base = _free_block(17)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "controller.cli",
+        "sim",
+        "--serve",
+        "--base-port",
+        str(base),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        devices = json.loads(line)["devices"]
+        assert len(devices) == 17
+        assert {d["kind"] for d in devices} == {"pv", "battery", "meter"}
+        assert [d["port"] for d in devices] == list(range(base, base + 17))
+        assert set(devices[0]) == {"name", "kind", "host", "port", "unit"}
+        head = next(d for d in devices if d["kind"] == "meter")
+        link = ModbusTcpLink(head["host"], head["port"], timeout_s=2.0)
+        try:
+            assert await link.read_holding("head", 40000, 2, head["unit"]) == [0x5375, 0x6E53]
+        finally:
+            await link.close()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
