@@ -1,0 +1,257 @@
+"""MQTT intake for DR events, and the status and telemetry publisher (aiomqtt 2.x).
+
+Usable as a library: ``MqttIntake(settings, handler)`` where ``handler(payload)`` decides on
+one ``<root>/dr/event`` payload (``DrService.submit`` in the daemon; any callable, sync or
+async, in a test or a scenario). Around aiomqtt's pitfalls (DESIGN.md §6):
+
+- incoming and outgoing queues are bounded (``queue_size``); when the outgoing queue is full
+  the oldest message is dropped (each status message is complete, so only history is lost);
+- QoS 1 messages are acknowledged by hand, *after* the handler returned, so an event is on disk
+  before the broker forgets it (a persistent session, ``clean_session=False``, redelivers the
+  rest after a reconnect);
+- the TLS context is built once by the caller, before the loop runs;
+- a keepalive notices a dead broker on an idle connection;
+- reconnection is this loop's job: back off with jitter (capped), resubscribe on every connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import random
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import aiomqtt
+import structlog
+
+from controller.daemon import CycleRecord
+from controller.metrics import Metrics
+
+__all__ = ["MqttIntake", "MqttSettings", "parse_mqtt_url"]
+
+log = structlog.get_logger("feederd.mqtt")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MqttSettings:
+    host: str
+    port: int = 1883
+    topic_root: str
+    username: str | None = None
+    password: str | None = None
+    tls: ssl.SSLContext | None = None
+    client_id: str | None = None
+    keepalive_s: int = 30
+    queue_size: int = 100
+    backoff_min_s: float = 0.5
+    backoff_max_s: float = 30.0
+
+    @property
+    def event_topic(self) -> str:
+        return f"{self.topic_root}/dr/event"
+
+    @property
+    def status_topic(self) -> str:
+        return f"{self.topic_root}/dr/status"
+
+    @property
+    def telemetry_topic(self) -> str:
+        return f"{self.topic_root}/telemetry"
+
+    @property
+    def online_topic(self) -> str:
+        return f"{self.topic_root}/online"
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int, bool]:
+    """``mqtt://host[:port]`` or ``mqtts://host[:port]`` -> (host, port, tls)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("mqtt", "mqtts"):
+        raise ValueError(f"not an mqtt:// or mqtts:// URL: {url!r}")
+    if "@" in rest:
+        raise ValueError("credentials do not belong in a URL; use the config's password_file")
+    host, _, port_text = rest.rstrip("/").partition(":")
+    if not host:
+        raise ValueError(f"no host in {url!r}")
+    tls = scheme == "mqtts"
+    try:
+        port = int(port_text) if port_text else (8883 if tls else 1883)
+    except ValueError:
+        raise ValueError(f"bad port in {url!r}") from None
+    if not 1 <= port <= 65535:
+        raise ValueError(f"bad port in {url!r}")
+    return host, port, tls
+
+
+class MqttIntake:
+    """Subscribes to ``<root>/dr/event``; publishes ``dr/status`` (retained) and telemetry."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        handler: Callable[[bytes], Any],
+        *,
+        metrics: Metrics | None = None,
+        initial_status: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.handler = handler
+        self.metrics = metrics
+        self.initial_status = initial_status
+        self.connected = asyncio.Event()
+        self.connects = 0
+        self._out: asyncio.Queue[tuple[str, bytes, int, bool]] = asyncio.Queue(
+            maxsize=settings.queue_size
+        )
+        self._down_logged = False
+        self._was_up = False
+
+    # -- publishing (non-blocking, bounded) -----------------------------------------------
+
+    def publish_status(self, doc: dict[str, Any]) -> None:
+        self._enqueue(self.settings.status_topic, doc, qos=1, retain=True)
+
+    def publish_telemetry(self, record: CycleRecord) -> None:
+        doc = {
+            "cycle": record.cycle,
+            "status": record.status,
+            "at": datetime.now(UTC).isoformat(),
+            "import_kw": record.import_kw,
+            "import_limit_kw": record.import_limit_kw,
+            "export_limit_kw": record.export_limit_kw,
+            "losses_kw": record.losses_kw,
+            "curtailed_kw": record.curtailed_kw,
+            "v_min_pu": record.v_min_pu,
+            "devices_up": record.devices_up,
+            "setpoints_kw": dict(record.setpoints_kw),
+        }
+        self._enqueue(self.settings.telemetry_topic, doc, qos=0, retain=False)
+
+    def _enqueue(self, topic: str, doc: dict[str, Any], *, qos: int, retain: bool) -> None:
+        item = (topic, json.dumps(doc, separators=(",", ":")).encode(), qos, retain)
+        while True:
+            try:
+                self._out.put_nowait(item)
+                return
+            except asyncio.QueueFull:
+                self._out.get_nowait()  # drop the oldest
+                if self.metrics is not None:
+                    self.metrics.mqtt_dropped.inc()
+
+    # -- the connection loop --------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Connect, serve and reconnect with backoff until ``stop`` is set."""
+        s = self.settings
+        backoff = s.backoff_min_s
+        while not stop.is_set():
+            self._was_up = False
+            try:
+                await self._session(stop)
+            except aiomqtt.MqttError as err:
+                self._set_connected(False, reason=str(err))
+            if stop.is_set():
+                break
+            if self._was_up:  # it was connected: start the backoff again from the bottom
+                backoff = s.backoff_min_s
+            delay = backoff * random.uniform(0.5, 1.0)  # jitter
+            backoff = min(backoff * 2, s.backoff_max_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+        self._set_connected(False, reason="stopping")
+
+    def _client(self) -> aiomqtt.Client:
+        s = self.settings
+        client = aiomqtt.Client(
+            s.host,
+            s.port,
+            username=s.username,
+            password=s.password,
+            identifier=s.client_id,
+            # a fixed client id gets a persistent session: unacknowledged events are redelivered
+            clean_session=None if s.client_id is None else False,
+            keepalive=s.keepalive_s,
+            timeout=10.0,
+            max_queued_incoming_messages=s.queue_size,
+            max_queued_outgoing_messages=s.queue_size,
+            tls_context=s.tls,
+            will=aiomqtt.Will(s.online_topic, b"false", qos=1, retain=True),
+        )
+        # acknowledge QoS 1 messages only after the handler has stored them
+        client._client.manual_ack_set(True)  # paho option that aiomqtt does not expose
+        return client
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        s = self.settings
+        async with self._client() as client:
+            await client.subscribe(s.event_topic, qos=1)
+            await client.publish(s.online_topic, b"true", qos=1, retain=True)
+            self.connects += 1
+            self._was_up = True
+            self._set_connected(True)
+            if self.initial_status is not None:
+                self.publish_status(self.initial_status())
+            name = f"feederd[{s.topic_root}].mqtt"
+            tasks = {
+                asyncio.create_task(self._read(client), name=f"{name}.read"),
+                asyncio.create_task(self._write(client), name=f"{name}.write"),
+                asyncio.create_task(stop.wait(), name=f"{name}.stop"),
+            }
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            for task in done:
+                if not task.cancelled() and (err := task.exception()) is not None:
+                    raise err
+            if stop.is_set():
+                await self._flush(client)
+                await client.publish(s.online_topic, b"false", qos=1, retain=True)
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+            try:
+                result = self.handler(bytes(raw))
+                if inspect.isawaitable(result):
+                    await result
+            except Exception as err:  # the daemon keeps running; the broker redelivers
+                log.error("dr_event_handler_failed", error=f"{type(err).__name__}: {err}")
+                continue
+            if message.qos > 0:
+                client._client.ack(message.mid, message.qos)
+
+    async def _write(self, client: aiomqtt.Client) -> None:
+        while True:
+            topic, body, qos, retain = await self._out.get()
+            await client.publish(topic, body, qos=qos, retain=retain)
+
+    async def _flush(self, client: aiomqtt.Client) -> None:
+        while not self._out.empty():
+            topic, body, qos, retain = self._out.get_nowait()
+            await client.publish(topic, body, qos=qos, retain=retain, timeout=1.0)
+
+    def _set_connected(self, up: bool, *, reason: str = "") -> None:
+        if up:
+            self.connected.set()
+            self._down_logged = False
+            log.info("mqtt_connected", host=self.settings.host, port=self.settings.port)
+        else:
+            if reason == "stopping":
+                if self.connected.is_set():
+                    log.info("mqtt_closed", host=self.settings.host)
+            elif self.connected.is_set() or not self._down_logged:
+                log.error("mqtt_disconnected", host=self.settings.host, reason=reason)
+                self._down_logged = True
+            self.connected.clear()
+        if self.metrics is not None:
+            self.metrics.mqtt_connected.set(1 if up else 0)

@@ -1,0 +1,118 @@
+"""A period of the journal as a table and PNG plots (pandas, matplotlib).
+
+``frame(records)`` turns interval records into a DataFrame indexed by time; ``summary(df)``
+is the table an operator reads (intervals, import against the limit, compliance, losses,
+curtailment, voltages, timings); ``plots(df, out)`` writes ``import.png``, ``voltage.png``
+and ``setpoints.png``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = ["frame", "plots", "summary"]
+
+TOLERANCE = 0.02
+
+
+def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    if not records:
+        return pd.DataFrame()
+    df = pd.DataFrame.from_records(list(records))
+    df["at"] = pd.to_datetime(df["at"], utc=True, format="ISO8601")
+    df = df.set_index("at").sort_index()
+    setpoints = pd.DataFrame.from_records(
+        [dict(r) for r in df["setpoints_kw"]], index=df.index
+    ).add_prefix("sp_")
+    return pd.concat([df.drop(columns=["setpoints_kw"]), setpoints], axis=1)
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per measure: min, mean, max (and counts where that is what matters)."""
+    rows: list[tuple[str, object]] = []
+    rows.append(
+        ("period", f"{df.index.min():%Y-%m-%d %H:%M:%S} .. {df.index.max():%Y-%m-%d %H:%M:%S} UTC")
+    )
+    rows.append(("intervals", len(df)))
+    for status, n in df["status"].value_counts().items():
+        rows.append((f"  status {status}", int(n)))
+    limited = df.dropna(subset=["import_kw", "import_limit_kw"])
+    if not limited.empty:
+        within = (
+            limited["import_kw"]
+            <= limited["import_limit_kw"] + limited["import_limit_kw"].abs() * TOLERANCE
+        )
+        rows.append(("within import limit +2%", f"{int(within.sum())}/{len(limited)}"))
+        excess = (limited["import_kw"] - limited["import_limit_kw"]).clip(lower=0)
+        rows.append(("max excess over limit, kW", round(float(excess.max()), 1)))
+    for col, label in (
+        ("import_kw", "head import, kW"),
+        ("losses_kw", "losses, kW"),
+        ("curtailed_kw", "PV curtailed, kW"),
+        ("v_min_pu", "lowest voltage, p.u."),
+        ("cycle_ms", "cycle, ms"),
+        ("solve_ms", "solve, ms"),
+    ):
+        values = pd.to_numeric(df[col], errors="coerce").dropna() if col in df else None
+        if values is not None and not values.empty:
+            digits = 4 if col == "v_min_pu" else 1
+            rows.append(
+                (
+                    label,
+                    f"min {values.min():.{digits}f} / mean {values.mean():.{digits}f} / max {values.max():.{digits}f}",
+                )
+            )
+    if "dr_events" in df:
+        events = sorted({e for evs in df["dr_events"] for e in (evs or [])})
+        rows.append(("DR events in force", ", ".join(events) or "none"))
+    return pd.DataFrame(rows, columns=["measure", "value"]).set_index("measure")
+
+
+def plots(df: pd.DataFrame, out: Path) -> list[Path]:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        path = out / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ax.plot(df.index, df["import_kw"], label="head import (measured)")
+    ax.step(df.index, df["import_limit_kw"], where="post", label="import limit", linestyle="--")
+    if "losses_kw" in df:
+        ax.plot(df.index, df["losses_kw"], label="losses (dispatch)")
+    ax.set_ylabel("kW")
+    ax.set_title("Feeder import against the DR limit")
+    ax.legend(loc="best")
+    ax.grid(alpha=0.3)
+    save(fig, "import.png")
+
+    fig, ax = plt.subplots(figsize=(10, 3))
+    ax.plot(df.index, pd.to_numeric(df["v_min_pu"], errors="coerce"), label="lowest bus voltage")
+    ax.set_ylabel("p.u.")
+    ax.set_title("Lowest bus voltage")
+    ax.grid(alpha=0.3)
+    save(fig, "voltage.png")
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for col in [c for c in df.columns if c.startswith("sp_")]:
+        ax.plot(df.index, df[col], label=col.removeprefix("sp_"))
+    ax.set_ylabel("kW")
+    ax.set_title("Setpoints written")
+    ax.grid(alpha=0.3)
+    if any(c.startswith("sp_") for c in df.columns):
+        ax.legend(loc="best", fontsize="small", ncol=4)
+    save(fig, "setpoints.png")
+    return written
