@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-APT_PACKAGES := mosquitto mosquitto-clients socat
+APT_PACKAGES := mosquitto mosquitto-clients socat prometheus systemd
 
 .PHONY: demo test lint typecheck pytest venv apt clean
 

@@ -86,17 +86,46 @@ class FeederConfig(_Strict):
         return self
 
 
+class DeviceMqttConfig(_Strict):
+    """An MQTT device: telemetry JSON on a topic, numbers at dotted paths (``ac.p_w``)."""
+
+    telemetry_topic: Annotated[str, Field(min_length=1, pattern=r"^[^#+]+$")]
+    paths: dict[str, str]  # reading field (p_kw, q_kvar, v_ll_v, a, limit_pct) -> JSON path
+    scale: dict[str, float] = Field(default_factory=dict)  # e.g. {p_kw = 0.001} for watts
+    setpoint_topic: Annotated[str, Field(min_length=1, pattern=r"^[^#+]+$")] | None = None
+    status_topic: Annotated[str, Field(min_length=1)] | None = None
+    max_age_s: PositiveFloat = 10.0
+
+    @model_validator(mode="after")
+    def _power(self) -> DeviceMqttConfig:
+        if "p_kw" not in self.paths:
+            raise ValueError("'paths' needs a JSON path for 'p_kw'")
+        return self
+
+
 class DeviceConfig(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
     kind: Literal["meter", "pv", "battery"]
     bus: int
-    transport: Literal["modbus-tcp"] = "modbus-tcp"
-    host: str
-    port: Annotated[int, Field(ge=1, le=65535)] = 502
+    # modbus-tcp / modbus-tls: host, port (TLS: tls_cert_file, tls_key_file, tls_ca_file);
+    # modbus-rtu: serial_port, baudrate, parity; mqtt: host, port (the broker) and [mqtt]
+    transport: Literal["modbus-tcp", "modbus-rtu", "modbus-tls", "mqtt"] = "modbus-tcp"
+    host: str | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] = 502  # unset: 802 for TLS, 1883 for MQTT
     unit: Annotated[int, Field(ge=0, le=255)] = 1
+    serial_port: str | None = None
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 19200
+    parity: Literal["N", "E", "O"] = "N"
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+    tls_ca_file: str | None = None
+    connections: Annotated[int, Field(ge=1, le=16)] = 1  # parallel connections to a gateway
+    register_map: str | None = None  # a TOML map (or builtin:NAME) for a non-SunSpec meter
+    mqtt: DeviceMqttConfig | None = None
     rating_kw: PositiveFloat | None = None
     energy_kwh: PositiveFloat | None = None
     revert_s: Annotated[int, Field(ge=1, le=65534)] = 60
+    revert_limit_pct: Annotated[float, Field(ge=0.1, le=100.0)] = 100.0  # model 704's revert
     ramp_kw_per_s: PositiveFloat | None = None
     head: bool = False
 
@@ -107,6 +136,30 @@ class DeviceConfig(_Strict):
         if self.kind == "battery" and self.energy_kwh is None:
             raise ValueError("a battery needs 'energy_kwh'")
         return self
+
+    @model_validator(mode="after")
+    def _transport(self) -> DeviceConfig:
+        t = self.transport
+        if t in ("modbus-tcp", "modbus-tls", "mqtt") and not self.host:
+            raise ValueError(f"a {t} device needs 'host'")
+        if t == "modbus-rtu" and not self.serial_port:
+            raise ValueError("a modbus-rtu device needs 'serial_port' (e.g. /dev/ttyUSB0)")
+        if t == "modbus-tls" and not (self.tls_cert_file and self.tls_key_file):
+            raise ValueError("a modbus-tls device needs 'tls_cert_file' and 'tls_key_file'")
+        if t == "mqtt" and self.mqtt is None:
+            raise ValueError("an mqtt device needs an [devices.mqtt] table with 'telemetry_topic'")
+        if t == "mqtt" and self.kind == "battery":
+            raise ValueError("a battery over mqtt is not supported; use Modbus (SunSpec)")
+        if self.register_map is not None and (self.kind != "meter" or t == "mqtt"):
+            raise ValueError("'register_map' is for Modbus meters only")
+        return self
+
+    @property
+    def endpoint_port(self) -> int:
+        """The port, or the transport's default (502, 802 for TLS, 1883 for MQTT)."""
+        if "port" in self.model_fields_set:
+            return self.port
+        return {"modbus-tls": 802, "mqtt": 1883}.get(self.transport, 502)
 
 
 class PollConfig(_Strict):
@@ -121,17 +174,52 @@ class DrConfig(_Strict):
     price_per_kwh: float = 0.10
 
 
+class MqttTlsConfig(_Strict):
+    """TLS to the broker. Paths may be ``credential:NAME`` (systemd ``LoadCredential=``)."""
+
+    ca_file: str | None = None  # None: the system's trust store
+    cert_file: str | None = None  # client certificate (with key_file)
+    key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both 'cert_file' and 'key_file' for a client certificate")
+        return self
+
+
 class MqttConfig(_Strict):
     enabled: bool = False
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
-    topic_root: str | None = None
+    topic_root: Annotated[str, Field(min_length=1, pattern=r"^[^#+]+$")] | None = None
+    client_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    username: str | None = None
+    # the password is read from a file (or ``credential:NAME``), never given inline
+    password_file: str | None = None
+    tls: MqttTlsConfig | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    queue_size: Annotated[int, Field(ge=1, le=10000)] = 100
+
+    @model_validator(mode="after")
+    def _credentials(self) -> MqttConfig:
+        if self.password_file is not None and self.username is None:
+            raise ValueError("'password_file' needs a 'username'")
+        return self
 
 
 class MetricsConfig(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 9410
+    tls_cert_file: str | None = None  # serve /metrics over HTTPS (both files, or neither)
+    tls_key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> MetricsConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both 'tls_cert_file' and 'tls_key_file', or neither")
+        return self
 
 
 class JournalConfig(_Strict):
@@ -149,6 +237,9 @@ class Config(_Strict):
     mqtt: MqttConfig = MqttConfig()
     metrics: MetricsConfig = MetricsConfig()
     journal: JournalConfig = JournalConfig()
+    # on SIGTERM: "revert" leaves each control to its revert timer; "release" also disables
+    # the controls (PV limit off, battery idle) before exiting
+    on_stop: Literal["revert", "release"] = "revert"
 
     @property
     def topic_root(self) -> str:
@@ -203,6 +294,7 @@ def parse_config(data: dict[str, Any], *, source: str, base_dir: Path) -> Loaded
         raise ConfigError(source, _key_path(first["loc"]), _describe(dict(first)) + more) from None
     network = _network(config.feeder, source=source, base_dir=base_dir)
     _check_devices(config, network, source)
+    _check_device_files(config, source, base_dir)
     return LoadedConfig(config=config, network=network, source=source)
 
 
@@ -283,3 +375,23 @@ def _check_devices(config: Config, network: Network, source: str) -> None:
             "devices",
             f"the head meter {heads[0].name!r} must sit on the slack bus {network.slack_bus}",
         )
+
+
+def _check_device_files(config: Config, source: str, base_dir: Path) -> None:
+    """Register maps parse, and TLS files exist, before the daemon starts."""
+    from devices import RegisterMapError, load_register_map  # noqa: PLC0415
+
+    for i, dev in enumerate(config.devices):
+        key = f"devices[{i}]"
+        if dev.register_map is not None:
+            path = dev.register_map
+            if not path.startswith("builtin:") and not Path(path).is_absolute():
+                path = str(base_dir / path)
+            try:
+                load_register_map(path)
+            except RegisterMapError as err:
+                raise ConfigError(source, f"{key}.register_map", str(err)) from None
+        for field_name in ("tls_cert_file", "tls_key_file", "tls_ca_file"):
+            value = getattr(dev, field_name)
+            if value is not None and not (base_dir / value).is_file():
+                raise ConfigError(source, f"{key}.{field_name}", f"no such file {value!r}")

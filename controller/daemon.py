@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -27,7 +28,10 @@ from devices import (
     BatteryReading,
     BatterySetpoint,
     DeviceError,
+    DeviceState,
+    HealthTracker,
     MeterReading,
+    MqttDevice,
     PvReading,
     PvSetpoint,
     SunSpecBattery,
@@ -48,6 +52,23 @@ log = structlog.get_logger("feederd")
 
 class JournalSink(Protocol):
     def append(self, record: CycleRecord, at: datetime) -> None: ...
+
+
+class ActiveLimitsLike(Protocol):
+    @property
+    def import_kw(self) -> float | None: ...
+    @property
+    def export_kw(self) -> float | None: ...
+    @property
+    def event_ids(self) -> tuple[str, ...]: ...
+
+
+class DrSource(Protocol):
+    """DR events (controller/dr): the limits for each interval, and what the interval did."""
+
+    def limits_for_cycle(self) -> ActiveLimitsLike: ...
+
+    def cycle_done(self, record: CycleRecord) -> None: ...
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,14 +92,26 @@ class CycleRecord:
     solve_ms: float
     write_ms: float
     cycle_ms: float
+    dr_events: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
 class DeviceHealth:
+    """A device's health: ``state`` is up, degraded or down (``devices.HealthTracker``)."""
+
     kind: str
     misses: int = 0
     stale: bool = False
     ever_read: bool = False
+    tracker: HealthTracker = field(default_factory=HealthTracker)
+
+    @property
+    def state(self) -> DeviceState:
+        return self.tracker.state
+
+    def age_s(self) -> float | None:
+        """Seconds since the last good reading, ``None`` if it never answered."""
+        return self.tracker.age_s()
 
 
 @dataclass(slots=True)
@@ -107,6 +140,7 @@ class Controller:
         fleet: Mapping[str, Driver] | None = None,
         on_cycle: Callable[[CycleRecord], None] | None = None,
         journal: JournalSink | None = None,
+        dr: DrSource | None = None,
     ) -> None:
         self.loaded = loaded
         self.config = loaded.config
@@ -114,14 +148,26 @@ class Controller:
         self.clock = clock
         self.metrics = metrics or Metrics()
         self.fleet = (
-            dict(fleet) if fleet is not None else build_fleet(self.config, clock=clock.monotonic)
+            dict(fleet)
+            if fleet is not None
+            else build_fleet(self.config, clock=clock.monotonic, base_dir=_config_dir(loaded))
         )
         self.on_cycle = on_cycle
         self.journal = journal
+        self.dr = dr
+        self._dr_events: tuple[str, ...] = ()
         self.dispatcher = Dispatcher(self.network, time_limit_s=self.config.interval_s * 0.3)
         self._solving: asyncio.Future[DispatchResult] | None = None
         self.estimator = EstimatorState()
-        self.health = {d.name: DeviceHealth(kind=d.kind) for d in self.config.devices}
+        self.health = {
+            d.name: DeviceHealth(
+                kind=d.kind,
+                tracker=HealthTracker(
+                    down_after=self.config.poll.stale_after_intervals, clock=clock.monotonic
+                ),
+            )
+            for d in self.config.devices
+        }
         self.limits = _Limits(self.config.dr.import_limit_kw, self.config.dr.export_limit_kw)
         self.head_name = loaded.head_meter.name
         self._bus = {d.name: d.bus for d in self.config.devices}
@@ -176,9 +222,9 @@ class Controller:
             stopper.cancel()
 
     async def close(self) -> None:
-        links = {id(d.link): d.link for d in self.fleet.values()}
-        for link in links.values():
-            await link.close()
+        closers = {id(getattr(d, "link", d)): getattr(d, "link", d) for d in self.fleet.values()}
+        for closer in closers.values():
+            await closer.close()
 
     # -- one interval ---------------------------------------------------------------------
 
@@ -186,6 +232,14 @@ class Controller:
         self._cycle += 1
         started = time.perf_counter()
         t = _Timings()
+        if self.dr is not None:  # the active DR limit drives this interval's dispatch
+            active = self.dr.limits_for_cycle()
+            self._dr_events = active.event_ids
+            if (active.import_kw, active.export_kw) != (
+                self.limits.import_kw,
+                self.limits.export_kw,
+            ):
+                self.set_limits(import_kw=active.import_kw, export_kw=active.export_kw)
         snapshot = await self._poll(t)
         result: DispatchResult | None = None
         setpoints: dict[str, float] = {}
@@ -222,6 +276,8 @@ class Controller:
             except sqlite3.Error as err:
                 self.metrics.journal_errors.inc()
                 log.error("journal_write_failed", error=str(err))
+        if self.dr is not None:
+            self.dr.cycle_done(record)
         if self.on_cycle is not None:
             self.on_cycle(record)
         return record
@@ -274,6 +330,7 @@ class Controller:
         if h.misses and h.ever_read:
             log.info("device_recovered", device=name, after_intervals=h.misses)
         h.misses, h.stale, h.ever_read = 0, False, True
+        h.tracker.record_good()
         self.metrics.device_up.labels(name, h.kind).set(1)
         self.metrics.device_stale.labels(name, h.kind).set(0)
 
@@ -281,8 +338,11 @@ class Controller:
         h = self.health[name]
         h.misses += 1
         self.metrics.device_up.labels(name, h.kind).set(0)
-        if "implausible" in reason or "not implemented" in reason or "outside" in reason:
+        implausible = any(w in reason for w in ("implausible", "not implemented", "outside"))
+        if implausible:
             self.metrics.bad_readings.labels(name).inc()
+        if h.tracker.record_failure(reason, implausible=implausible) is DeviceState.DOWN:
+            log.error("device_state", device=name, state="down", age_s=_r(h.age_s()))
         if h.misses == 1:
             log.error("device_down", device=name, reason=reason)
         if not h.stale and h.misses >= self.config.poll.stale_after_intervals:
@@ -346,7 +406,7 @@ class Controller:
         for name, p in result.pv_kw.items():
             drv = self.fleet.get(name)
             reading = snapshot.pv.get(name)
-            if isinstance(drv, SunSpecInverter) and reading is not None:
+            if isinstance(drv, SunSpecInverter | MqttDevice) and reading is not None:
                 uncurtailed = (
                     p >= reading.w_max_kw - 1e-6
                     or p >= self.estimator.pv_available_kw.get(name, math.inf) - 0.5
@@ -421,8 +481,15 @@ class Controller:
             solve_ms=t.solve_ms,
             write_ms=t.write_ms,
             cycle_ms=cycle_ms,
+            dr_events=self._dr_events,
         )
 
 
 def _r(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
+
+
+def _config_dir(loaded: LoadedConfig) -> Path | None:
+    """Where the config file sits: relative device file paths (register maps) start there."""
+    path = Path(loaded.source)
+    return path.resolve().parent if path.is_file() else None

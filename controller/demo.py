@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import math
 import signal
+import ssl
 import statistics
 import sys
 import time
@@ -21,6 +22,8 @@ from typing import Any, TextIO
 from controller.clock import SystemClock
 from controller.config import LoadedConfig, parse_config
 from controller.daemon import Controller, CycleRecord
+from controller.dr import MqttSettings, parse_mqtt_url
+from controller.dr.runtime import DrRuntime
 from controller.logs import configure_logging
 from controller.metrics import Metrics
 from hil import HilRig
@@ -39,6 +42,9 @@ class DemoOptions:
     interval_s: float = 2.0
     metrics_port: int | None = None
     log_level: str = "warning"
+    mqtt_url: str | None = None  # mqtt://host:port: DR events in, status and telemetry out
+    journal_path: str | None = None
+    site: str = "demo"
 
 
 def demo_config(rig: HilRig, opts: DemoOptions) -> LoadedConfig:
@@ -70,7 +76,7 @@ def demo_config(rig: HilRig, opts: DemoOptions) -> LoadedConfig:
     if opts.export_limit_kw is not None:
         dr["export_limit_kw"] = opts.export_limit_kw
     data = {
-        "site": "demo",
+        "site": opts.site,
         "interval_s": opts.interval_s,
         "feeder": {"case": "builtin:case33bw", "v_min_pu": 0.92, "v_max_pu": 1.05},
         "dr": dr,
@@ -79,6 +85,19 @@ def demo_config(rig: HilRig, opts: DemoOptions) -> LoadedConfig:
         "devices": devices,
     }
     return parse_config(data, source="<demo>", base_dir=Path.cwd())
+
+
+def _mqtt(opts: DemoOptions) -> MqttSettings | None:
+    if opts.mqtt_url is None:
+        return None
+    host, port, tls = parse_mqtt_url(opts.mqtt_url)
+    return MqttSettings(
+        host=host,
+        port=port,
+        topic_root=f"feederd/{opts.site}",
+        tls=ssl.create_default_context() if tls else None,
+        client_id=f"feederd-{opts.site}",
+    )
 
 
 def cloud(t_s: float, duration_s: float) -> float:
@@ -157,7 +176,24 @@ async def _demo(opts: DemoOptions, out: TextIO) -> int:
             summary.measured_kw.append(measured)
             print(_line(rec, measured, t0, batteries, controlled), file=out, flush=True)
 
-        controller = Controller(loaded, clock=clock, metrics=metrics, on_cycle=on_cycle)
+        dr = DrRuntime.open(
+            loaded.config,
+            clock=clock,
+            metrics=metrics,
+            mqtt=_mqtt(opts),
+            journal_path=opts.journal_path,
+        )
+        controller = Controller(
+            loaded,
+            clock=clock,
+            metrics=metrics,
+            on_cycle=on_cycle,
+            journal=dr.journal,
+            dr=dr.service,
+        )
+        intake = asyncio.create_task(dr.run(stop), name=f"feederd[{opts.site}].mqtt")
+        if dr.intake is not None:
+            print(f"DR events on {dr.intake.settings.event_topic}", file=out, flush=True)
         n_pv = sum(1 for d in rig.devices if d.kind == "pv")
         n_bat = sum(1 for d in rig.devices if d.kind == "battery")
         print(
@@ -171,8 +207,12 @@ async def _demo(opts: DemoOptions, out: TextIO) -> int:
         try:
             await controller.run(stop)
         finally:
+            stop.set()
+            await asyncio.wait({intake}, timeout=1.0)
+            intake.cancel()
             await controller.close()
             metrics.shutdown()
+            dr.close()
     _print_summary(summary, out)
     return 0
 

@@ -124,10 +124,40 @@ class Metrics:
         self.journal_errors = Counter(
             "feederd_journal_errors", "Interval records the journal could not write.", registry=r
         )
+        # DR events and MQTT (issue 6)
+        self.dr_events = Counter(
+            "feederd_dr_events",
+            "DR event payloads by decision (accepted, cancelled, rejected).",
+            ["result"],
+            registry=r,
+        )
+        self.dr_active_events = Gauge(
+            "feederd_dr_active_events",
+            "DR events active now (before overlap resolution).",
+            registry=r,
+        )
+        self.dr_compliant = Gauge(
+            "feederd_dr_compliant",
+            "1 if the measured import was within the active import limit + 2%.",
+            registry=r,
+        )
+        self.mqtt_connected = Gauge(
+            "feederd_mqtt_connected", "1 while connected to the MQTT broker.", registry=r
+        )
+        self.mqtt_dropped = Counter(
+            "feederd_mqtt_dropped_messages",
+            "Outgoing MQTT messages dropped because the bounded queue was full.",
+            registry=r,
+        )
 
-    def serve(self, host: str, port: int) -> int:
-        """Serve ``/metrics`` on ``host:port`` (0 picks a free port); returns the bound port."""
-        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+    def serve(
+        self, host: str, port: int, *, certfile: str | None = None, keyfile: str | None = None
+    ) -> int:
+        """Serve ``/metrics`` on ``host:port`` (0 picks a free port), over TLS when given a
+        certificate; returns the bound port."""
+        server, _thread = start_http_server(
+            port, addr=host, registry=self.registry, certfile=certfile, keyfile=keyfile
+        )
         self._servers.append(server)
         return int(server.server_port)
 

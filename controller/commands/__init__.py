@@ -11,4 +11,11 @@ COMMANDS: dict[str, str] = {
     "run": "controller.commands.run",
     "check": "controller.commands.check",
     "demo": "controller.commands.demo",
+    "event": "controller.commands.event",
+    "report": "controller.commands.report",
+    "sim": "controller.commands.sim",
+    "powerflow": "controller.commands.powerflow",
+    "solve": "controller.commands.solve",
+    "bench": "controller.commands.bench",
+    "scan": "controller.commands.scan",
 }

@@ -10,7 +10,10 @@ import importlib
 
 HELP = "benchmarks that print JSON figures"
 
-BENCHMARKS: dict[str, str] = {}
+BENCHMARKS: dict[str, str] = {
+    "dispatch": "controller.commands.bench_dispatch",
+    "poll": "controller.commands.bench_poll",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

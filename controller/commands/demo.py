@@ -3,8 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from controller.commands.args import non_negative, port, positive
+
+_SITE = re.compile(r"^[A-Za-z0-9_-]+$")
+
+
+def mqtt_url(text: str) -> str:
+    from controller.dr.intake import parse_mqtt_url  # noqa: PLC0415
+
+    try:
+        parse_mqtt_url(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def site_name(text: str) -> str:
+    if not _SITE.match(text):
+        raise argparse.ArgumentTypeError(f"site must be letters, digits, '-' or '_': {text!r}")
+    return text
+
 
 HELP = "the daemon against the built-in HIL feeder (IEEE 33-bus)"
 
@@ -24,6 +44,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="warning", choices=["debug", "info", "warning", "error"]
     )
+    parser.add_argument(
+        "--mqtt",
+        type=mqtt_url,
+        default=None,
+        metavar="URL",
+        help="mqtt://host[:port] (or mqtts://): DR events on feederd/<site>/dr/event",
+    )
+    parser.add_argument("--journal", default=None, metavar="PATH", help="SQLite journal file")
+    parser.add_argument(
+        "--site", type=site_name, default="demo", help="site name, topic root feederd/<site>"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,5 +68,8 @@ def run(args: argparse.Namespace) -> int:
             interval_s=args.interval,
             metrics_port=args.metrics_port,
             log_level=args.log_level,
+            mqtt_url=args.mqtt,
+            journal_path=args.journal,
+            site=args.site,
         )
     )

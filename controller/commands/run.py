@@ -1,14 +1,33 @@
-"""``feederd run --config PATH``: the daemon."""
+"""``feederd run --config PATH``: the daemon, as systemd runs it.
+
+sd_notify: ``READY=1`` once serving, ``WATCHDOG=1`` after every completed cycle, ``STATUS=``
+each cycle, ``RELOADING=1`` on SIGHUP, ``STOPPING=1`` on SIGTERM/SIGINT. SIGHUP re-reads the
+config: a bad one is refused (logged, shown in STATUS) and the running one kept; a good one
+restarts the controller with it. SIGTERM stops within 2 s: a cycle still running after
+``STOP_GRACE_S`` is cancelled (setpoints are idempotent; every control has a revert timer).
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import signal
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from controller.config import LoadedConfig, load_config
+import structlog
+
+from controller.config import ConfigError, LoadedConfig, load_config
+
+if TYPE_CHECKING:
+    from controller.metrics import Metrics
+    from controller.notify import Notifier
+
+log = structlog.get_logger("feederd")
 
 HELP = "run the daemon"
+
+STOP_GRACE_S = 1.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,39 +38,173 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    return _run(load_config(args.config), args.log_level)
+    loaded = load_config(args.config)
+    _settings(loaded)  # secrets and certificates are checked before anything starts
+    return _run(loaded, args.log_level, Path(args.config))
 
 
-def _run(loaded: LoadedConfig, log_level: str) -> int:
-    from controller.clock import SystemClock  # noqa: PLC0415
-    from controller.daemon import Controller  # noqa: PLC0415
-    from controller.journal import Journal  # noqa: PLC0415
+def _settings(loaded: LoadedConfig) -> object:
+    from controller.dr.connect import mqtt_settings  # noqa: PLC0415
+
+    if not loaded.config.mqtt.enabled:
+        return None
+    return mqtt_settings(loaded.config, source=loaded.source)
+
+
+def _run(loaded: LoadedConfig, log_level: str, path: Path | None = None) -> int:
     from controller.logs import configure_logging  # noqa: PLC0415
-    from controller.metrics import Metrics  # noqa: PLC0415
 
     configure_logging(level=log_level)
+    asyncio.run(_serve(loaded, path))
+    return 0
 
-    async def daemon() -> None:
-        stop = asyncio.Event()
+
+class _Signals:
+    """SIGTERM/SIGINT set ``stop``; SIGHUP sets ``reload``."""
+
+    def __init__(self) -> None:
+        self.stop, self.reload = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        metrics = Metrics()
-        if loaded.config.metrics.enabled:
-            metrics.serve(loaded.config.metrics.host, loaded.config.metrics.port)
-        journal = (
-            Journal(loaded.config.journal.path, retention_days=loaded.config.journal.retention_days)
-            if loaded.config.journal.path
-            else None
-        )
-        controller = Controller(loaded, clock=SystemClock(), metrics=metrics, journal=journal)
-        try:
-            await controller.run(stop)
-        finally:
-            await controller.close()
-            metrics.shutdown()
-            if journal is not None:
-                journal.close()
+            loop.add_signal_handler(sig, self.stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload.set)
 
-    asyncio.run(daemon())
-    return 0
+
+async def _next_config(
+    signals: _Signals, path: Path | None, current: LoadedConfig, notifier: Notifier
+) -> LoadedConfig | None:
+    """Wait for a stop (None) or a reload with a good config (it); a bad one is refused."""
+    from controller.dr.connect import mqtt_settings  # noqa: PLC0415
+
+    while True:
+        waiters = [
+            asyncio.ensure_future(signals.stop.wait()),
+            asyncio.ensure_future(signals.reload.wait()),
+        ]
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for w in waiters:
+            w.cancel()
+        if signals.stop.is_set():
+            notifier.stopping()
+            log.info("stopping", reason="signal")
+            return None
+        signals.reload.clear()
+        notifier.reloading()
+        try:
+            if path is None:
+                raise ConfigError("<reload>", "", "no config file to reload")
+            candidate = load_config(path)
+            if candidate.config.mqtt.enabled:
+                mqtt_settings(candidate.config, source=candidate.source)
+        except ConfigError as err:
+            log.error("reload_refused", error=str(err), kept=current.source)
+            notifier.notify("READY=1", f"STATUS=reload refused, old config kept: {err}")
+            continue
+        log.info("reload", config=candidate.source)
+        return candidate
+
+
+async def _serve(loaded: LoadedConfig, path: Path | None) -> None:
+    from controller.metrics import Metrics  # noqa: PLC0415
+    from controller.notify import Notifier  # noqa: PLC0415
+
+    notifier = Notifier.from_env()
+    signals = _Signals()
+    metrics = Metrics()
+    served: tuple[str, int] | None = None
+    current: LoadedConfig | None = loaded
+    try:
+        while current is not None:
+            m = current.config.metrics
+            endpoint = (m.host, m.port) if m.enabled else None
+            if endpoint != served:
+                metrics.shutdown()
+                if endpoint is not None:
+                    metrics.serve(*endpoint, certfile=m.tls_cert_file, keyfile=m.tls_key_file)
+                served = endpoint
+            current = await _generation(current, path, signals, metrics, notifier)
+    finally:
+        metrics.shutdown()
+        notifier.close()
+
+
+async def _generation(
+    loaded: LoadedConfig, path: Path | None, signals: _Signals, metrics: Metrics, notifier: Notifier
+) -> LoadedConfig | None:
+    """Run the controller on one config until a stop (None) or a good reload (the new one)."""
+    from controller.clock import SystemClock  # noqa: PLC0415
+    from controller.daemon import Controller, CycleRecord  # noqa: PLC0415
+    from controller.dr.connect import mqtt_settings  # noqa: PLC0415
+    from controller.dr.runtime import DrRuntime  # noqa: PLC0415
+
+    cfg = loaded.config
+    mqtt = mqtt_settings(cfg, source=loaded.source) if cfg.mqtt.enabled else None
+    clock = SystemClock()
+    dr = DrRuntime.open(cfg, clock=clock, metrics=metrics, mqtt=mqtt)
+
+    def on_cycle(rec: CycleRecord) -> None:
+        notifier.watchdog()  # only after a completed cycle
+        notifier.status(
+            f"cycle {rec.cycle} {rec.status}, import {_kw(rec.import_kw)},"
+            f" limit {_kw(rec.import_limit_kw)}, {rec.devices_up} devices up"
+        )
+
+    controller = Controller(
+        loaded, clock=clock, metrics=metrics, journal=dr.journal, dr=dr.service, on_cycle=on_cycle
+    )
+    done = asyncio.Event()
+    site = cfg.site
+    tasks = [
+        asyncio.create_task(controller.run(done), name=f"feederd[{site}].control"),
+        asyncio.create_task(dr.run(done), name=f"feederd[{site}].mqtt"),
+    ]
+    watcher = asyncio.create_task(
+        _next_config(signals, path, loaded, notifier), name=f"feederd[{site}].signals"
+    )
+    notifier.ready(f"running {site}: {len(cfg.devices)} devices, interval {cfg.interval_s:g} s")
+    log.info("started", site=site, devices=len(cfg.devices), config=loaded.source)
+    try:
+        await asyncio.wait([watcher, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        done.set()
+        _finished, pending = await asyncio.wait(tasks, timeout=STOP_GRACE_S)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if not watcher.done():
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            signals.stop.set()  # the control loop ended by itself: stop the daemon
+        for task in tasks:
+            if not task.cancelled() and (err := task.exception()) is not None:
+                raise err
+    finally:
+        if cfg.on_stop == "release" and signals.stop.is_set():
+            await _release(controller)
+        await controller.close()
+        dr.close()
+    return None if watcher.cancelled() or signals.stop.is_set() else watcher.result()
+
+
+async def _release(controller: object) -> None:
+    """Disable every control (PV limit off, battery idle) before exiting, within 0.5 s."""
+    from controller.daemon import Controller  # noqa: PLC0415
+    from devices import SunSpecBattery, SunSpecInverter  # noqa: PLC0415
+
+    assert isinstance(controller, Controller)
+    jobs = []
+    for drv in controller.fleet.values():
+        if isinstance(drv, SunSpecInverter):
+            jobs.append(drv.write_points(123, "WMaxLim_Ena", [0]))
+        elif isinstance(drv, SunSpecBattery):
+            jobs.append(drv.write_points(124, "StorCtl_Mod", [0]))
+    results = (
+        await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), timeout=0.5)
+        if jobs
+        else []
+    )
+    failed = [r for r in results if isinstance(r, BaseException)]
+    log.info("released", controls=len(jobs), failed=len(failed))
+
+
+def _kw(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0f} kW"
