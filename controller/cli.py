@@ -16,6 +16,9 @@ from controller.config import ConfigError
 
 __all__ = ["UsageError", "main"]
 
+# The HIL rig (demo, sim, bench poll) needs these; an edge box installs feederd without them.
+HIL_MODULES = frozenset({"pandapower"})
+
 
 class UsageError(Exception):
     """A user's mistake a command found after parsing: printed on one line, exit 2."""
@@ -46,6 +49,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except ModuleNotFoundError as err:
+        if err.name not in HIL_MODULES:
+            raise
+        print(
+            f"feederd: {args.command} runs the HIL rig, which needs {err.name}: "
+            "install feederd with the 'hil' extra (pip install 'feederd[hil]')",
+            file=sys.stderr,
+        )
+        return 2
     return code
 
 

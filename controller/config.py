@@ -161,6 +161,17 @@ class DeviceConfig(_Strict):
             return self.port
         return {"modbus-tls": 802, "mqtt": 1883}.get(self.transport, 502)
 
+    @property
+    def address(self) -> str:
+        """Where the device is, as a commissioning engineer would write it down."""
+        if self.transport == "modbus-rtu":
+            return f"rtu {self.serial_port} unit {self.unit}"
+        if self.transport == "mqtt":
+            topic = self.mqtt.telemetry_topic if self.mqtt else "?"
+            return f"mqtt {self.host}:{self.endpoint_port} {topic}"
+        scheme = "tls" if self.transport == "modbus-tls" else "tcp"
+        return f"{scheme} {self.host}:{self.endpoint_port} unit {self.unit}"
+
 
 class PollConfig(_Strict):
     timeout_s: PositiveFloat = 1.0

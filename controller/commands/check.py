@@ -37,15 +37,13 @@ def _check(loaded: LoadedConfig) -> int:
         limits.append(f"export <= {cfg.dr.export_limit_kw:g} kW")
     print("default limits: " + (", ".join(limits) if limits else "none"))
     print(f"devices ({len(cfg.devices)}):")
-    print(f"  {'name':<16} {'kind':<8} {'bus':>4}  {'address':<24} {'rating':>10}  revert")
+    print(f"  {'name':<16} {'kind':<8} {'bus':>4}  {'address':<32} {'rating':>10}  revert")
     for d in cfg.devices:
         rating = f"{d.rating_kw:g} kW" if d.rating_kw else "-"
         if d.kind == "battery":
             rating += f"/{d.energy_kwh:g} kWh"
         revert = "-" if d.kind == "meter" else f"{d.revert_s} s"
         kind = "meter*" if d.head else d.kind
-        print(
-            f"  {d.name:<16} {kind:<8} {d.bus:>4}  {d.host}:{d.port} unit {d.unit:<6} {rating:>10}  {revert}"
-        )
+        print(f"  {d.name:<16} {kind:<8} {d.bus:>4}  {d.address:<32} {rating:>10}  {revert}")
     print("(* feeder-head meter)")
     return 0

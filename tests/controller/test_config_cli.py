@@ -140,3 +140,32 @@ def test_bad_usage_exits_2_without_traceback() -> None:
     assert "Traceback" not in proc.stderr
     proc = feederd("frobnicate")
     assert proc.returncode == 2
+
+
+def test_check_names_each_device_by_its_transport(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    old = 'host = "192.0.2.21"'
+    assert old in text
+    text = text.replace(old, 'transport = "modbus-rtu"\nserial_port = "/dev/ttyUSB0"', 1)
+    proc = feederd("check", "--config", str(write_config(tmp_path, text)))
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if "pv-bus18" in ln)
+    assert "rtu /dev/ttyUSB0 unit 1" in line
+    assert "None" not in proc.stdout
+    assert "tcp 192.0.2.22:502 unit 1" in proc.stdout
+
+
+def test_hil_commands_without_pandapower_say_which_extra_to_install() -> None:
+    # An edge box installs feederd without the 'hil' extra: sys.modules[...] = None makes
+    # `import pandapower` fail there just as a missing package does.
+    code = (
+        "import sys; sys.modules['pandapower'] = None; from controller.cli import main; "
+        "sys.exit(main(['demo', '--duration', '1']))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "feederd[hil]" in proc.stderr
+    assert "pandapower" in proc.stderr
