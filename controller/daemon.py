@@ -395,6 +395,8 @@ class Controller:
         self.metrics.curtailed_kw.set(result.curtailed_kw)
         self.metrics.limit_slack_kw.labels("import").set(result.import_slack_kw)
         self.metrics.limit_slack_kw.labels("export").set(result.export_slack_kw)
+        self.metrics.voltage_slack_pu.set(result.voltage_slack_pu)
+        self.metrics.rating_slack_kva.set(result.rating_slack_kva)
         return result
 
     async def _write(

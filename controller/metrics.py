@@ -111,6 +111,16 @@ class Metrics:
             ["limit"],
             registry=r,
         )
+        self.voltage_slack_pu = Gauge(
+            "feederd_voltage_slack_pu",
+            "By how much the dispatch could not hold the voltage band (largest, p.u.).",
+            registry=r,
+        )
+        self.rating_slack_kva = Gauge(
+            "feederd_rating_slack_kva",
+            "By how much the dispatch could not keep a branch inside its rating (largest).",
+            registry=r,
+        )
         self.solver_status = Gauge(
             "feederd_solver_status",
             "1 for the status of the last solve.",

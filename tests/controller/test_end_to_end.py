@@ -9,6 +9,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
+import pytest
+
 from controller.clock import SystemClock
 from controller.config import LoadedConfig
 from controller.daemon import Controller, CycleRecord
@@ -115,3 +117,30 @@ async def test_nothing_is_written_before_a_complete_snapshot(
         # the devices saw no write at all before then: none of them had a limit enabled
     finally:
         await ctl.close()
+
+
+async def test_a_limit_that_cannot_be_met_reports_its_shortfall(
+    rig: HilRig, make_config: Callable[..., LoadedConfig]
+) -> None:
+    # Far below what the batteries can reach: not an error, the slack says by how much.
+    await rig.step()
+    battery_kw = sum(d.p_max_kw for d in rig.devices if d.kind == "battery")
+    limit_kw = rig.state.head_p_kw - battery_kw - 800.0
+    ctl = Controller(
+        make_config(interval_s=INTERVAL_S, import_limit_kw=limit_kw), clock=SystemClock()
+    )
+    try:
+        for _ in range(3):
+            rec = await ctl.cycle()
+            await asyncio.sleep(0.05)
+            await rig.step()
+    finally:
+        await ctl.close()
+    assert rec.status == "limit_relaxed"
+    slack = ctl.metrics.limit_slack_kw.labels("import")._value.get()
+    shortfall = rig.state.head_p_kw - limit_kw
+    # every battery is at full discharge and the slack is the import still over the limit
+    batteries = {d.name: d.p_max_kw for d in rig.devices if d.kind == "battery"}
+    assert all(rec.setpoints_kw[name] >= 0.99 * kw for name, kw in batteries.items()), rec
+    assert slack == pytest.approx(shortfall, rel=0.05), (slack, shortfall)
+    assert ctl.metrics.limit_slack_kw.labels("export")._value.get() == 0.0
