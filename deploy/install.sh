@@ -3,6 +3,13 @@
 # config under /etc/feederd (0640 root:feederd), state under /var/lib/feederd (0750).
 # Run as root from a checkout:  sh deploy/install.sh [--start]
 # Re-running upgrades the venv and keeps an existing config.
+#
+# Environment: PREFIX, CONFIG_DIR, STATE_DIR, UNIT_DIR (the paths above; the unit is rewritten
+# to match), PYTHON (python3), PIP_OPTS (extra pip options, e.g. --no-index --find-links DIR
+# on a site without internet) and DESTDIR: lay everything down under another root (a test, a
+# package build). With DESTDIR the real system is not touched: no user or group is created,
+# files keep the installing user as owner (the modes are the same), systemctl is not run; the
+# venv works in place but not when moved out of DESTDIR.
 set -eu
 
 PREFIX=${PREFIX:-/opt/feederd}
@@ -10,45 +17,72 @@ CONFIG_DIR=${CONFIG_DIR:-/etc/feederd}
 STATE_DIR=${STATE_DIR:-/var/lib/feederd}
 UNIT_DIR=${UNIT_DIR:-/etc/systemd/system}
 PYTHON=${PYTHON:-python3}
+PIP_OPTS=${PIP_OPTS:-}
+DESTDIR=${DESTDIR:-}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 
-if [ "$(id -u)" != 0 ]; then
-    echo "install.sh: run as root" >&2
+say() { echo "install.sh: $*"; }
+
+if [ -n "$DESTDIR" ]; then
+    DESTDIR=$(mkdir -p "$DESTDIR" && cd "$DESTDIR" && pwd)
+    say "staging into DESTDIR=$DESTDIR: skipping useradd, ownership and systemctl"
+    ROOT_OWNS="" FEEDERD_OWNS="" CONFIG_GROUP=""
+elif [ "$(id -u)" != 0 ]; then
+    echo "install.sh: run as root (or set DESTDIR to stage the files elsewhere)" >&2
     exit 2
+else
+    ROOT_OWNS="-o root -g root" FEEDERD_OWNS="-o feederd -g feederd" CONFIG_GROUP="-o root -g feederd"
 fi
+D=$DESTDIR
 
 umask 022
-if ! getent passwd feederd >/dev/null; then
-    useradd --system --home-dir "$STATE_DIR" --no-create-home --shell /usr/sbin/nologin \
-        --user-group feederd
+if [ -z "$D" ]; then
+    if ! getent passwd feederd >/dev/null; then
+        useradd --system --home-dir "$STATE_DIR" --no-create-home --shell /usr/sbin/nologin \
+            --user-group feederd
+    fi
+    # serial ports for Modbus RTU
+    if getent group dialout >/dev/null; then usermod -a -G dialout feederd; fi
 fi
-# serial ports for Modbus RTU
-getent group dialout >/dev/null && usermod -a -G dialout feederd
 
-install -d -m 0755 "$PREFIX"
-"$PYTHON" -m venv "$PREFIX/venv"
-"$PREFIX/venv/bin/python" -m pip install --quiet --upgrade pip
-"$PREFIX/venv/bin/python" -m pip install --quiet "$SRC"
-install -m 0644 "$SRC/README.md" "$PREFIX/README.md"
+install -d -m 0755 "$D$PREFIX"
+"$PYTHON" -m venv "$D$PREFIX/venv"
+# shellcheck disable=SC2086 # PIP_OPTS is a list of options
+"$D$PREFIX/venv/bin/python" -m pip install --quiet $PIP_OPTS --upgrade pip
+# shellcheck disable=SC2086
+"$D$PREFIX/venv/bin/python" -m pip install --quiet $PIP_OPTS "$SRC"
+install -m 0644 "$SRC/README.md" "$D$PREFIX/README.md"
 
-install -d -m 0750 -o root -g feederd "$CONFIG_DIR"
-install -d -m 0700 -o root -g root "$CONFIG_DIR/credentials"
-if [ ! -e "$CONFIG_DIR/feederd.toml" ]; then
-    install -m 0640 -o root -g feederd "$SRC/deploy/feederd.example.toml" "$CONFIG_DIR/feederd.toml"
-    echo "install.sh: edit $CONFIG_DIR/feederd.toml, then: systemctl restart feederd"
+# shellcheck disable=SC2086 # the owner options are empty under DESTDIR
+install -d -m 0750 $CONFIG_GROUP "$D$CONFIG_DIR"
+# shellcheck disable=SC2086
+install -d -m 0700 $ROOT_OWNS "$D$CONFIG_DIR/credentials"
+if [ ! -e "$D$CONFIG_DIR/feederd.toml" ]; then
+    # shellcheck disable=SC2086
+    install -m 0640 $CONFIG_GROUP "$SRC/deploy/feederd.example.toml" "$D$CONFIG_DIR/feederd.toml"
+    say "edit $CONFIG_DIR/feederd.toml, then: systemctl restart feederd"
 fi
-if [ ! -e "$CONFIG_DIR/credentials/mqtt-password" ]; then
+if [ ! -e "$D$CONFIG_DIR/credentials/mqtt-password" ]; then
     # an empty placeholder so LoadCredential= finds a file; put the broker password here
-    install -m 0600 -o root -g root /dev/null "$CONFIG_DIR/credentials/mqtt-password"
+    # shellcheck disable=SC2086
+    install -m 0600 $ROOT_OWNS /dev/null "$D$CONFIG_DIR/credentials/mqtt-password"
 fi
-install -d -m 0750 -o feederd -g feederd "$STATE_DIR"
+# shellcheck disable=SC2086
+install -d -m 0750 $FEEDERD_OWNS "$D$STATE_DIR"
 
-install -m 0644 "$SRC/deploy/feederd.service" "$UNIT_DIR/feederd.service"
-if [ -d /run/systemd/system ]; then
+# the unit names the install paths: rewritten when they are not the defaults
+install -d -m 0755 "$D$UNIT_DIR"
+sed -e "s|/opt/feederd|$PREFIX|g" -e "s|/etc/feederd|$CONFIG_DIR|g" \
+    "$SRC/deploy/feederd.service" >"$D$UNIT_DIR/feederd.service.tmp"
+chmod 0644 "$D$UNIT_DIR/feederd.service.tmp"
+mv "$D$UNIT_DIR/feederd.service.tmp" "$D$UNIT_DIR/feederd.service"
+if [ -z "$D" ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     systemctl enable feederd.service
     if [ "${1:-}" = "--start" ]; then
         systemctl restart feederd.service
     fi
+elif [ -n "$D" ]; then
+    say "DESTDIR: systemctl daemon-reload/enable not run"
 fi
-"$PREFIX/venv/bin/feederd" check --config "$CONFIG_DIR/feederd.toml"
+"$D$PREFIX/venv/bin/feederd" check --config "$D$CONFIG_DIR/feederd.toml"

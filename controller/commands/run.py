@@ -13,7 +13,7 @@ import argparse
 import asyncio
 import signal
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import structlog
 
@@ -44,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _settings(loaded: LoadedConfig) -> object:
-    from controller.dr.connect import mqtt_settings  # noqa: PLC0415
+    from controller.dr.connect import metrics_tls_files, mqtt_settings  # noqa: PLC0415
 
+    if loaded.config.metrics.enabled:
+        metrics_tls_files(loaded.config, source=loaded.source)
     if not loaded.config.mqtt.enabled:
         return None
     return mqtt_settings(loaded.config, source=loaded.source)
@@ -74,8 +76,6 @@ async def _next_config(
     signals: _Signals, path: Path | None, current: LoadedConfig, notifier: Notifier
 ) -> LoadedConfig | None:
     """Wait for a stop (None) or a reload with a good config (it); a bad one is refused."""
-    from controller.dr.connect import mqtt_settings  # noqa: PLC0415
-
     while True:
         waiters = [
             asyncio.ensure_future(signals.stop.wait()),
@@ -94,8 +94,7 @@ async def _next_config(
             if path is None:
                 raise ConfigError("<reload>", "", "no config file to reload")
             candidate = load_config(path)
-            if candidate.config.mqtt.enabled:
-                mqtt_settings(candidate.config, source=candidate.source)
+            _settings(candidate)
         except ConfigError as err:
             log.error("reload_refused", error=str(err), kept=current.source)
             notifier.notify("READY=1", f"STATUS=reload refused, old config kept: {err}")
@@ -105,22 +104,25 @@ async def _next_config(
 
 
 async def _serve(loaded: LoadedConfig, path: Path | None) -> None:
+    from controller.dr.connect import metrics_tls_files  # noqa: PLC0415
     from controller.metrics import Metrics  # noqa: PLC0415
     from controller.notify import Notifier  # noqa: PLC0415
 
     notifier = Notifier.from_env()
     signals = _Signals()
     metrics = Metrics()
-    served: tuple[str, int] | None = None
+    served: tuple[str, int, tuple[str, str] | None] | None = None
     current: LoadedConfig | None = loaded
     try:
         while current is not None:
             m = current.config.metrics
-            endpoint = (m.host, m.port) if m.enabled else None
-            if endpoint != served:
+            tls = metrics_tls_files(current.config, source=current.source) if m.enabled else None
+            endpoint = (m.host, m.port, tls) if m.enabled else None
+            if endpoint != served:  # moved, or a new certificate: serve it afresh
                 metrics.shutdown()
                 if endpoint is not None:
-                    metrics.serve(*endpoint, certfile=m.tls_cert_file, keyfile=m.tls_key_file)
+                    certfile, keyfile = tls or (None, None)
+                    metrics.serve(m.host, m.port, certfile=certfile, keyfile=keyfile)
                 served = endpoint
             current = await _generation(current, path, signals, metrics, notifier)
     finally:
@@ -185,24 +187,39 @@ async def _generation(
     return None if watcher.cancelled() or signals.stop.is_set() else watcher.result()
 
 
+@runtime_checkable
+class _Releasable(Protocol):
+    async def release(self) -> None: ...
+
+
+RELEASE_TIMEOUT_S = 0.5
+
+
 async def _release(controller: object) -> None:
-    """Disable every control (PV limit off, battery idle) before exiting, within 0.5 s."""
+    """Disable every control (PV limit off, battery idle, load ceiling lifted) before exiting,
+    within ``RELEASE_TIMEOUT_S``: each driver that has one runs its own ``release()`` (it knows
+    its control model, 123/124 or 704). A device that does not answer in time keeps its control
+    until its revert timer lapses."""
     from controller.daemon import Controller  # noqa: PLC0415
-    from devices import SunSpecBattery, SunSpecInverter  # noqa: PLC0415
 
     assert isinstance(controller, Controller)
-    jobs = []
-    for drv in controller.fleet.values():
-        if isinstance(drv, SunSpecInverter):
-            jobs.append(drv.write_points(123, "WMaxLim_Ena", [0]))
-        elif isinstance(drv, SunSpecBattery):
-            jobs.append(drv.write_points(124, "StorCtl_Mod", [0]))
-    results = (
-        await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), timeout=0.5)
-        if jobs
-        else []
-    )
-    failed = [r for r in results if isinstance(r, BaseException)]
+    jobs = {
+        asyncio.ensure_future(drv.release()): name
+        for name, drv in controller.fleet.items()
+        if isinstance(drv, _Releasable)
+    }
+    done, pending = await asyncio.wait(jobs, timeout=RELEASE_TIMEOUT_S) if jobs else (set(), set())
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    failed = sorted(
+        jobs[t] for t in done if not t.cancelled() and t.exception() is not None
+    ) + sorted(jobs[t] for t in pending)
+    for task in done:
+        if not task.cancelled() and (err := task.exception()) is not None:
+            log.error("release_failed", device=jobs[task], error=f"{type(err).__name__}: {err}")
+    for task in pending:
+        log.error("release_failed", device=jobs[task], error="timed out")
     log.info("released", controls=len(jobs), failed=len(failed))
 
 

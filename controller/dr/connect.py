@@ -15,7 +15,7 @@ from pathlib import Path
 from controller.config import Config, ConfigError
 from controller.dr.intake import MqttSettings
 
-__all__ = ["mqtt_settings", "secret_path"]
+__all__ = ["metrics_tls_files", "mqtt_settings", "secret_path"]
 
 
 def secret_path(value: str, *, source: str, key: str) -> Path:
@@ -25,7 +25,10 @@ def secret_path(value: str, *, source: str, key: str) -> Path:
             raise ConfigError(
                 source, key, f"{value!r} needs $CREDENTIALS_DIRECTORY (run under systemd)"
             )
-        return Path(directory) / value.removeprefix("credential:")
+        name = value.removeprefix("credential:")
+        if not name or "/" in name or name in (".", ".."):
+            raise ConfigError(source, key, f"{value!r}: a credential is a plain file name")
+        return Path(directory) / name
     return Path(value)
 
 
@@ -76,3 +79,20 @@ def mqtt_settings(config: Config, *, source: str) -> MqttSettings:
         keepalive_s=m.keepalive_s,
         queue_size=m.queue_size,
     )
+
+
+def metrics_tls_files(config: Config, *, source: str) -> tuple[str, str] | None:
+    """The metrics endpoint's certificate and key as paths (``credential:NAME`` resolved),
+    checked to load; None when it serves plain HTTP. Every problem is a ``ConfigError``."""
+    m = config.metrics
+    if m.tls_cert_file is None or m.tls_key_file is None:
+        return None
+    cert = secret_path(m.tls_cert_file, source=source, key="metrics.tls_cert_file")
+    key = secret_path(m.tls_key_file, source=source, key="metrics.tls_key_file")
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigError(
+            source, "metrics.tls_cert_file", f"cannot load certificate and key: {err}"
+        ) from None
+    return str(cert), str(key)

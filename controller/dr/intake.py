@@ -12,6 +12,9 @@ async, in a test or a scenario). Around aiomqtt's pitfalls (DESIGN.md §6):
 - the TLS context is built once by the caller, before the loop runs;
 - a keepalive notices a dead broker on an idle connection;
 - reconnection is this loop's job: back off with jitter (capped), resubscribe on every connect.
+- a failed connection attempt is classified (``refused``: bad credentials, ``tls``: certificate
+  or handshake, ``network``), counted in ``feederd_mqtt_connect_failures_total{reason}`` and
+  logged once per cause (``mqtt_connect_failed`` with a hint), not once per retry.
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from typing import Any
 
 import aiomqtt
 import structlog
+from aiomqtt.exceptions import MqttConnectError
 
 from controller.daemon import CycleRecord
 from controller.metrics import Metrics
 
-__all__ = ["MqttIntake", "MqttSettings", "parse_mqtt_url"]
+__all__ = ["MqttIntake", "MqttSettings", "connect_failure_kind", "parse_mqtt_url"]
 
 log = structlog.get_logger("feederd.mqtt")
 
@@ -89,6 +93,28 @@ def parse_mqtt_url(url: str) -> tuple[str, int, bool]:
     return host, port, tls
 
 
+_HINTS = {
+    "refused": "the broker refused the login: check mqtt.username and mqtt.password_file",
+    "tls": "TLS handshake failed: check mqtt.tls.ca_file (the broker's CA) and the client"
+    " certificate",
+    "network": "the broker is unreachable: check mqtt.host and mqtt.port",
+}
+
+
+def connect_failure_kind(err: BaseException) -> str:
+    """Why a connection attempt failed: ``refused`` (the broker answered CONNACK with an error,
+    e.g. a bad username or password, or not authorised), ``tls`` (certificate or handshake) or
+    ``network`` (anything else: refused port, timeout, DNS)."""
+    if isinstance(err, MqttConnectError):
+        return "refused"
+    cause: BaseException | None = err
+    while cause is not None:  # aiomqtt raises MqttError(str(exc)) from None: the context stays
+        if isinstance(cause, ssl.SSLError):
+            return "tls"
+        cause = cause.__cause__ or cause.__context__
+    return "network"
+
+
 class MqttIntake:
     """Subscribes to ``<root>/dr/event``; publishes ``dr/status`` (retained) and telemetry."""
 
@@ -111,6 +137,7 @@ class MqttIntake:
         )
         self._down_logged = False
         self._was_up = False
+        self._last_failure: tuple[str, str] | None = None
 
     # -- publishing (non-blocking, bounded) -----------------------------------------------
 
@@ -155,7 +182,10 @@ class MqttIntake:
             try:
                 await self._session(stop)
             except aiomqtt.MqttError as err:
-                self._set_connected(False, reason=str(err))
+                if self._was_up:
+                    self._set_connected(False, reason=str(err))
+                else:
+                    self._connect_failed(err)
             if stop.is_set():
                 break
             if self._was_up:  # it was connected: start the backoff again from the bottom
@@ -240,10 +270,34 @@ class MqttIntake:
             topic, body, qos, retain = self._out.get_nowait()
             await client.publish(topic, body, qos=qos, retain=retain, timeout=1.0)
 
+    def _connect_failed(self, err: aiomqtt.MqttError) -> None:
+        """A connection attempt that never got as far as the session: counted every time,
+        logged when the cause changes (one line per problem, not one per retry)."""
+        kind = connect_failure_kind(err)
+        detail = str(err) or type(err).__name__
+        if self.metrics is not None:
+            self.metrics.mqtt_connect_failures.labels(reason=kind).inc()
+        if (kind, detail) != self._last_failure or self.connected.is_set():
+            s = self.settings
+            log.error(
+                "mqtt_connect_failed",
+                host=s.host,
+                port=s.port,
+                reason=kind,
+                error=detail,
+                hint=_HINTS[kind],
+            )
+            self._last_failure = (kind, detail)
+            self._down_logged = True
+        self.connected.clear()
+        if self.metrics is not None:
+            self.metrics.mqtt_connected.set(0)
+
     def _set_connected(self, up: bool, *, reason: str = "") -> None:
         if up:
             self.connected.set()
             self._down_logged = False
+            self._last_failure = None
             log.info("mqtt_connected", host=self.settings.host, port=self.settings.port)
         else:
             if reason == "stopping":

@@ -1,14 +1,12 @@
-"""Real servers for the device tests: a socat pty pair, TLS certificates, Mosquitto.
+"""Real servers for the device tests: a socat pty pair, TLS certificates, Mosquitto
+(the last two from ``tests.support``, shared with the ops tests).
 
 The fixtures are re-exported by ``conftest.py``; the classes are imported by the tests."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import re
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -20,12 +18,21 @@ from pymodbus.server import ModbusSerialServer, ModbusTlsServer
 
 from hil.register_image import SimSunSpecDevice
 from hil.server import SunSpecServer
+from tests.support.mosquitto import Mosquitto
+from tests.support.net import free_port
+from tests.support.tls import Certs, make_certs
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = [
+    "Certs",
+    "Mosquitto",
+    "PtyPair",
+    "SunSpecRtuServer",
+    "SunSpecTlsServer",
+    "certs",
+    "free_port",
+    "mosquitto",
+    "pty_pair",
+]
 
 
 class SunSpecTlsServer(SunSpecServer):
@@ -94,86 +101,10 @@ def pty_pair() -> Iterator[PtyPair]:
         proc.wait(timeout=5)
 
 
-@dataclass(frozen=True)
-class Certs:
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    rogue_cert: Path
-    rogue_key: Path
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
-
-
-def _leaf(d: Path, name: str, ca: str, ca_key: str, *, server: bool) -> None:
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key",
-             "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)  # fmt: skip
-    ext = d / f"{name}.ext"
-    ext.write_text(
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\n" if server else "extendedKeyUsage=clientAuth\n"
-    )
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", ca, "-CAkey", ca_key,
-             "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", ext.name, cwd=d)  # fmt: skip
-
-
 @pytest.fixture(scope="session")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
     """A CA, a server and a client certificate it signed, and a client signed by another CA."""
-    d = tmp_path_factory.mktemp("certs")
-    for ca in ("ca", "rogue-ca"):
-        _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{ca}.key",
-                 "-out", f"{ca}.pem", "-days", "2", "-subj", f"/CN={ca}", cwd=d)  # fmt: skip
-    _leaf(d, "server", "ca.pem", "ca.key", server=True)
-    _leaf(d, "client", "ca.pem", "ca.key", server=False)
-    _leaf(d, "rogue", "rogue-ca.pem", "rogue-ca.key", server=False)
-    return Certs(
-        ca=d / "ca.pem",
-        server_cert=d / "server.pem",
-        server_key=d / "server.key",
-        client_cert=d / "client.pem",
-        client_key=d / "client.key",
-        rogue_cert=d / "rogue.pem",
-        rogue_key=d / "rogue.key",
-    )
-
-
-class Mosquitto:
-    """A real broker on a free port of 127.0.0.1; ``stop``/``start`` to test reconnects."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def _spawn(self) -> None:
-        exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not Path(exe).exists():
-            pytest.fail("mosquitto is not installed: apt-get install -y mosquitto")
-        self.proc = subprocess.Popen(
-            [exe, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-
-    async def start(self) -> None:
-        self._spawn()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                _r, w = await asyncio.open_connection("127.0.0.1", self.port)
-                w.close()
-                return
-            await asyncio.sleep(0.05)
-        raise RuntimeError("mosquitto did not start")
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc.wait(timeout=5)
-            self.proc = None
+    return make_certs(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import structlog
-from ops_helpers import MOSQUITTO, free_port, wait_port
+from ops_helpers import MOSQUITTO, wait_port
+
+from tests.support.mosquitto import Mosquitto
 
 
 @pytest.fixture(autouse=True)
@@ -25,18 +26,13 @@ def broker(tmp_path: Path) -> Iterator[int]:
     """A Mosquitto broker on 127.0.0.1:<port>, anonymous, stopped after the test."""
     if not Path(MOSQUITTO).exists():
         pytest.fail("mosquitto is not installed: run `make apt` (as root)")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
-    proc = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    mosquitto = Mosquitto(tmp_path)
+    mosquitto.spawn()
     try:
-        wait_port(port)
-        yield port
+        wait_port(mosquitto.port)
+        yield mosquitto.port
     finally:
-        proc.terminate()
-        proc.wait(timeout=5)
+        mosquitto.stop()
 
 
 @pytest.fixture

@@ -7,43 +7,9 @@ import signal
 import socket
 from pathlib import Path
 
-from ops_helpers import FEEDERD
+from ops_helpers import FEEDERD, daemon_toml
 
 from hil import HilRig
-
-
-def _toml(rig: HilRig, journal: Path) -> str:
-    lines = [
-        'site = "svc"',
-        "interval_s = 0.5",
-        "[feeder]",
-        'case = "builtin:case33bw"',
-        "v_min_pu = 0.92",
-        "[dr]",
-        "import_limit_kw = 2000.0",
-        "[poll]",
-        "timeout_s = 0.2",
-        "[metrics]",
-        "enabled = false",
-        "[journal]",
-        f'path = "{journal}"',
-    ]
-    for d in rig.devices:
-        lines += [
-            "[[devices]]",
-            f'name = "{d.name}"',
-            f'kind = "{d.kind}"',
-            f"bus = {d.bus}",
-            f'host = "{d.host}"',
-            f"port = {d.port}",
-            f"unit = {d.unit}",
-        ]
-        lines += (
-            ["head = true"] if d.kind == "meter" else [f"rating_kw = {d.p_max_kw}", "revert_s = 10"]
-        )
-        if d.kind == "battery":
-            lines.append(f"energy_kwh = {d.energy_kwh}")
-    return "\n".join(lines) + "\n"
 
 
 async def _recv(sock: socket.socket, want: str, wait_s: float, seen: list[str]) -> str:
@@ -58,7 +24,7 @@ async def _recv(sock: socket.socket, want: str, wait_s: float, seen: list[str]) 
 
 async def test_sd_notify_sighup_reload_and_sigterm(rig: HilRig, tmp_path: Path) -> None:
     config = tmp_path / "feederd.toml"
-    good = _toml(rig, tmp_path / "journal.sqlite")
+    good = daemon_toml(rig, tmp_path / "journal.sqlite")
     config.write_text(good)
     address = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

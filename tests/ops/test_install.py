@@ -1,0 +1,142 @@
+"""deploy/install.sh, run for real into a temporary root (``DESTDIR``): the venv built from
+this checkout, config, credentials and state laid down with their modes, the unit copied and
+checked by ``systemd-analyze verify``, and the journal the installed feederd creates.
+
+Not run here, because they would change the machine the tests run on: ``useradd``/``usermod``
+(the system user ``feederd``), ``chown`` to it, and ``systemctl daemon-reload/enable`` — the
+script skips exactly these under ``DESTDIR`` and says so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+INSTALL = REPO / "deploy" / "install.sh"
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+@pytest.fixture(scope="module")
+def staged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """One install into a fresh root (it builds a venv: ~15 s), shared by the tests here."""
+    root = tmp_path_factory.mktemp("root")
+    python = shutil.which("python3") or "python3"
+    out = subprocess.run(
+        ["sh", str(INSTALL)],
+        env={"PATH": os.environ["PATH"], "HOME": str(root), "DESTDIR": str(root),
+             "PYTHON": python},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    return root, out.stdout
+
+
+def test_install_lays_down_venv_config_state_and_unit(staged: tuple[Path, str]) -> None:
+    root, stdout = staged
+    # it says what it skipped
+    assert "skipping useradd, ownership and systemctl" in stdout
+    assert "systemctl daemon-reload/enable not run" in stdout
+    # a venv with feederd installed from this checkout (not a link to it)
+    feederd = root / "opt/feederd/venv/bin/feederd"
+    assert os.access(feederd, os.X_OK)
+    where = subprocess.run(
+        [str(root / "opt/feederd/venv/bin/python"), "-c",
+         "import controller; print(controller.__file__)"],
+        capture_output=True, text=True, check=True, timeout=60,
+        cwd=root,  # not the checkout, which `-c` would put first on sys.path
+    ).stdout.strip()  # fmt: skip
+    assert where.startswith(str(root / "opt/feederd/venv/lib/"))
+    # the example config passed `feederd check` at the end of the script
+    assert "feeder-head meter" in stdout
+    config = root / "etc/feederd/feederd.toml"
+    assert config.read_text() == (REPO / "deploy/feederd.example.toml").read_text()
+    modes = {
+        "etc/feederd": 0o750,
+        "etc/feederd/feederd.toml": 0o640,
+        "etc/feederd/credentials": 0o700,
+        "etc/feederd/credentials/mqtt-password": 0o600,
+        "var/lib/feederd": 0o750,
+        "opt/feederd": 0o755,
+        "etc/systemd/system/feederd.service": 0o644,
+    }
+    assert {p: _mode(root / p) for p in modes} == modes
+    assert (root / "etc/feederd/credentials/mqtt-password").read_text() == ""
+    # default paths: the unit is the repository's, unchanged
+    unit = root / "etc/systemd/system/feederd.service"
+    assert unit.read_text() == (REPO / "deploy/feederd.service").read_text()
+
+
+def test_installed_unit_passes_systemd_analyze_verify(
+    staged: tuple[Path, str], tmp_path: Path
+) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (apt-get install -y systemd)")
+    root, _ = staged
+    # verify checks that ExecStart= exists: point the unit at the staged tree, exactly the
+    # rewrite install.sh does for a non-default PREFIX/CONFIG_DIR
+    text = (root / "etc/systemd/system/feederd.service").read_text()
+    text = text.replace("/opt/feederd", f"{root}/opt/feederd")
+    text = text.replace("/etc/feederd", f"{root}/etc/feederd")
+    (tmp_path / "feederd.service").write_text(text)
+    out = subprocess.run(
+        [analyze, "verify", "--man=no", str(tmp_path / "feederd.service")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stderr.strip() == ""
+
+
+def test_installed_feederd_creates_an_owner_only_journal(staged: tuple[Path, str]) -> None:
+    root, _ = staged
+    state = root / "var/lib/feederd"
+    journal = state / "journal.sqlite"
+    out = subprocess.run(
+        [str(root / "opt/feederd/venv/bin/feederd"), "event", "add", "--journal", str(journal),
+         "--id", "inst-1", "--type", "import_limit", "--kw", "1500",
+         "--end", "2099-01-01T00:00:00Z"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={"PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    files = [p for p in state.iterdir() if p.name.startswith("journal.sqlite")]
+    assert journal in files
+    # the database and its -wal/-shm companions: owner-only, even under umask 022
+    assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}
+    assert _mode(state) == 0o750
+
+
+def test_install_refuses_without_root_or_destdir(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        out = subprocess.run(["sh", str(INSTALL)], capture_output=True, text=True, check=False)
+        assert out.returncode == 2
+        assert "run as root" in out.stderr
+        return
+    # as root, run it as nobody (setpriv drops the ids) so the check itself is exercised
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("setpriv is not installed (util-linux)")
+    out = subprocess.run(
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "sh", str(INSTALL)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "run as root (or set DESTDIR" in out.stderr
