@@ -76,6 +76,10 @@ class FeederConfig(_Strict):
     branches: list[BranchTable] = Field(default_factory=list)
     v_min_pu: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
     v_max_pu: Annotated[float, Field(gt=1.0, lt=1.5)] = 1.05
+    # The dispatch aims this far inside the band: the linear model's voltages differ from the
+    # AC ones by a few thousandths of a p.u., and a bus held at the band's edge in the model
+    # would sit just outside it on the feeder.
+    v_margin_pu: Annotated[float, Field(ge=0.0, le=0.02)] = 0.002
 
     @model_validator(mode="after")
     def _one_source(self) -> FeederConfig:
@@ -83,7 +87,17 @@ class FeederConfig(_Strict):
             raise ValueError(
                 "give either 'case' (a MATPOWER file) or inline 'buses' and 'branches'"
             )
+        if self.v_max_pu - self.v_min_pu <= 2 * self.v_margin_pu:
+            raise ValueError(
+                f"v_margin_pu {self.v_margin_pu:g} leaves no band between "
+                f"v_min_pu {self.v_min_pu:g} and v_max_pu {self.v_max_pu:g}"
+            )
         return self
+
+    @property
+    def dispatch_band_pu(self) -> tuple[float, float]:
+        """The band the dispatch holds: the configured one, `v_margin_pu` inside each edge."""
+        return self.v_min_pu + self.v_margin_pu, self.v_max_pu - self.v_margin_pu
 
 
 class DeviceMqttConfig(_Strict):
@@ -105,7 +119,7 @@ class DeviceMqttConfig(_Strict):
 
 class DeviceConfig(_Strict):
     name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
-    kind: Literal["meter", "pv", "battery"]
+    kind: Literal["meter", "pv", "battery", "load"]
     bus: int
     # modbus-tcp / modbus-tls: host, port (TLS: tls_cert_file, tls_key_file, tls_ca_file);
     # modbus-rtu: serial_port, baudrate, parity; mqtt: host, port (the broker) and [mqtt]
@@ -120,7 +134,7 @@ class DeviceConfig(_Strict):
     tls_key_file: str | None = None
     tls_ca_file: str | None = None
     connections: Annotated[int, Field(ge=1, le=16)] = 1  # parallel connections to a gateway
-    register_map: str | None = None  # a TOML map (or builtin:NAME) for a non-SunSpec meter
+    register_map: str | None = None  # a TOML map (or builtin:NAME): non-SunSpec meters, loads
     mqtt: DeviceMqttConfig | None = None
     rating_kw: PositiveFloat | None = None
     energy_kwh: PositiveFloat | None = None
@@ -128,13 +142,27 @@ class DeviceConfig(_Strict):
     revert_limit_pct: Annotated[float, Field(ge=0.1, le=100.0)] = 100.0  # model 704's revert
     ramp_kw_per_s: PositiveFloat | None = None
     head: bool = False
+    # loads: rating_kw is the nominal draw; min_kw the floor it may be shed to; serving less
+    # than its demand costs shed_cost_per_kwh (default 0.50, five times the default energy
+    # price, so PV and batteries are used first and a load is shed only when a limit needs it)
+    min_kw: Annotated[float, Field(ge=0)] = 0.0
+    shed_cost_per_kwh: Annotated[float, Field(ge=0)] = 0.50
 
     @model_validator(mode="after")
     def _ratings(self) -> DeviceConfig:
-        if self.kind in ("pv", "battery") and self.rating_kw is None:
+        if self.kind in ("pv", "battery", "load") and self.rating_kw is None:
             raise ValueError(f"a {self.kind} device needs 'rating_kw'")
         if self.kind == "battery" and self.energy_kwh is None:
             raise ValueError("a battery needs 'energy_kwh'")
+        if self.kind != "load":
+            for key in ("min_kw", "shed_cost_per_kwh"):
+                if key in self.model_fields_set:
+                    raise ValueError(f"'{key}' is for loads only (kind = \"load\")")
+        elif self.rating_kw is not None and self.min_kw > self.rating_kw:
+            raise ValueError(
+                f"'min_kw' {self.min_kw:g} exceeds 'rating_kw' {self.rating_kw:g}: "
+                "no setpoint can meet both"
+            )
         return self
 
     @model_validator(mode="after")
@@ -150,8 +178,15 @@ class DeviceConfig(_Strict):
             raise ValueError("an mqtt device needs an [devices.mqtt] table with 'telemetry_topic'")
         if t == "mqtt" and self.kind == "battery":
             raise ValueError("a battery over mqtt is not supported; use Modbus (SunSpec)")
-        if self.register_map is not None and (self.kind != "meter" or t == "mqtt"):
-            raise ValueError("'register_map' is for Modbus meters only")
+        if t == "mqtt" and self.kind == "load" and self.mqtt and not self.mqtt.setpoint_topic:
+            raise ValueError("an mqtt load needs 'setpoint_topic' in [devices.mqtt]")
+        if self.register_map is not None and (self.kind not in ("meter", "load") or t == "mqtt"):
+            raise ValueError("'register_map' is for Modbus meters and loads only")
+        if self.kind == "load" and t != "mqtt" and self.register_map is None:
+            raise ValueError(
+                "a Modbus load needs 'register_map' with points p_kw, p_limit_kw (writable) and "
+                'revert_s (writable), e.g. "builtin:controllable_load"'
+            )
         return self
 
     @property
@@ -289,7 +324,12 @@ def _describe(err: dict[str, Any]) -> str:
     if kind == "extra_forbidden":
         return "unknown key"
     msg = str(err["msg"]).removeprefix("Value error, ")
-    if "input" in err and kind not in ("model_type", "dict_type"):
+    # a whole table as "input" (a model-level check) would bury the message: leave it out
+    if (
+        "input" in err
+        and kind not in ("model_type", "dict_type")
+        and not isinstance(err["input"], dict)
+    ):
         return f"{msg} (got {err['input']!r})"
     return msg
 
@@ -390,7 +430,7 @@ def _check_devices(config: Config, network: Network, source: str) -> None:
 
 def _check_device_files(config: Config, source: str, base_dir: Path) -> None:
     """Register maps parse, and TLS files exist, before the daemon starts."""
-    from devices import RegisterMapError, load_register_map  # noqa: PLC0415
+    from devices import RegisterMapError, check_load_map, load_register_map  # noqa: PLC0415
 
     for i, dev in enumerate(config.devices):
         key = f"devices[{i}]"
@@ -399,7 +439,9 @@ def _check_device_files(config: Config, source: str, base_dir: Path) -> None:
             if not path.startswith("builtin:") and not Path(path).is_absolute():
                 path = str(base_dir / path)
             try:
-                load_register_map(path)
+                rmap = load_register_map(path)
+                if dev.kind == "load":
+                    check_load_map(rmap)
             except RegisterMapError as err:
                 raise ConfigError(source, f"{key}.register_map", str(err)) from None
         for field_name in ("tls_cert_file", "tls_key_file", "tls_ca_file"):

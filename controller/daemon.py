@@ -30,10 +30,13 @@ from devices import (
     DeviceError,
     DeviceState,
     HealthTracker,
+    LoadReading,
+    LoadSetpoint,
     MeterReading,
     MqttDevice,
     PvReading,
     PvSetpoint,
+    RegisterMapLoad,
     SunSpecBattery,
     SunSpecInverter,
     UnsafeWriteError,
@@ -172,6 +175,9 @@ class Controller:
         self.head_name = loaded.head_meter.name
         self._bus = {d.name: d.bus for d in self.config.devices}
         self._ramp = {d.name: d.ramp_kw_per_s for d in self.config.devices}
+        self._shed_cost = {
+            d.name: d.shed_cost_per_kwh for d in self.config.devices if d.kind == "load"
+        }
         self._cycle = 0
         self._armed = False  # no setpoint before the first complete, valid snapshot
         self.overruns = 0
@@ -322,6 +328,7 @@ class Controller:
             head=head if isinstance(head, MeterReading) else None,
             pv={n: r for n, r in readings.items() if isinstance(r, PvReading)},
             batteries={n: r for n, r in readings.items() if isinstance(r, BatteryReading)},
+            loads={n: r for n, r in readings.items() if isinstance(r, LoadReading)},
             missing=frozenset(set(self.fleet) - set(readings)),
         )
 
@@ -362,9 +369,11 @@ class Controller:
             interval_s=self.config.interval_s,
             import_limit_kw=self.limits.import_kw,
             export_limit_kw=self.limits.export_kw,
-            v_min_pu=self.config.feeder.v_min_pu,
-            v_max_pu=self.config.feeder.v_max_pu,
+            v_min_pu=self.config.feeder.dispatch_band_pu[0],
+            v_max_pu=self.config.feeder.dispatch_band_pu[1],
             price_per_kwh=self.config.dr.price_per_kwh,
+            load_bus=self._bus,
+            shed_cost_per_kwh=self._shed_cost,
         )
         budget = self.config.interval_s * 0.4
         result: DispatchResult | None = None
@@ -421,6 +430,16 @@ class Controller:
             drv = self.fleet.get(name)
             if isinstance(drv, SunSpecBattery) and name in snapshot.batteries:
                 jobs[name] = asyncio.create_task(drv.write(BatterySetpoint(device=name, p_kw=p)))
+        for name, p in result.load_kw.items():
+            drv = self.fleet.get(name)
+            load = snapshot.loads.get(name)
+            if isinstance(drv, RegisterMapLoad | MqttDevice) and load is not None:
+                # at its demand the load is not shed: lift the ceiling to the rating
+                unshed = p >= self.estimator.load_demand_kw.get(name, math.inf) - 0.5
+                ceiling = load.rating_kw if unshed else p
+                jobs[name] = asyncio.create_task(
+                    drv.write(LoadSetpoint(device=name, p_max_kw=ceiling))
+                )
         written: dict[str, float] = {}
         if jobs:
             deadline = self.config.interval_s * 0.3

@@ -66,6 +66,8 @@ def demo_config(rig: HilRig, opts: DemoOptions) -> LoadedConfig:
             entry["revert_s"] = max(30, math.ceil(10 * opts.interval_s))
         if d.kind == "battery":
             entry["energy_kwh"] = d.energy_kwh
+        if d.register_map is not None:
+            entry["register_map"] = d.register_map
         devices.append(entry)
     import_limit = opts.import_limit_kw
     if import_limit is None and opts.export_limit_kw is None:

@@ -18,6 +18,7 @@ from devices import (
     ModbusTlsLink,
     MqttDevice,
     RegisterMapError,
+    RegisterMapLoad,
     RegisterMapMeter,
     SunSpecBattery,
     SunSpecInverter,
@@ -28,7 +29,14 @@ from devices import (
 
 __all__ = ["Driver", "build_fleet", "link_key"]
 
-Driver = SunSpecMeter | SunSpecInverter | SunSpecBattery | RegisterMapMeter | MqttDevice
+Driver = (
+    SunSpecMeter
+    | SunSpecInverter
+    | SunSpecBattery
+    | RegisterMapMeter
+    | RegisterMapLoad
+    | MqttDevice
+)
 
 
 def link_key(dev: DeviceConfig) -> tuple[str, str, int]:
@@ -98,10 +106,12 @@ def build_fleet(
 def _mqtt_driver(dev: DeviceConfig, config: Config, clock: Callable[[], float]) -> MqttDevice:
     assert dev.mqtt is not None
     assert dev.host is not None
+    assert dev.kind != "battery"  # the config model refuses batteries over MQTT
     m = dev.mqtt
+    ramp = dev.ramp_kw_per_s * config.interval_s if dev.ramp_kw_per_s is not None else None
     return MqttDevice(
         dev.name,
-        "pv" if dev.kind == "pv" else "meter",
+        dev.kind,
         host=dev.host,
         port=dev.endpoint_port,
         telemetry_topic=m.telemetry_topic,
@@ -110,6 +120,8 @@ def _mqtt_driver(dev: DeviceConfig, config: Config, clock: Callable[[], float]) 
         setpoint_topic=m.setpoint_topic,
         status_topic=m.status_topic,
         rating_kw=dev.rating_kw,
+        min_kw=dev.min_kw,
+        ramp_kw_per_interval=ramp if dev.kind == "load" else None,
         revert_s=dev.revert_s,
         max_age_s=m.max_age_s,
         keepalive_s=config.mqtt.keepalive_s,
@@ -122,7 +134,7 @@ def _driver(
     dev: DeviceConfig, link: ModbusLink, interval_s: float, base_dir: Path | None = None
 ) -> Driver:
     ramp = dev.ramp_kw_per_s * interval_s if dev.ramp_kw_per_s is not None else None
-    if dev.kind == "meter" and dev.register_map is not None:
+    if dev.register_map is not None:
         path = dev.register_map
         if (
             not path.startswith("builtin:")
@@ -132,6 +144,18 @@ def _driver(
             path = str(base_dir / path)
         try:
             rmap = load_register_map(path)
+            if dev.kind == "load":
+                assert dev.rating_kw is not None  # the config model requires it
+                return RegisterMapLoad(
+                    dev.name,
+                    link,
+                    dev.unit,
+                    rmap,
+                    rating_kw=dev.rating_kw,
+                    min_kw=dev.min_kw,
+                    revert_s=dev.revert_s,
+                    ramp_kw_per_interval=ramp,
+                )
         except RegisterMapError as err:
             raise ConfigError("<config>", f"devices.{dev.name}.register_map", str(err)) from None
         return RegisterMapMeter(

@@ -154,6 +154,12 @@ class Metrics:
         self.mqtt_connected = Gauge(
             "feederd_mqtt_connected", "1 while connected to the MQTT broker.", registry=r
         )
+        self.mqtt_connect_failures = Counter(
+            "feederd_mqtt_connect_failures",
+            "Failed connection attempts to the MQTT broker, by reason (refused, tls, network).",
+            ["reason"],
+            registry=r,
+        )
         self.mqtt_dropped = Counter(
             "feederd_mqtt_dropped_messages",
             "Outgoing MQTT messages dropped because the bounded queue was full.",

@@ -93,6 +93,8 @@ def rig_config(rig: HilRig, scenario: Scenario, case: Path) -> LoadedConfig:
             entry["revert_s"] = ctl.revert_s
         if d.kind == "battery":
             entry["energy_kwh"] = d.energy_kwh
+        if d.register_map is not None:
+            entry["register_map"] = d.register_map
         devices.append(entry)
     data = {
         "site": "sim",

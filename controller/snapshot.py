@@ -11,10 +11,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from devices import BatteryReading, MeterReading, PvReading
-from optimizer import BatteryUnit, DispatchInput, Network, PvUnit, solve_powerflow
+from devices import BatteryReading, LoadReading, MeterReading, PvReading
+from optimizer import (
+    BatteryUnit,
+    DispatchInput,
+    FlexibleLoad,
+    Network,
+    PvUnit,
+    solve_powerflow,
+)
 
-__all__ = ["EstimatorState", "Snapshot", "dispatch_input", "estimate_load_scale"]
+__all__ = [
+    "EstimatorState",
+    "Snapshot",
+    "dispatch_input",
+    "estimate_load_scale",
+    "flexible_loads",
+]
 
 BINDING_MARGIN = 0.02
 """A PV output within this share of WMax below its ceiling is taken as held by the ceiling."""
@@ -28,6 +41,7 @@ class Snapshot:
     pv: Mapping[str, PvReading]
     batteries: Mapping[str, BatteryReading]
     missing: frozenset[str]
+    loads: Mapping[str, LoadReading] = field(default_factory=dict)
 
     @property
     def valid(self) -> bool:
@@ -45,6 +59,7 @@ class EstimatorState:
 
     pv_available_kw: dict[str, float] = field(default_factory=dict)
     last_setpoint_kw: dict[str, float] = field(default_factory=dict)
+    load_demand_kw: dict[str, float] = field(default_factory=dict)
 
 
 def _pv_available(reading: PvReading, state: EstimatorState) -> float:
@@ -61,6 +76,51 @@ def _pv_available(reading: PvReading, state: EstimatorState) -> float:
         available = reading.p_kw
     state.pv_available_kw[reading.device] = available
     return min(available, reading.w_max_kw)
+
+
+def _load_demand(reading: LoadReading, state: EstimatorState) -> float:
+    """What a load would draw without a ceiling: its draw, or while a ceiling holds it, the
+    last draw seen unheld (the ceiling is the one it reports, else the last one written)."""
+    name, rating = reading.device, reading.rating_kw
+    ceiling = reading.limit_kw if reading.limit_kw is not None else state.last_setpoint_kw.get(name)
+    held = (
+        reading.limit_active is not False
+        and ceiling is not None
+        and ceiling < rating * (1 - BINDING_MARGIN)
+        and reading.p_kw >= ceiling - BINDING_MARGIN * rating
+    )
+    demand = (
+        max(reading.p_kw, state.load_demand_kw.get(name, reading.p_kw)) if held else reading.p_kw
+    )
+    state.load_demand_kw[name] = demand
+    return min(demand, rating)
+
+
+def flexible_loads(
+    loads: Mapping[str, LoadReading],
+    *,
+    bus: Mapping[str, int],
+    ramp_kw_per_s: Mapping[str, float | None],
+    shed_cost_per_kwh: Mapping[str, float],
+    state: EstimatorState,
+) -> tuple[FlexibleLoad, ...]:
+    """Each load that answered as a unit the dispatch may shed down to its floor."""
+    out = []
+    for name, r in sorted(loads.items()):
+        nominal = _load_demand(r, state)
+        last = state.last_setpoint_kw.get(name)
+        out.append(
+            FlexibleLoad(
+                name=name,
+                bus=bus[name],
+                p_nominal_kw=nominal,
+                p_min_kw=min(r.min_kw, nominal),
+                last_setpoint_kw=None if last is None else min(last, nominal),
+                ramp_kw_per_s=ramp_kw_per_s.get(name),
+                shed_cost_per_kwh=shed_cost_per_kwh.get(name),
+            )
+        )
+    return tuple(out)
 
 
 def estimate_load_scale(
@@ -102,8 +162,14 @@ def dispatch_input(
     v_min_pu: float,
     v_max_pu: float,
     price_per_kwh: float,
+    load_bus: Mapping[str, int] | None = None,
+    shed_cost_per_kwh: Mapping[str, float] | None = None,
 ) -> DispatchInput:
-    """Translate a valid snapshot into the optimizer's input (loads estimated from the head)."""
+    """Translate a valid snapshot into the optimizer's input (loads estimated from the head).
+
+    A controllable load's measured draw is part of its bus's load: it is taken out of the head
+    import before the other loads are scaled, and comes back as a ``FlexibleLoad`` whose draw
+    the dispatch chooses between its floor and its demand."""
     if snapshot.head is None:
         raise ValueError("dispatch_input needs a snapshot with a head-meter reading")
     pv_units = tuple(
@@ -137,6 +203,16 @@ def dispatch_input(
         injections[pv_bus[name]] = injections.get(pv_bus[name], 0.0) + r.p_kw
     for name, rb in snapshot.batteries.items():
         injections[battery_bus[name]] = injections.get(battery_bus[name], 0.0) + rb.p_kw
+    load_bus = load_bus if load_bus is not None else pv_bus
+    for name, rl in snapshot.loads.items():
+        injections[load_bus[name]] = injections.get(load_bus[name], 0.0) - rl.p_kw
+    loads = flexible_loads(
+        snapshot.loads,
+        bus=load_bus,
+        ramp_kw_per_s=ramp_kw_per_s,
+        shed_cost_per_kwh=shed_cost_per_kwh or {},
+        state=state,
+    )
     scale = estimate_load_scale(
         network, head_import_kw=snapshot.head.p_kw, injections_kw=injections
     )
@@ -145,6 +221,7 @@ def dispatch_input(
         loads_kvar={b.id: scale * b.q_load_kvar for b in network.buses},
         pv=pv_units,
         batteries=batteries,
+        flexible_loads=loads,
         interval_s=interval_s,
         import_limit_kw=import_limit_kw,
         export_limit_kw=export_limit_kw,

@@ -3,6 +3,7 @@
 from devices.battery import SunSpecBattery
 from devices.errors import DeviceError, DeviceProtocolError, DeviceUnavailable, UnsafeWriteError
 from devices.health import DeviceState, HealthTracker
+from devices.load import RegisterMapLoad, check_load_map
 from devices.meter import SunSpecMeter
 from devices.modbus_link import (
     LinkStats,
@@ -19,6 +20,8 @@ from devices.records import (
     BatteryReading,
     BatterySetpoint,
     DeviceKind,
+    LoadReading,
+    LoadSetpoint,
     MeterReading,
     PvReading,
     PvSetpoint,
@@ -44,6 +47,8 @@ __all__ = [
     "DeviceUnavailable",
     "HealthTracker",
     "LinkStats",
+    "LoadReading",
+    "LoadSetpoint",
     "MeterReading",
     "ModbusLink",
     "ModbusRtuLink",
@@ -56,6 +61,7 @@ __all__ = [
     "Reading",
     "RegisterMap",
     "RegisterMapError",
+    "RegisterMapLoad",
     "RegisterMapMeter",
     "Setpoint",
     "SunSpecBattery",
@@ -64,6 +70,7 @@ __all__ = [
     "UnsafeWriteError",
     "WritableDevice",
     "WriteResult",
+    "check_load_map",
     "load_register_map",
     "tls_context",
 ]

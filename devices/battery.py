@@ -133,3 +133,13 @@ class SunSpecBattery(SunSpecDevice):
         return WriteResult(
             device=self.name, requested=setpoint.p_kw, written=cmd.p_kw, clamped=cmd.clamped
         )
+
+    async def release(self) -> None:
+        """Give up control (``on_stop = "release"``): model 124 back to idle (``StorCtl_Mod``
+        0), model 704's power setpoint disabled (``WSetEna`` 0)."""
+        await self._chain_or_discover()
+        if self.uses_704:
+            await self.write_points(704, "WSetEna", [0], verify=True)
+        else:
+            await self.write_points(124, "StorCtl_Mod", [0], verify=True)
+        self._last_written_kw = None

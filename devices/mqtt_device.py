@@ -29,8 +29,15 @@ from typing import Any, Literal
 import aiomqtt
 
 from devices.errors import DeviceUnavailable, UnsafeWriteError
-from devices.records import MeterReading, PvReading, PvSetpoint, WriteResult
-from devices.safety import pv_command
+from devices.records import (
+    LoadReading,
+    LoadSetpoint,
+    MeterReading,
+    PvReading,
+    PvSetpoint,
+    WriteResult,
+)
+from devices.safety import load_command, pv_command
 
 __all__ = ["MqttDevice", "PayloadError", "extract"]
 
@@ -38,6 +45,7 @@ log = logging.getLogger("feederd.devices.mqtt")
 
 METER_FIELDS = ("p_kw", "q_kvar", "v_ll_v", "a")
 PV_FIELDS = ("p_kw", "limit_pct")
+LOAD_FIELDS = ("p_kw", "limit_kw")
 
 
 class PayloadError(ValueError):
@@ -90,12 +98,17 @@ def parse_status(payload: bytes) -> bool | None:
 
 
 class MqttDevice:
-    """A meter or PV inverter that speaks MQTT JSON."""
+    """A meter, PV inverter or controllable load that speaks MQTT JSON.
+
+    A load's setpoint is ``{"p_max_kw": ..., "revert_s": ...}`` on ``setpoint_topic``: the
+    ceiling it may draw and how long it holds it without a new message (the device reverts to
+    its unconstrained demand after that; feederd republishes every interval).
+    """
 
     def __init__(
         self,
         name: str,
-        kind: Literal["meter", "pv"],
+        kind: Literal["meter", "pv", "load"],
         *,
         host: str,
         port: int = 1883,
@@ -105,6 +118,8 @@ class MqttDevice:
         setpoint_topic: str | None = None,
         status_topic: str | None = None,
         rating_kw: float | None = None,
+        min_kw: float = 0.0,
+        ramp_kw_per_interval: float | None = None,
         revert_s: int = 60,
         max_age_s: float = 10.0,
         keepalive_s: int = 30,
@@ -115,8 +130,8 @@ class MqttDevice:
     ) -> None:
         if "p_kw" not in paths:
             raise ValueError(f"{name}: an MQTT device needs a path for 'p_kw'")
-        if kind == "pv" and rating_kw is None:
-            raise ValueError(f"{name}: an MQTT PV inverter needs rating_kw")
+        if kind in ("pv", "load") and rating_kw is None:
+            raise ValueError(f"{name}: an MQTT {kind} device needs rating_kw")
         self.name = name
         self.kind = kind
         self.host = host
@@ -127,6 +142,9 @@ class MqttDevice:
         self.setpoint_topic = setpoint_topic
         self.status_topic = status_topic
         self.rating_kw = rating_kw
+        self.min_kw = min_kw
+        self.ramp_kw = ramp_kw_per_interval
+        self._last_written_kw: float | None = None
         self.revert_s = revert_s
         self.max_age_s = max_age_s
         self.keepalive_s = keepalive_s
@@ -228,7 +246,7 @@ class MqttDevice:
         """Seconds since the last good telemetry, ``None`` before the first."""
         return None if self._received_at is None else self._clock() - self._received_at
 
-    async def read(self) -> MeterReading | PvReading:
+    async def read(self) -> MeterReading | PvReading | LoadReading:
         self.start()
         if self._online is False:
             raise DeviceUnavailable(self.name, f"reports offline on {self.status_topic}")
@@ -249,6 +267,15 @@ class MqttDevice:
                 a=v.get("a"),
             )
         assert self.rating_kw is not None
+        if self.kind == "load":
+            return LoadReading(
+                device=self.name,
+                p_kw=max(0.0, min(v["p_kw"], 1.5 * self.rating_kw)),
+                rating_kw=self.rating_kw,
+                min_kw=self.min_kw,
+                limit_kw=v.get("limit_kw"),
+                limit_active=None,
+            )
         return PvReading(
             device=self.name,
             p_kw=max(0.0, min(v["p_kw"], 1.2 * self.rating_kw)),
@@ -258,25 +285,43 @@ class MqttDevice:
             limit_revert_s=self.revert_s,
         )
 
-    async def write(self, setpoint: PvSetpoint) -> WriteResult:
+    async def write(self, setpoint: PvSetpoint | LoadSetpoint) -> WriteResult:
         """Publish an absolute ceiling with its revert time (after the safety envelope)."""
-        if self.kind != "pv" or self.setpoint_topic is None or self.rating_kw is None:
+        if self.kind == "meter" or self.setpoint_topic is None or self.rating_kw is None:
             raise UnsafeWriteError(self.name, "this MQTT device has no setpoint topic")
-        cmd = pv_command(
-            self.name, setpoint.p_max_kw, w_max_kw=self.rating_kw, revert_s=self.revert_s
-        )
+        wanted = "load" if isinstance(setpoint, LoadSetpoint) else "pv"
+        if wanted != self.kind:
+            raise UnsafeWriteError(self.name, f"a {wanted} setpoint for a {self.kind} device")
+        if isinstance(setpoint, LoadSetpoint):
+            load = load_command(
+                self.name,
+                setpoint.p_max_kw,
+                min_kw=self.min_kw,
+                rating_kw=self.rating_kw,
+                revert_s=self.revert_s,
+                last_kw=self._last_written_kw,
+                ramp_kw=self.ramp_kw,
+            )
+            written, clamped = load.p_max_kw, load.clamped
+            body: dict[str, float] = {"p_max_kw": load.p_max_kw, "revert_s": load.revert_s}
+        else:
+            cmd = pv_command(
+                self.name, setpoint.p_max_kw, w_max_kw=self.rating_kw, revert_s=self.revert_s
+            )
+            written, clamped = cmd.p_max_kw, cmd.clamped
+            body = {"p_max_kw": cmd.p_max_kw, "limit_pct": cmd.limit_pct, "revert_s": cmd.revert_s}
         client = self._client
         if client is None:
             raise DeviceUnavailable(self.name, f"not connected to {self.host}:{self.port}")
-        payload = json.dumps(
-            {"p_max_kw": cmd.p_max_kw, "limit_pct": cmd.limit_pct, "revert_s": cmd.revert_s}
-        )
+        payload = json.dumps(body)
         try:
             await client.publish(self.setpoint_topic, payload, qos=1)
         except aiomqtt.MqttError as err:
             raise DeviceUnavailable(self.name, f"publish to {self.setpoint_topic}: {err}") from err
+        if isinstance(setpoint, LoadSetpoint):
+            self._last_written_kw = written
         return WriteResult(
-            device=self.name, requested=setpoint.p_max_kw, written=cmd.p_max_kw, clamped=cmd.clamped
+            device=self.name, requested=setpoint.p_max_kw, written=written, clamped=clamped
         )
 
 

@@ -9,6 +9,8 @@ __all__ = [
     "BatteryReading",
     "BatterySetpoint",
     "DeviceKind",
+    "LoadReading",
+    "LoadSetpoint",
     "MeterReading",
     "PvReading",
     "PvSetpoint",
@@ -22,6 +24,7 @@ class DeviceKind(StrEnum):
     PV = "pv"
     BATTERY = "battery"
     METER = "meter"
+    LOAD = "load"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,7 +62,24 @@ class BatteryReading:
     min_reserve_pct: float
 
 
-Reading = MeterReading | PvReading | BatteryReading
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadReading:
+    """A controllable load: ``p_kw`` is what it draws now (positive = consumed).
+
+    ``rating_kw`` (nominal) and ``min_kw`` (the floor it may be shed to) come from the config;
+    ``limit_kw`` is the ceiling the device holds now (``None`` if it does not say), and
+    ``limit_active`` whether that ceiling is in force (``None`` if the map has no such point).
+    """
+
+    device: str
+    p_kw: float
+    rating_kw: float
+    min_kw: float
+    limit_kw: float | None
+    limit_active: bool | None
+
+
+Reading = MeterReading | PvReading | BatteryReading | LoadReading
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,7 +98,15 @@ class BatterySetpoint:
     p_kw: float
 
 
-Setpoint = PvSetpoint | BatterySetpoint
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadSetpoint:
+    """An absolute ceiling on what one controllable load may draw (kW)."""
+
+    device: str
+    p_max_kw: float
+
+
+Setpoint = PvSetpoint | BatterySetpoint | LoadSetpoint
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -50,7 +50,7 @@ _TYPES: dict[str, tuple[int, str]] = {
 _MAX_GAP = 16
 """Unread registers a request may span to join two points (fewer requests, same answer)."""
 
-BUNDLED_MAPS = ("three_phase_float_meter",)
+BUNDLED_MAPS = ("three_phase_float_meter", "controllable_load")
 
 
 class RegisterMapError(ValueError):

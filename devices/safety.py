@@ -18,10 +18,12 @@ from devices.errors import UnsafeWriteError
 __all__ = [
     "MIN_LIMIT_PCT",
     "BatteryCommand",
+    "LoadCommand",
     "PvCommand",
     "battery_command",
     "check_read_back",
     "check_writable",
+    "load_command",
     "pv_command",
     "revert_limit",
 ]
@@ -47,6 +49,15 @@ class BatteryCommand:
     rate_pct: float
     revert_s: int
     p_kw: float
+    clamped: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoadCommand:
+    """A controllable load's ceiling, ready to encode: ``p_max_kw`` within ``[min, rating]``."""
+
+    p_max_kw: float
+    revert_s: int
     clamped: bool
 
 
@@ -128,6 +139,41 @@ def battery_command(
         rate_pct=pct,
         revert_s=_revert(device, revert_s),
         p_kw=pct * p_max_kw / 100.0,
+        clamped=not lo <= requested <= hi,
+    )
+
+
+def load_command(
+    device: str,
+    p_max_kw: float,
+    *,
+    min_kw: float,
+    rating_kw: float,
+    revert_s: int,
+    last_kw: float | None = None,
+    ramp_kw: float | None = None,
+) -> LoadCommand:
+    """Clamp a load's ceiling into ``[min_kw, rating_kw]`` and the ramp limit.
+
+    ``min_kw`` is the floor the load may be shed to: no setpoint below it is ever written, so a
+    load is never switched off by a bad number. The ramp window is taken around the last
+    ceiling written.
+    """
+    requested = _finite(device, p_max_kw)
+    if not rating_kw > 0:
+        raise UnsafeWriteError(device, f"rating {rating_kw} kW is not positive; nothing written")
+    if not 0 <= min_kw <= rating_kw:
+        raise UnsafeWriteError(
+            device, f"floor {min_kw} kW is outside 0..{rating_kw} kW; nothing written"
+        )
+    lo, hi = _window(min_kw, rating_kw, last_kw, ramp_kw)
+    # a last ceiling outside [min_kw, rating_kw] (the config changed) never drags the
+    # setpoint out of it: the floor and the rating win over the ramp
+    lo, hi = min(max(lo, min_kw), rating_kw), max(min(hi, rating_kw), min_kw)
+    value = min(max(requested, lo), hi)
+    return LoadCommand(
+        p_max_kw=value,
+        revert_s=_revert(device, revert_s),
         clamped=not lo <= requested <= hi,
     )
 

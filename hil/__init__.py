@@ -1,7 +1,8 @@
 """The hardware-in-the-loop rig: the simulated feeder that feederd is tested against.
 
 Independent physics (pandapower AC power flow of the IEEE 33-bus case), simulated SunSpec
-devices (PV inverters, batteries, a head meter) and the pymodbus servers that expose them, with
+devices (PV inverters, batteries, a head meter; controllable loads on a plain register map) and
+the pymodbus servers that expose them, with
 faults; day profiles, scenarios, KPIs and a Mosquitto broker for scenario runs (the runner that
 drives the daemon through a scenario is ``controller.sim``; the plots are ``hil.plots``).
 """
@@ -21,14 +22,22 @@ from hil.register_image import (
     WriteRejection,
     fit_scale_factor,
 )
-from hil.rig import DEFAULT_BATTERY_BUSES, DEFAULT_PV_BUSES, HilRig, RigDevice
+from hil.rig import (
+    DEFAULT_BATTERY_BUSES,
+    DEFAULT_LOAD_BUSES,
+    DEFAULT_PV_BUSES,
+    HilRig,
+    RigDevice,
+)
 from hil.scenario import Scenario, ScenarioError, bundled_scenario, load_scenario
 from hil.server import DeviceFault, SunSpecServer
 from hil.sim_devices import SimBattery, SimInverter, SimMeter
+from hil.sim_load import SimLoad
 
 __all__ = [
     "BASE_ADDRESS",
     "DEFAULT_BATTERY_BUSES",
+    "DEFAULT_LOAD_BUSES",
     "DEFAULT_PV_BUSES",
     "END_MARKER",
     "SUNS_MARKER",
@@ -48,6 +57,7 @@ __all__ = [
     "ScenarioError",
     "SimBattery",
     "SimInverter",
+    "SimLoad",
     "SimMeter",
     "SimSunSpecDevice",
     "SunSpecServer",

@@ -2,8 +2,9 @@
 
 The controller under test estimates losses and voltages with its own linearised model; the rig
 grades it against a full Newton–Raphson solution of the same case, so the two never share code.
-Loads are the case's loads times one load scale; every PV inverter and battery is a static
-generator at its bus (battery discharge positive, charge negative).
+Loads are the case's loads times one load scale, plus any controllable load (``add_load``) at
+what it draws; every PV inverter and battery is a static generator at its bus (battery
+discharge positive, charge negative).
 """
 
 from __future__ import annotations
@@ -68,9 +69,11 @@ class FeederPhysics:
         self._bus_index = np.asarray(net.bus.index)
         self._head_bus = int(net.ext_grid.bus.iloc[0])
         self._head_vn_kv = float(net.bus.vn_kv.at[self._head_bus])
+        self._case_loads = net.load.index.copy()
         self._base_load_p_mw = net.load.p_mw.to_numpy(dtype=float, copy=True)
         self._base_load_q_mvar = net.load.q_mvar.to_numpy(dtype=float, copy=True)
         self._sgen: dict[str, int] = {}
+        self._loads: dict[str, int] = {}
         self._load_scale = load_scale
         self._solved_once = False
 
@@ -117,11 +120,25 @@ class FeederPhysics:
         self._net.sgen.at[idx, "p_mw"] = p_kw / 1000.0
         self._net.sgen.at[idx, "q_mvar"] = q_kvar / 1000.0
 
+    def add_load(self, name: str, bus: int) -> None:
+        """Add a controllable load ``name`` at case bus ``bus`` (initially 0 kW), not scaled."""
+        if name in self._loads or name in self._sgen:
+            raise ValueError(f"device {name!r} already exists")
+        if bus not in self._bus_numbers:
+            raise ValueError(f"load {name!r}: bus {bus} is not in the case")
+        self._loads[name] = int(pp.create_load(self._net, bus - 1, p_mw=0.0, name=name))
+
+    def set_load(self, name: str, p_kw: float, q_kvar: float = 0.0) -> None:
+        """Set what a controllable load draws (positive ``p_kw`` is consumed)."""
+        idx = self._loads[name]
+        self._net.load.at[idx, "p_mw"] = p_kw / 1000.0
+        self._net.load.at[idx, "q_mvar"] = q_kvar / 1000.0
+
     def solve(self) -> PhysicsState:
         """Run the AC power flow (warm-started from the last solution) and return its state."""
         net = self._net
-        net.load["p_mw"] = self._base_load_p_mw * self._load_scale
-        net.load["q_mvar"] = self._base_load_q_mvar * self._load_scale
+        net.load.loc[self._case_loads, "p_mw"] = self._base_load_p_mw * self._load_scale
+        net.load.loc[self._case_loads, "q_mvar"] = self._base_load_q_mvar * self._load_scale
         try:
             pp.runpp(net, numba=False, init="results" if self._solved_once else "auto")
         except pp.LoadflowNotConverged:

@@ -1,5 +1,9 @@
 """The HIL rig: the IEEE 33-bus feeder with PV, batteries and a head meter on Modbus TCP.
 
+``load_buses`` adds a controllable load (``hil.sim_load.SimLoad``, a register-map device,
+rated ``load_kw``, its demand the rating times the load profile) at each bus given; none by
+default.
+
 ``async with HilRig(...) as rig`` builds the feeder's physics, one simulated SunSpec device per
 DER plus a meter at the head (bus 1), and serves each device on its own free port of 127.0.0.1
 (unit id 1), or on ``base_port``, ``base_port + 1``, ... in the order of ``devices`` when
@@ -29,11 +33,13 @@ from types import TracebackType
 
 from hil.physics import FeederPhysics, PhysicsState
 from hil.register_image import SimSunSpecDevice
-from hil.server import DeviceFault, SunSpecServer
+from hil.server import DeviceFault, ServedImage, SunSpecServer
 from hil.sim_devices import SimBattery, SimInverter, SimMeter
+from hil.sim_load import LOAD_MAP, SimLoad
 
 __all__ = [
     "DEFAULT_BATTERY_BUSES",
+    "DEFAULT_LOAD_BUSES",
     "DEFAULT_PV_BUSES",
     "HilRig",
     "RigDevice",
@@ -43,6 +49,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_PV_BUSES = (7, 10, 13, 15, 17, 18, 21, 24, 25, 29, 31, 33)
 DEFAULT_BATTERY_BUSES = (8, 14, 26, 30)
+DEFAULT_LOAD_BUSES = (12, 28)
+"""Where ``feederd sim --serve`` puts its controllable loads (the rig's default has none)."""
 UNIT = 1
 
 
@@ -52,7 +60,7 @@ class RigDevice:
 
     name: str
     kind: str
-    """``"pv"``, ``"battery"`` or ``"meter"``."""
+    """``"pv"``, ``"battery"``, ``"meter"`` or ``"load"``."""
     bus: int
     host: str
     port: int
@@ -61,6 +69,8 @@ class RigDevice:
     """PV/battery rating; the meter's measuring range."""
     energy_kwh: float | None
     """Battery capacity; ``None`` for the others."""
+    register_map: str | None = None
+    """The register map a config names for a non-SunSpec device (loads)."""
 
 
 def _one(_t: float) -> float:
@@ -89,6 +99,8 @@ class HilRig:
         host: str = "127.0.0.1",
         case: Path | None = None,
         base_port: int | None = None,
+        load_buses: Sequence[int] = (),
+        load_kw: float = 100.0,
     ) -> None:
         self.time_fn = time_fn
         self.load_scale = load_scale
@@ -125,11 +137,18 @@ class HilRig:
         for der in (*self.inverters.values(), *self.batteries.values()):
             self.physics.add_der(der.name, der.bus)
             der.on_write = self._on_write
+        self.loads: dict[str, SimLoad] = {}
+        for bus in load_buses:
+            ld = SimLoad(f"load{bus:02d}", bus, load_kw, time_fn=time_fn)
+            self.physics.add_load(ld.name, bus)
+            ld.on_write = self._on_load_write
+            self.loads[ld.name] = ld
         self._sims: dict[str, SimSunSpecDevice] = {
             **self.inverters,
             **self.batteries,
             self.meter.name: self.meter,
         }
+        self._served: dict[str, ServedImage] = {**self._sims, **self.loads}
         self._servers: dict[str, SunSpecServer] = {}
         self._devices: tuple[RigDevice, ...] = ()
         self._t0 = time_fn()
@@ -155,6 +174,16 @@ class HilRig:
     def sim(self, name: str) -> SimSunSpecDevice:
         """The simulated device behind ``name`` (for inspection in tests and KPIs)."""
         return self._sims[name]
+
+    @property
+    def load_kw(self) -> float:
+        """What the controllable loads draw now."""
+        return sum(ld.p_kw for ld in self.loads.values())
+
+    @property
+    def shed_kw(self) -> float:
+        """How much below their demand the controllable loads draw now."""
+        return sum(ld.shed_kw for ld in self.loads.values())
 
     @property
     def state(self) -> PhysicsState:
@@ -216,7 +245,7 @@ class HilRig:
     async def __aenter__(self) -> HilRig:
         await self.step()
         try:
-            for i, (name, sim) in enumerate(self._sims.items()):
+            for i, (name, sim) in enumerate(self._served.items()):
                 port = 0 if self.base_port is None else self.base_port + i
                 server = SunSpecServer({UNIT: sim}, host=self.host, port=port)
                 await server.start()
@@ -224,7 +253,7 @@ class HilRig:
         except BaseException:
             await self._close()
             raise
-        self._devices = tuple(self._record(name) for name in self._sims)
+        self._devices = tuple(self._record(name) for name in self._served)
         self._tasks.append(asyncio.create_task(self._solver(), name="hil.rig.solver"))
         if self.physics_period_s is not None:
             self._tasks.append(asyncio.create_task(self._ticker(), name="hil.rig.physics"))
@@ -250,6 +279,19 @@ class HilRig:
         self._servers.clear()
 
     def _record(self, name: str) -> RigDevice:
+        if name in self.loads:
+            ld = self.loads[name]
+            return RigDevice(
+                name=name,
+                kind=ld.kind,
+                bus=ld.bus,
+                host=self.host,
+                port=self._servers[name].port,
+                unit=UNIT,
+                p_max_kw=ld.rating_kw,
+                energy_kwh=None,
+                register_map=LOAD_MAP,
+            )
         sim = self._sims[name]
         if isinstance(sim, SimInverter):
             bus, p_max, energy = sim.bus, sim.w_max_kw, None
@@ -283,6 +325,8 @@ class HilRig:
             inv.update(available_kw=sun * inv.w_max_kw)
         for bat in self.batteries.values():
             bat.update()
+        for ld in self.loads.values():
+            ld.update(demand_kw=scale * ld.rating_kw)
         return await self.settle(force=True)
 
     async def settle(self, *, force: bool = False) -> PhysicsState:
@@ -293,6 +337,9 @@ class HilRig:
         return self.state
 
     def _on_write(self, _device: SimSunSpecDevice, _model_id: int) -> None:
+        self._dirty.set()
+
+    def _on_load_write(self, _load: SimLoad, _address: int) -> None:
         self._dirty.set()
 
     async def _solver(self) -> None:
@@ -318,6 +365,7 @@ class HilRig:
             injections = [
                 (d.name, d.p_kw) for d in (*self.inverters.values(), *self.batteries.values())
             ]
+            injections += [(name, -ld.p_kw) for name, ld in self.loads.items()]
             state = await asyncio.to_thread(self._solve_sync, scale, injections)
             self._state = state
             self._solves += 1
@@ -336,5 +384,8 @@ class HilRig:
         """Runs in a worker thread, one at a time (under the solve lock)."""
         self.physics.load_scale = scale
         for name, p_kw in injections:
-            self.physics.set_der(name, p_kw)
+            if name in self.loads:
+                self.physics.set_load(name, -p_kw)
+            else:
+                self.physics.set_der(name, p_kw)
         return self.physics.solve()

@@ -24,17 +24,35 @@ import asyncio
 import contextlib
 import dataclasses
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 
 from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from hil.register_image import SimSunSpecDevice, WriteRejection
+from hil.register_image import WriteRejection
 
-__all__ = ["DeviceFault", "SunSpecServer"]
+__all__ = ["DeviceFault", "ServedImage", "SunSpecServer"]
+
+
+class ServedImage(Protocol):
+    """What a server needs of a device: its register image and its write checks
+    (``SimSunSpecDevice``, or a plain register-map device such as ``hil.sim_load.SimLoad``)."""
+
+    @property
+    def base_address(self) -> int: ...
+
+    def registers(self) -> list[int]: ...
+
+    def registers_at(self, address: int, count: int) -> list[int]: ...
+
+    def check_write(self, address: int, values: Sequence[int]) -> WriteRejection | None: ...
+
+    def apply_write(self, address: int, values: Sequence[int]) -> bool: ...
+
 
 _WRITE_FUNCTIONS = frozenset({6, 16})
 _READ_FUNCTIONS = frozenset({3}) | _WRITE_FUNCTIONS  # fc 6 reads its register back
@@ -57,13 +75,13 @@ class SunSpecServer:
 
     def __init__(
         self,
-        devices: SimSunSpecDevice | Mapping[int, SimSunSpecDevice],
+        devices: ServedImage | Mapping[int, ServedImage],
         *,
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
-        self.devices: dict[int, SimSunSpecDevice] = (
-            {1: devices} if isinstance(devices, SimSunSpecDevice) else dict(devices)
+        self.devices: dict[int, ServedImage] = (
+            dict(devices) if isinstance(devices, Mapping) else {1: devices}
         )
         if not self.devices:
             raise ValueError("a server needs at least one device")
@@ -163,7 +181,7 @@ class SunSpecServer:
 
     # --- the pymodbus side -----------------------------------------------------------------
 
-    def _sim_device(self, unit: int, device: SimSunSpecDevice) -> SimDevice:
+    def _sim_device(self, unit: int, device: ServedImage) -> SimDevice:
         async def action(
             function_code: int,
             start_address: int,

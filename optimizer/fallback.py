@@ -7,6 +7,8 @@
 3. Import limit violated (`import > L`): discharge the batteries in proportion to the
    discharge power each can give now (p_max, SOC, ramp), just enough to meet it.
 
+Flexible loads are left as they are (their last setpoint, else nominal) and get no setpoint.
+
 Each step is sized with the AC power flow (losses included) by a few fixed-point corrections;
 the estimates in the result are the AC power flow at the final setpoints. Status `FALLBACK`.
 """
@@ -35,6 +37,8 @@ def _flow(
         p[u.bus] -= pv_kw[u.name]
     for b in inp.batteries:
         p[b.bus] -= bat_kw[b.name]
+    for f in inp.flexible_loads:  # the rule leaves loads as they are: last setpoint or nominal
+        p[f.bus] += f.p_nominal_kw if f.last_setpoint_kw is None else f.last_setpoint_kw
     return solve_powerflow(net, p_kw=p, q_kvar=inp.loads_kvar, v_slack_pu=inp.v_slack_pu)
 
 

@@ -351,6 +351,13 @@ def lp_numbers(net: Network, inp: DispatchInput, ops: Sequence[PowerFlowResult])
         if u.last_setpoint_kw is None:
             chg[0, k] = 0.0
     n_bat = len(inp.batteries)
+    shed = np.array(
+        [
+            costs.load_shed_per_kwh if f.shed_cost_per_kwh is None else f.shed_cost_per_kwh
+            for f in inp.flexible_loads
+        ],
+        dtype=float,
+    )
     soc_cost = np.zeros((h, n_bat))
     soc_cost[h - 1, :] = -value_end
     cost = {
@@ -359,7 +366,7 @@ def lp_numbers(net: Network, inp: DispatchInput, ops: Sequence[PowerFlowResult])
         "ch": np.full((h, n_bat), costs.battery_wear_per_kwh * dt_h),
         "dis": np.full((h, n_bat), costs.battery_wear_per_kwh * dt_h),
         "soc": soc_cost,
-        "fl": np.full((h, len(inp.flexible_loads)), -costs.load_shed_per_kwh * dt_h),
+        "fl": np.tile(-shed * dt_h, (h, 1)),
         "up": chg,
         "dn": chg.copy(),
         "P": np.zeros((h, n)),
@@ -377,11 +384,7 @@ def lp_numbers(net: Network, inp: DispatchInput, ops: Sequence[PowerFlowResult])
     }
     pv_upper = math.fsum(u.p_upper_kw for u in inp.pv) + float(np.sum(col_hi["pv"][1:]))
     offset = costs.curtailment_per_kwh * dt_h * pv_upper
-    offset += (
-        costs.load_shed_per_kwh
-        * dt_h
-        * float(np.sum([[f.p_nominal_kw for f in inp.flexible_loads]] * h))
-    )
+    offset += dt_h * h * float(np.sum(shed * [f.p_nominal_kw for f in inp.flexible_loads]))
     offset += value_end * math.fsum(b.soc_kwh for b in inp.batteries)
 
     # Right-hand sides.

@@ -133,7 +133,7 @@ class BatteryUnit:
 class FlexibleLoad:
     """A controllable load: the dispatch chooses `p_min_kw <= p <= p_nominal_kw` (kW drawn),
     with reactive power `q = q_per_kw · p`; serving less than `p_nominal_kw` costs the
-    load-shed price."""
+    load-shed price: `shed_cost_per_kwh`, or `DispatchCosts.load_shed_per_kwh` when None."""
 
     name: str
     bus: int
@@ -142,6 +142,7 @@ class FlexibleLoad:
     q_per_kw: float = 0.0
     last_setpoint_kw: float | None = None
     ramp_kw_per_s: float | None = None
+    shed_cost_per_kwh: float | None = None
 
     def __post_init__(self) -> None:
         owner = f"flexible load {self.name!r}"
@@ -152,8 +153,13 @@ class FlexibleLoad:
             q_per_kw=self.q_per_kw,
             last_setpoint_kw=self.last_setpoint_kw,
             ramp_kw_per_s=self.ramp_kw_per_s,
+            shed_cost_per_kwh=self.shed_cost_per_kwh,
         )
         _require(self.p_min_kw >= 0, f"{owner}: p_min_kw must be >= 0")
+        _require(
+            self.shed_cost_per_kwh is None or self.shed_cost_per_kwh >= 0,
+            f"{owner}: shed_cost_per_kwh must be >= 0",
+        )
         _require(
             self.p_min_kw <= self.p_nominal_kw,
             f"{owner}: p_min_kw {self.p_min_kw} exceeds p_nominal_kw {self.p_nominal_kw}, "

@@ -28,7 +28,8 @@ def _check(loaded: LoadedConfig) -> int:
         f"feeder {net.name}: {len(net.buses)} buses, {len(net.branches)} branches, "
         f"slack bus {net.slack_bus}, load {net.total_load_kw:.0f} kW / "
         f"{sum(b.q_load_kvar for b in net.buses):.0f} kvar, "
-        f"voltage band {cfg.feeder.v_min_pu:g}-{cfg.feeder.v_max_pu:g} p.u."
+        f"voltage band {cfg.feeder.v_min_pu:g}-{cfg.feeder.v_max_pu:g} p.u. "
+        "(dispatch aims {:.3f}-{:.3f})".format(*cfg.feeder.dispatch_band_pu)
     )
     limits = []
     if cfg.dr.import_limit_kw is not None:
@@ -42,8 +43,19 @@ def _check(loaded: LoadedConfig) -> int:
         rating = f"{d.rating_kw:g} kW" if d.rating_kw else "-"
         if d.kind == "battery":
             rating += f"/{d.energy_kwh:g} kWh"
+        if d.kind == "load":
+            rating = f"{d.min_kw:g}-{rating}"
         revert = "-" if d.kind == "meter" else f"{d.revert_s} s"
+        if d.kind == "load":
+            revert += f" (to full draw), shed {d.shed_cost_per_kwh:g}/kWh"
         kind = "meter*" if d.head else d.kind
         print(f"  {d.name:<16} {kind:<8} {d.bus:>4}  {d.address:<32} {rating:>10}  {revert}")
     print("(* feeder-head meter)")
+    loads = [d for d in cfg.devices if d.kind == "load"]
+    if loads and cfg.dr.import_limit_kw is not None:
+        shed = sum((d.rating_kw or 0.0) - d.min_kw for d in loads)
+        print(
+            f"note: {len(loads)} load(s) revert to their full draw (up to {shed:g} kW more "
+            "import) if feederd stops rewriting them; the import limit then relies on the daemon"
+        )
     return 0

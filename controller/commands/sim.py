@@ -7,7 +7,8 @@ PNG plots into DIR. PATH may also name a bundled scenario (``evening_peak``, ...
 ``feederd sim --serve [--case FILE.m] [--base-port N]`` starts only the simulated devices (real
 time, the day's load and sun at the wall clock's hour), and once every one answers prints one
 line ``{"devices": [{"name", "kind", "host", "port", "unit"}, ...]}``; it serves until SIGINT or
-SIGTERM.
+SIGTERM. Besides the SunSpec devices there are controllable loads (kind ``load``, the
+``builtin:controllable_load`` register map, 100 kW each, at buses 12 and 28 of the 33-bus case).
 """
 
 from __future__ import annotations
@@ -166,12 +167,17 @@ class _ServeError(Exception):
     pass
 
 
-def _der_buses(case: Path | None) -> tuple[list[int], list[int]]:
-    """PV and battery buses: the 33-bus defaults that the case has, else spread over it."""
-    from hil import DEFAULT_BATTERY_BUSES, DEFAULT_PV_BUSES, FeederPhysics  # noqa: PLC0415
+def _der_buses(case: Path | None) -> tuple[list[int], list[int], list[int]]:
+    """PV, battery and load buses: the 33-bus defaults that the case has, else spread over it."""
+    from hil import (  # noqa: PLC0415
+        DEFAULT_BATTERY_BUSES,
+        DEFAULT_LOAD_BUSES,
+        DEFAULT_PV_BUSES,
+        FeederPhysics,
+    )
 
     if case is None:
-        return list(DEFAULT_PV_BUSES), list(DEFAULT_BATTERY_BUSES)
+        return list(DEFAULT_PV_BUSES), list(DEFAULT_BATTERY_BUSES), list(DEFAULT_LOAD_BUSES)
     try:
         physics = FeederPhysics(case)
     except Exception as err:  # pandapower's converter raises anything on a bad file
@@ -181,7 +187,8 @@ def _der_buses(case: Path | None) -> tuple[list[int], list[int]]:
         raise _ServeError(f"--case {case}: the case has no bus besides the slack")
     pv = [b for b in DEFAULT_PV_BUSES if b in others] or others[2::3] or others[-1:]
     bat = [b for b in DEFAULT_BATTERY_BUSES if b in others] or others[4::8] or others[-1:]
-    return pv, bat
+    loads = [b for b in DEFAULT_LOAD_BUSES if b in others] or others[1::10] or others[-1:]
+    return pv, bat, loads
 
 
 async def _serve_async(case: Path | None, base_port: int | None, stream: TextIO) -> int:
@@ -189,7 +196,7 @@ async def _serve_async(case: Path | None, base_port: int | None, stream: TextIO)
     from hil import HilRig  # noqa: PLC0415
     from hil.profiles import load, sun  # noqa: PLC0415
 
-    pv_buses, battery_buses = _der_buses(case)
+    pv_buses, battery_buses, load_buses = _der_buses(case)
     now = datetime.now().astimezone()
     start_hour = now.hour + now.minute / 60.0 + now.second / 3600.0
     rig = HilRig(
@@ -198,6 +205,7 @@ async def _serve_async(case: Path | None, base_port: int | None, stream: TextIO)
         pv_available_frac=lambda t: sun(t, start_hour=start_hour, peak_frac=0.85, clouds=()),
         pv_buses=pv_buses,
         battery_buses=battery_buses,
+        load_buses=load_buses,
         case=case,
         base_port=base_port,
     )
@@ -208,14 +216,15 @@ async def _serve_async(case: Path | None, base_port: int | None, stream: TextIO)
     try:
         await rig.__aenter__()
     except (OSError, RuntimeError) as err:
-        last = None if base_port is None else base_port + len(pv_buses) + len(battery_buses)
+        n = len(pv_buses) + len(battery_buses) + len(load_buses)
+        last = None if base_port is None else base_port + n
         where = f"ports {base_port}..{last}" if base_port is not None else "free ports"
         raise _ServeError(f"cannot serve the devices on 127.0.0.1 {where}: {err}") from None
     try:
-        for d in rig.devices:  # every device answers a SunSpec header read before we say so
+        for d in rig.devices:  # every device answers a read (SunSpec header, or a load's map)
             link = ModbusTcpLink(d.host, d.port, timeout_s=2.0)
             try:
-                await link.read_holding(d.name, 40000, 2, d.unit)
+                await link.read_holding(d.name, 0 if d.kind == "load" else 40000, 2, d.unit)
             except DeviceError as err:
                 raise _ServeError(f"device {d.name} does not answer: {err}") from None
             finally:

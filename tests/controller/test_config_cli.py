@@ -169,3 +169,19 @@ def test_hil_commands_without_pandapower_say_which_extra_to_install() -> None:
     assert "Traceback" not in proc.stderr
     assert "feederd[hil]" in proc.stderr
     assert "pandapower" in proc.stderr
+
+
+def test_a_voltage_margin_that_leaves_no_band_is_refused(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for old, new in (
+        ("v_min_pu = 0.92", "v_min_pu = 0.99"),
+        ("v_max_pu = 1.05", "v_max_pu = 1.02"),
+        ("v_margin_pu = 0.002", "v_margin_pu = 0.02"),
+    ):
+        assert old in text
+        text = text.replace(old, new, 1)
+    proc = feederd("check", "--config", str(write_config(tmp_path, text)))
+    assert proc.returncode == 2
+    assert "feeder: v_margin_pu 0.02 leaves no band between v_min_pu 0.99 and v_max_pu 1.02" in (
+        proc.stderr
+    ), proc.stderr

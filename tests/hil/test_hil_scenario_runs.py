@@ -82,8 +82,9 @@ async def test_midday_overvoltage_curtails_pv_to_hold_the_band_and_the_export_ca
     first = result.samples[0]
     assert max(first.v_pu.values()) > 1.05, "uncontrolled, the far buses are over 1.05 pu"
     controlled = result.samples[3:]
-    near_band = [s for s in controlled if max(s.v_pu.values()) <= 1.055]
-    assert len(near_band) >= 0.95 * len(controlled)
+    # the dispatch aims v_margin_pu inside the band, so the AC physics stays inside it
+    in_band = [s for s in controlled if max(s.v_pu.values()) <= 1.0505]
+    assert len(in_band) >= 0.95 * len(controlled), k["voltage_violation_bus_intervals"]
     # the export cap binds: the PV held back would have pushed the export past it
     event = _in_event(result)
     assert min(s.import_kw - s.curtailed_kw for s in event) < -export * 1.1

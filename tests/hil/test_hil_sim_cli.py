@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
-from devices import ModbusTcpLink
+from devices import ModbusTcpLink, RegisterMapLoad, load_register_map
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -112,7 +112,7 @@ def _free_block(size: int) -> int:
 
 
 async def test_serve_announces_devices_that_answer_and_stops_on_sigterm() -> None:
-    base = _free_block(17)
+    base = _free_block(19)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -130,9 +130,9 @@ async def test_serve_announces_devices_that_answer_and_stops_on_sigterm() -> Non
         assert proc.stdout is not None
         line = await asyncio.wait_for(proc.stdout.readline(), 60)
         devices = json.loads(line)["devices"]
-        assert len(devices) == 17
-        assert {d["kind"] for d in devices} == {"pv", "battery", "meter"}
-        assert [d["port"] for d in devices] == list(range(base, base + 17))
+        assert len(devices) == 19
+        assert {d["kind"] for d in devices} == {"pv", "battery", "meter", "load"}
+        assert [d["port"] for d in devices] == list(range(base, base + 19))
         assert set(devices[0]) == {"name", "kind", "host", "port", "unit"}
         head = next(d for d in devices if d["kind"] == "meter")
         link = ModbusTcpLink(head["host"], head["port"], timeout_s=2.0)
@@ -140,6 +140,20 @@ async def test_serve_announces_devices_that_answer_and_stops_on_sigterm() -> Non
             assert await link.read_holding("head", 40000, 2, head["unit"]) == [0x5375, 0x6E53]
         finally:
             await link.close()
+        load = next(d for d in devices if d["kind"] == "load")
+        drv = RegisterMapLoad(
+            load["name"],
+            ModbusTcpLink(load["host"], load["port"], timeout_s=2.0),
+            load["unit"],
+            load_register_map("builtin:controllable_load"),
+            rating_kw=100.0,
+            min_kw=0.0,
+            revert_s=60,
+        )
+        try:  # a controllable load on the bundled register map, drawing its demand
+            assert 0.0 < (await drv.read()).p_kw <= 100.0
+        finally:
+            await drv.close()
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 20) == 0
     finally:
