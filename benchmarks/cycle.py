@@ -34,23 +34,7 @@ async def bench(cycles: int, import_limit_kw: float) -> dict[str, Any]:
         pv_available_frac=lambda t: 0.8,
         physics_period_s=None,
     ) as rig:
-        devices: list[dict[str, Any]] = []
-        for d in rig.devices:
-            entry: dict[str, Any] = {
-                "name": d.name,
-                "kind": d.kind,
-                "bus": d.bus,
-                "host": d.host,
-                "port": d.port,
-                "unit": d.unit,
-            }
-            if d.kind == "meter":
-                entry["head"] = True
-            else:
-                entry |= {"rating_kw": d.p_max_kw, "revert_s": 30}
-            if d.kind == "battery":
-                entry["energy_kwh"] = d.energy_kwh
-            devices.append(entry)
+        devices = rig.config_devices(revert_s=30)
         loaded = parse_config(
             {
                 "site": "bench",

@@ -49,26 +49,7 @@ class DemoOptions:
 
 def demo_config(rig: HilRig, opts: DemoOptions) -> LoadedConfig:
     """The config a commissioning engineer would write for the rig's devices."""
-    devices: list[dict[str, Any]] = []
-    for d in rig.devices:
-        entry: dict[str, Any] = {
-            "name": d.name,
-            "kind": d.kind,
-            "bus": d.bus,
-            "host": d.host,
-            "port": d.port,
-            "unit": d.unit,
-        }
-        if d.kind == "meter":
-            entry["head"] = True
-        else:
-            entry["rating_kw"] = d.p_max_kw
-            entry["revert_s"] = max(30, math.ceil(10 * opts.interval_s))
-        if d.kind == "battery":
-            entry["energy_kwh"] = d.energy_kwh
-        if d.register_map is not None:
-            entry["register_map"] = d.register_map
-        devices.append(entry)
+    devices = rig.config_devices(revert_s=max(30, math.ceil(10 * opts.interval_s)))
     import_limit = opts.import_limit_kw
     if import_limit is None and opts.export_limit_kw is None:
         import_limit = DEFAULT_IMPORT_LIMIT_KW

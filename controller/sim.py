@@ -76,26 +76,7 @@ def case_path(scenario: Scenario, base_dir: Path, source: str = "<scenario>") ->
 def rig_config(rig: HilRig, scenario: Scenario, case: Path) -> LoadedConfig:
     """The config a commissioning engineer would write for the rig's devices."""
     ctl = scenario.controller
-    devices: list[dict[str, Any]] = []
-    for d in rig.devices:
-        entry: dict[str, Any] = {
-            "name": d.name,
-            "kind": d.kind,
-            "bus": d.bus,
-            "host": d.host,
-            "port": d.port,
-            "unit": d.unit,
-        }
-        if d.kind == "meter":
-            entry["head"] = True
-        else:
-            entry["rating_kw"] = d.p_max_kw
-            entry["revert_s"] = ctl.revert_s
-        if d.kind == "battery":
-            entry["energy_kwh"] = d.energy_kwh
-        if d.register_map is not None:
-            entry["register_map"] = d.register_map
-        devices.append(entry)
+    devices = rig.config_devices(revert_s=ctl.revert_s)
     data = {
         "site": "sim",
         "interval_s": ctl.interval_s,

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from hil.physics import FeederPhysics, PhysicsState
 from hil.register_image import SimSunSpecDevice
@@ -164,6 +165,30 @@ class HilRig:
     @property
     def devices(self) -> tuple[RigDevice, ...]:
         return self._devices
+
+    def config_devices(self, *, revert_s: float) -> list[dict[str, Any]]:
+        """The ``[[devices]]`` entries a commissioning engineer would write for this rig."""
+        entries: list[dict[str, Any]] = []
+        for d in self._devices:
+            entry: dict[str, Any] = {
+                "name": d.name,
+                "kind": d.kind,
+                "bus": d.bus,
+                "host": d.host,
+                "port": d.port,
+                "unit": d.unit,
+            }
+            if d.kind == "meter":
+                entry["head"] = True
+            else:
+                entry["rating_kw"] = d.p_max_kw
+                entry["revert_s"] = revert_s
+            if d.kind == "battery":
+                entry["energy_kwh"] = d.energy_kwh
+            if d.register_map is not None:
+                entry["register_map"] = d.register_map
+            entries.append(entry)
+        return entries
 
     def device(self, name: str) -> RigDevice:
         for record in self._devices:

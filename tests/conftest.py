@@ -17,24 +17,7 @@ def rig_config(
     rig: HilRig, *, interval_s: float, import_limit_kw: float | None = None, **poll: Any
 ) -> LoadedConfig:
     """The config a commissioning engineer would write for the rig's devices."""
-    devices: list[dict[str, Any]] = []
-    for d in rig.devices:
-        entry: dict[str, Any] = {
-            "name": d.name,
-            "kind": d.kind,
-            "bus": d.bus,
-            "host": d.host,
-            "port": d.port,
-            "unit": d.unit,
-        }
-        if d.kind == "meter":
-            entry["head"] = True
-        else:
-            entry["rating_kw"] = d.p_max_kw
-            entry["revert_s"] = 30
-        if d.kind == "battery":
-            entry["energy_kwh"] = d.energy_kwh
-        devices.append(entry)
+    devices = rig.config_devices(revert_s=30)
     data: dict[str, Any] = {
         "site": "test",
         "interval_s": interval_s,

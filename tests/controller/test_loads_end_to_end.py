@@ -27,28 +27,10 @@ MIN_KW = 20.0
 
 def load_config(rig: HilRig, *, import_limit_kw: float | None, revert_s: int = 30) -> LoadedConfig:
     """The config for the rig, loads included (as a commissioning engineer would write it)."""
-    devices: list[dict[str, Any]] = []
-    for d in rig.devices:
-        entry: dict[str, Any] = {
-            "name": d.name,
-            "kind": d.kind,
-            "bus": d.bus,
-            "host": d.host,
-            "port": d.port,
-            "unit": d.unit,
-        }
-        if d.kind == "meter":
-            entry["head"] = True
-        else:
-            entry["rating_kw"] = d.p_max_kw
-            entry["revert_s"] = revert_s
-        if d.kind == "battery":
-            entry["energy_kwh"] = d.energy_kwh
-        if d.kind == "load":
-            assert d.register_map is not None
-            entry["register_map"] = d.register_map
+    devices = rig.config_devices(revert_s=revert_s)
+    for entry in devices:
+        if entry["kind"] == "load":
             entry["min_kw"] = MIN_KW
-        devices.append(entry)
     data: dict[str, Any] = {
         "site": "loads",
         "interval_s": INTERVAL_S,
