@@ -163,17 +163,19 @@ def _text(result: dict[str, Any]) -> str:
             f"port = {result['port']}",
             f"unit = {result['unit']}",
         ]
-        rating = _rating_kw(result)
+        rating = _nameplate_k(result, ("WMax", "WRtg", "WMaxRtg"))
         if kind != "meter":
             lines.append(f"rating_kw = {rating:g}" if rating else "rating_kw = 0.0  # CHANGE-ME")
         if kind == "battery":
-            lines.append("energy_kwh = 0.0  # CHANGE-ME")
+            energy = _nameplate_k(result, ("WHRtg", "WHMaxRtg"))
+            lines.append(f"energy_kwh = {energy:g}" if energy else "energy_kwh = 0.0  # CHANGE-ME")
     return "\n".join(lines)
 
 
-def _rating_kw(result: dict[str, Any]) -> float | None:
+def _nameplate_k(result: dict[str, Any], keys: tuple[str, ...]) -> float | None:
+    """The first positive nameplate value among ``keys`` (W or Wh), in kW or kWh."""
     for m in result["models"]:
-        for key in ("WMax", "WRtg", "WMaxRtg"):
+        for key in keys:
             value = m.get("values", {}).get(key)
             if isinstance(value, int | float) and value > 0:
                 return float(value) / 1000.0

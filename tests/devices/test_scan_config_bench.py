@@ -57,6 +57,11 @@ async def test_scan_of_a_battery_suggests_a_battery() -> None:
         )
         assert code == 0, err
         assert json.loads(out)["suggested_kind"] == "battery"
+        code, out, err = await _feederd("scan", "--host", "127.0.0.1", "--port", str(server.port))
+        assert code == 0, err
+        # the entry to start from carries the nameplate (model 120 WRtg, WHRtg)
+        assert "rating_kw = 100\n" in out
+        assert "energy_kwh = 200\n" in out
 
 
 async def test_scan_of_nothing_is_one_line_and_exit_1() -> None:
