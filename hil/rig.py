@@ -1,5 +1,8 @@
 """The HIL rig: the IEEE 33-bus feeder with PV, batteries and a head meter on Modbus TCP.
 
+``pv_control_model=704`` gives the PV inverters the 700-series chain (models 1, 701, 702,
+704) instead of models 1, 103, 120 and 123.
+
 ``load_buses`` adds a controllable load (``hil.sim_load.SimLoad``, a register-map device,
 rated ``load_kw``, its demand the rating times the load profile) at each bus given; none by
 default.
@@ -102,6 +105,7 @@ class HilRig:
         base_port: int | None = None,
         load_buses: Sequence[int] = (),
         load_kw: float = 100.0,
+        pv_control_model: int = 123,
     ) -> None:
         self.time_fn = time_fn
         self.load_scale = load_scale
@@ -115,7 +119,14 @@ class HilRig:
         self.inverters: dict[str, SimInverter] = {}
         self.batteries: dict[str, SimBattery] = {}
         for bus in pv_buses:
-            inv = SimInverter(f"pv{bus:02d}", bus, pv_kw, v_nominal_ll_v=v_ll, time_fn=time_fn)
+            inv = SimInverter(
+                f"pv{bus:02d}",
+                bus,
+                pv_kw,
+                v_nominal_ll_v=v_ll,
+                time_fn=time_fn,
+                control_model=pv_control_model,
+            )
             self.inverters[inv.name] = inv
         for bus in battery_buses:
             bat = SimBattery(

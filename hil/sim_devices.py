@@ -12,6 +12,10 @@ PV inverter (models 1, 103, 120, 123)
     ``WMaxLimPct_RvrtTms > 0`` and no write to the limit points (``WMaxLimPct`` …
     ``WMaxLim_Ena``) came for that many seconds, the limit returns to 100 % and is disabled.
 
+    With ``control_model=704`` the chain is 1, 701, 702, 704 instead: output in 701, the limit
+    in 704 (``WMaxLimPct``, ``WMaxLimPctEna``, no ramp); when ``WMaxLimPctRvrtTms`` lapses the
+    limit takes ``WMaxLimPctRvrt`` and its enable ``WMaxLimPctEnaRvrt``.
+
 Battery inverter (models 1, 103, 120, 124)
     Power ``P`` in kW, discharge positive. With ``StorCtl_Mod`` bit 0 (charge limit) set,
     ``P ≥ −InWRte % × WChaMax``; with bit 1 (discharge limit) set, ``P ≤ OutWRte % × WChaMax``;
@@ -157,8 +161,20 @@ class _AcDevice(SimSunSpecDevice):
         )
 
 
+# The active-power-limit points of each control model: (limit %, enable, revert seconds, ramp).
+_LIMIT_POINTS: dict[int, tuple[str, str, str, str | None]] = {
+    123: ("WMaxLimPct", "WMaxLim_Ena", "WMaxLimPct_RvrtTms", "WMaxLimPct_RmpTms"),
+    704: ("WMaxLimPct", "WMaxLimPctEna", "WMaxLimPctRvrtTms", None),
+}
+_CHAINS: dict[int, tuple[int, ...]] = {123: (1, 103, 120, 123), 704: (1, 701, 702, 704)}
+# model 701 states: St (0 off, 1 on), InvSt (1 sleeping, 3 running, 4 throttled)
+_701_ON, _701_SLEEPING, _701_RUNNING, _701_THROTTLED = 1, 1, 3, 4
+
+
 class SimInverter(_AcDevice):
-    """A PV inverter with a model-123 active-power limit that fails open on its revert timer."""
+    """A PV inverter with an active-power limit that reverts on its timer: model 123 (fails
+    open to 100 %) or, with ``control_model=704``, the 700-series chain whose limit reverts to
+    its explicit value (``WMaxLimPctRvrt`` enabled as ``WMaxLimPctEnaRvrt`` says)."""
 
     kind: ClassVar[str] = "pv"
 
@@ -171,32 +187,76 @@ class SimInverter(_AcDevice):
         available_kw: float = 0.0,
         v_nominal_ll_v: float = 12660.0,
         time_fn: Callable[[], float] = time.monotonic,
+        control_model: int = 123,
     ) -> None:
         if w_max_kw <= 0:
             raise ValueError(f"{name}: w_max_kw must be > 0, got {w_max_kw}")
+        if control_model not in _CHAINS:
+            raise ValueError(f"{name}: control_model must be 123 or 704, got {control_model}")
+        rating_sf = fit_scale_factor(1000.0 * w_max_kw, signed=False, min_sf=0)
+        w_sf = fit_scale_factor(1200.0 * w_max_kw, signed=True, min_sf=0)
+        a_max = 1200.0 * w_max_kw / (_SQRT3 * 0.8 * v_nominal_ll_v)
         super().__init__(
             name,
             md="PV",
             bus=bus,
             rating_kw=w_max_kw,
-            models=(1, 103, 120, 123),
+            models=_CHAINS[control_model],
             scale_factors={
-                120: {
-                    "WRtg_SF": fit_scale_factor(1000.0 * w_max_kw, signed=False, min_sf=0),
-                    "VARtg_SF": fit_scale_factor(1000.0 * w_max_kw, signed=False, min_sf=0),
-                },
+                120: {"WRtg_SF": rating_sf, "VARtg_SF": rating_sf},
                 123: {"WMaxLimPct_SF": -1, "OutPFSet_SF": -3, "VArPct_SF": -1},
+                701: {
+                    "A_SF": fit_scale_factor(a_max, signed=False, min_sf=-2),
+                    "V_SF": fit_scale_factor(1.2 * v_nominal_ll_v, signed=False, min_sf=-1),
+                    "Hz_SF": -2,
+                    "W_SF": w_sf,
+                    "PF_SF": -3,
+                    "VA_SF": w_sf,
+                    "Var_SF": w_sf,
+                    "TotWh_SF": 0,
+                },
+                702: {"W_SF": rating_sf, "VA_SF": rating_sf, "Var_SF": rating_sf},
+                704: {"WMaxLimPct_SF": -1, "WSet_SF": w_sf, "WSetPct_SF": -1, "PF_SF": -3},
             },
             v_nominal_ll_v=v_nominal_ll_v,
             time_fn=time_fn,
         )
+        self.control_model = control_model
+        self._pct, self._ena, self._rvrt, self._rmp = _LIMIT_POINTS[control_model]
         self.w_max_kw = w_max_kw
         self._available_kw = max(0.0, available_kw)
         self._limit_written_at: float | None = None
         self._ramp: tuple[float, float, float] | None = None
         """(ceiling % at the ramp's start, start time, ramp seconds) while a ramp runs."""
         self._ceiling_before_write = 100.0
-        self._set(120, {"DERTyp": 4, "WRtg": 1000.0 * w_max_kw, "VARtg": 1000.0 * w_max_kw})
+        if control_model == 704:
+            self._init_700_series()
+        else:
+            self._init_123()
+        self._publish()
+
+    def _init_700_series(self) -> None:
+        w = 1000.0 * self.w_max_kw
+        self._set(702, {"WMaxRtg": w, "VAMaxRtg": w, "WMax": w, "VAMax": w})
+        self._set(
+            704,
+            {
+                "WMaxLimPctEna": 0,
+                "WMaxLimPct": 100.0,
+                "WMaxLimPctRvrt": 100.0,
+                "WMaxLimPctEnaRvrt": 0,
+                "WMaxLimPctRvrtTms": 0,
+                "WSetEna": 0,
+                "VarSetEna": 0,
+                "PFWInjEna": 0,
+                "PFWAbsEna": 0,
+                "AntiIslEna": 0,
+            },
+        )
+
+    def _init_123(self) -> None:
+        w = 1000.0 * self.w_max_kw
+        self._set(120, {"DERTyp": 4, "WRtg": w, "VARtg": w})
         self._set(
             123,
             {
@@ -223,7 +283,6 @@ class SimInverter(_AcDevice):
                 "VArPct_Ena": 0,
             },
         )
-        self._publish()
 
     # --- state -----------------------------------------------------------------------------
 
@@ -233,16 +292,16 @@ class SimInverter(_AcDevice):
 
     @property
     def limit_pct(self) -> float:
-        value = self._get(123, "WMaxLimPct")
+        value = self._get(self.control_model, self._pct)
         return float(value) if isinstance(value, int | float) else 100.0
 
     @property
     def limit_enabled(self) -> bool:
-        return self._get(123, "WMaxLim_Ena") == 1
+        return self._get(self.control_model, self._ena) == 1
 
     @property
     def connected(self) -> bool:
-        return self._get(123, "Conn") != 0
+        return self.control_model != 123 or self._get(123, "Conn") != 0
 
     @property
     def p_kw(self) -> float:
@@ -281,7 +340,7 @@ class SimInverter(_AcDevice):
         self._publish()
 
     def _check_revert(self, now: float) -> None:
-        revert_s = self._get(123, "WMaxLimPct_RvrtTms")
+        revert_s = self._get(self.control_model, self._rvrt)
         if (
             self.limit_enabled
             and isinstance(revert_s, int)
@@ -289,7 +348,17 @@ class SimInverter(_AcDevice):
             and self._limit_written_at is not None
             and now - self._limit_written_at >= revert_s
         ):
-            self._set(123, {"WMaxLimPct": 100.0, "WMaxLim_Ena": 0})
+            if self.control_model == 704:  # to the explicit revert value
+                value = self._get(704, "WMaxLimPctRvrt")
+                self._set(
+                    704,
+                    {
+                        "WMaxLimPct": value if isinstance(value, int | float) else 100.0,
+                        "WMaxLimPctEna": 1 if self._get(704, "WMaxLimPctEnaRvrt") == 1 else 0,
+                    },
+                )
+            else:  # model 123 fails open
+                self._set(123, {"WMaxLimPct": 100.0, "WMaxLim_Ena": 0})
             self._limit_written_at = None
             self._ramp = None
 
@@ -298,6 +367,14 @@ class SimInverter(_AcDevice):
     def _accepts(self, model_id: int, candidate: Mapping[str, Value], written: set[str]) -> bool:
         if not super()._accepts(model_id, candidate, written):
             return False
+        if model_id == 704:
+            checks = {
+                "WMaxLimPct": _within(candidate.get("WMaxLimPct"), 0.0, 100.0),
+                "WMaxLimPctRvrt": _within(candidate.get("WMaxLimPctRvrt"), 0.0, 100.0),
+                "WMaxLimPctEna": candidate.get("WMaxLimPctEna") in (0, 1),
+                "WMaxLimPctEnaRvrt": candidate.get("WMaxLimPctEnaRvrt") in (0, 1),
+            }
+            return all(ok for name, ok in checks.items() if name in written)
         if model_id != 123:
             return True
         checks = {
@@ -317,11 +394,13 @@ class SimInverter(_AcDevice):
         self._ceiling_before_write = self.ceiling_pct
 
     def _after_write(self, model_id: int, written: set[str]) -> None:
-        limit_points = {"WMaxLimPct", "WMaxLimPct_WinTms", "WMaxLimPct_RvrtTms", "WMaxLim_Ena"}
-        if model_id == 123 and written & (limit_points | {"WMaxLimPct_RmpTms"}):
+        limit_points = {self._pct, self._ena, self._rvrt, "WMaxLimPct_WinTms", "WMaxLimPctRvrt"}
+        if self._rmp is not None:
+            limit_points.add(self._rmp)
+        if model_id == self.control_model and written & limit_points:
             now = self.time_fn()
             self._limit_written_at = now
-            ramp_s = self._get(123, "WMaxLimPct_RmpTms")
+            ramp_s = self._get(model_id, self._rmp) if self._rmp else None
             if isinstance(ramp_s, int) and ramp_s > 0:
                 self._ramp = (self._ceiling_before_write, now, float(ramp_s))
             else:
@@ -329,6 +408,9 @@ class SimInverter(_AcDevice):
         self._publish()
 
     def _publish(self) -> None:
+        if self.control_model == 704:
+            self._publish_701()
+            return
         if not self.connected:
             st = _ST_OFF
         elif self.p_kw <= 0.0:
@@ -338,6 +420,37 @@ class SimInverter(_AcDevice):
         else:
             st = _ST_MPPT
         self._publish_103(st)
+
+    def _publish_701(self) -> None:
+        p_w = self.p_kw * 1000.0
+        v_ll = self._v_pu * self.v_nominal_ll_v
+        sf = self._sf[701]
+        if self.p_kw <= 0.0:
+            inv_st = _701_SLEEPING
+        elif self.curtailed_kw > 1e-9:
+            inv_st = _701_THROTTLED
+        else:
+            inv_st = _701_RUNNING
+        ceiling = min(self.ceiling_pct, 100.0)
+        self._set(
+            701,
+            {
+                "ACType": 1,  # three-phase, three wires
+                "St": _701_ON,
+                "InvSt": inv_st,
+                "ConnSt": 1,
+                "W": saturate(p_w, sf["W_SF"], signed=True),
+                "VA": saturate(abs(p_w), sf["VA_SF"], signed=True),
+                "Var": 0.0,
+                "PF": 1.0,
+                "A": abs(p_w) / (_SQRT3 * v_ll) if v_ll > 0 else 0.0,
+                "LLV": v_ll,
+                "LNV": v_ll / _SQRT3,
+                "Hz": _HZ,
+                "TotWhInj": float(int(self._wh)),
+                "ThrotPct": 100.0 - ceiling if self.limit_enabled else 0.0,
+            },
+        )
 
 
 class SimBattery(_AcDevice):

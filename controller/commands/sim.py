@@ -71,6 +71,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="with --serve: devices on N, N+1, ... (default: free ports)",
     )
+    parser.add_argument(
+        "--pv-model",
+        type=int,
+        choices=(123, 704),
+        default=123,
+        help="with --serve: the PV inverters' control model (123: models 1/103/120/123; "
+        "704: the 700-series chain 1/701/702/704)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,9 +87,11 @@ def run(args: argparse.Namespace) -> int:
     if args.serve:
         if args.out is not None or args.compress != 1.0:
             raise UsageError("--out and --compress go with --scenario, not --serve")
-        return _serve(args.case, args.base_port, sys.stdout)
-    if args.case is not None or args.base_port is not None:
-        raise UsageError("--case and --base-port go with --serve (a scenario names its case)")
+        return _serve(args.case, args.base_port, args.pv_model, sys.stdout)
+    if args.case is not None or args.base_port is not None or args.pv_model != 123:
+        raise UsageError(
+            "--case, --base-port and --pv-model go with --serve (a scenario names its case)"
+        )
     return _scenario(args.scenario, args.out, args.compress, sys.stdout)
 
 
@@ -149,7 +159,7 @@ def _scenario(text: str, out: str | None, compress: float, stream: TextIO) -> in
     return 0
 
 
-def _serve(case: str | None, base_port: int | None, stream: TextIO) -> int:
+def _serve(case: str | None, base_port: int | None, pv_model: int, stream: TextIO) -> int:
     from controller.cli import UsageError  # noqa: PLC0415
 
     case_path: Path | None = None
@@ -158,7 +168,7 @@ def _serve(case: str | None, base_port: int | None, stream: TextIO) -> int:
         if not case_path.is_file():
             raise UsageError(f"--case {case}: no such file")
     try:
-        return asyncio.run(_serve_async(case_path, base_port, stream))
+        return asyncio.run(_serve_async(case_path, base_port, pv_model, stream))
     except _ServeError as err:
         raise UsageError(str(err)) from None
 
@@ -191,7 +201,9 @@ def _der_buses(case: Path | None) -> tuple[list[int], list[int], list[int]]:
     return pv, bat, loads
 
 
-async def _serve_async(case: Path | None, base_port: int | None, stream: TextIO) -> int:
+async def _serve_async(
+    case: Path | None, base_port: int | None, pv_model: int, stream: TextIO
+) -> int:
     from devices import DeviceError, ModbusTcpLink  # noqa: PLC0415
     from hil import HilRig  # noqa: PLC0415
     from hil.profiles import load, sun  # noqa: PLC0415
@@ -208,6 +220,7 @@ async def _serve_async(case: Path | None, base_port: int | None, stream: TextIO)
         load_buses=load_buses,
         case=case,
         base_port=base_port,
+        pv_control_model=pv_model,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -64,7 +64,10 @@ def test_sim_runs_a_scenario_and_writes_results(
     [
         (["sim", "--scenario", "no/such.toml"], "no/such.toml: cannot read scenario"),
         (["sim", "--serve", "--out", "x"], "--out and --compress go with --scenario"),
-        (["sim", "--scenario", "evening_peak", "--base-port", "2000"], "--case and --base-port"),
+        (
+            ["sim", "--scenario", "evening_peak", "--base-port", "2000"],
+            "--case, --base-port and --pv-model go with --serve",
+        ),
         (["sim", "--serve", "--case", "no/such.m"], "--case no/such.m: no such file"),
     ],
 )
