@@ -3,6 +3,10 @@
 ``pv_control_model=704`` gives the PV inverters the 700-series chain (models 1, 701, 702,
 704) instead of models 1, 103, 120 and 123.
 
+``mqtt_pv_buses`` puts the PV inverters at those buses behind MQTT instead of Modbus: the rig
+starts its own Mosquitto and a ``hil.mqtt_bridge.MqttPvBridge`` (their ``RigDevice`` carries
+the broker's address and ``mqtt_root``; faults are for Modbus devices only).
+
 ``load_buses`` adds a controllable load (``hil.sim_load.SimLoad``, a register-map device,
 rated ``load_kw``, its demand the rating times the load profile) at each bus given; none by
 default.
@@ -35,6 +39,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from hil.broker import MosquittoBroker
+from hil.mqtt_bridge import MqttPvBridge
 from hil.physics import FeederPhysics, PhysicsState
 from hil.register_image import SimSunSpecDevice
 from hil.server import DeviceFault, ServedImage, SunSpecServer
@@ -75,6 +81,8 @@ class RigDevice:
     """Battery capacity; ``None`` for the others."""
     register_map: str | None = None
     """The register map a config names for a non-SunSpec device (loads)."""
+    mqtt_root: str | None = None
+    """For a device behind the rig's MQTT broker (``host``/``port``): its topic root."""
 
 
 def _one(_t: float) -> float:
@@ -106,6 +114,7 @@ class HilRig:
         load_buses: Sequence[int] = (),
         load_kw: float = 100.0,
         pv_control_model: int = 123,
+        mqtt_pv_buses: Sequence[int] = (),
     ) -> None:
         self.time_fn = time_fn
         self.load_scale = load_scale
@@ -160,7 +169,14 @@ class HilRig:
             **self.batteries,
             self.meter.name: self.meter,
         }
-        self._served: dict[str, ServedImage] = {**self._sims, **self.loads}
+        unknown = sorted(set(mqtt_pv_buses) - set(pv_buses))
+        if unknown:
+            raise ValueError(f"mqtt_pv_buses {unknown} have no PV inverter")
+        self._mqtt_pv = {f"pv{bus:02d}": self.inverters[f"pv{bus:02d}"] for bus in mqtt_pv_buses}
+        self._broker: MosquittoBroker | None = None
+        self._bridge: MqttPvBridge | None = None
+        served: dict[str, ServedImage] = {**self._sims, **self.loads}
+        self._served = {name: sim for name, sim in served.items() if name not in self._mqtt_pv}
         self._servers: dict[str, SunSpecServer] = {}
         self._devices: tuple[RigDevice, ...] = ()
         self._t0 = time_fn()
@@ -198,6 +214,17 @@ class HilRig:
                 entry["energy_kwh"] = d.energy_kwh
             if d.register_map is not None:
                 entry["register_map"] = d.register_map
+            if d.mqtt_root is not None:
+                del entry["unit"]
+                entry["transport"] = "mqtt"
+                entry["mqtt"] = {
+                    "telemetry_topic": f"{d.mqtt_root}/telemetry",
+                    "paths": {"p_kw": "ac.p_w", "limit_pct": "limit_pct"},
+                    "scale": {"p_kw": 0.001},
+                    "setpoint_topic": f"{d.mqtt_root}/setpoint",
+                    "status_topic": f"{d.mqtt_root}/status",
+                    "max_age_s": 5.0,
+                }
             entries.append(entry)
         return entries
 
@@ -286,10 +313,17 @@ class HilRig:
                 server = SunSpecServer({UNIT: sim}, host=self.host, port=port)
                 await server.start()
                 self._servers[name] = server
+            if self._mqtt_pv:
+                self._broker = MosquittoBroker()
+                await self._broker.start()
+                self._bridge = MqttPvBridge(
+                    self._mqtt_pv, host=self._broker.host, port=self._broker.port
+                )
+                await self._bridge.__aenter__()
         except BaseException:
             await self._close()
             raise
-        self._devices = tuple(self._record(name) for name in self._served)
+        self._devices = tuple(self._record(name) for name in (*self._served, *self._mqtt_pv))
         self._tasks.append(asyncio.create_task(self._solver(), name="hil.rig.solver"))
         if self.physics_period_s is not None:
             self._tasks.append(asyncio.create_task(self._ticker(), name="hil.rig.physics"))
@@ -313,8 +347,28 @@ class HilRig:
         for server in self._servers.values():
             await server.stop()
         self._servers.clear()
+        if self._bridge is not None:
+            await self._bridge.__aexit__(None, None, None)
+            self._bridge = None
+        if self._broker is not None:
+            await self._broker.__aexit__(None, None, None)
+            self._broker = None
 
     def _record(self, name: str) -> RigDevice:
+        if name in self._mqtt_pv:
+            assert self._broker is not None
+            inv = self._mqtt_pv[name]
+            return RigDevice(
+                name=name,
+                kind=inv.kind,
+                bus=inv.bus,
+                host=self._broker.host,
+                port=self._broker.port,
+                unit=0,
+                p_max_kw=inv.w_max_kw,
+                energy_kwh=None,
+                mqtt_root=f"hil/{name}",
+            )
         if name in self.loads:
             ld = self.loads[name]
             return RigDevice(
