@@ -38,6 +38,7 @@ from devices.records import (
     WriteResult,
 )
 from devices.safety import load_command, pv_command
+from devices.tasks import cancel_and_wait
 
 __all__ = ["MqttDevice", "PayloadError", "extract"]
 
@@ -174,10 +175,8 @@ class MqttDevice:
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is not None and not await cancel_and_wait([task]):
+            log.error("mqtt device %s: its connection task did not stop", self.name)
 
     async def _run(self) -> None:
         failures = 0

@@ -17,7 +17,6 @@ dropped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from collections.abc import Mapping
@@ -26,6 +25,7 @@ from types import TracebackType
 import aiomqtt
 
 from devices.sunspec import encode_point, layout
+from devices.tasks import cancel_and_wait
 from hil.sim_devices import SimInverter
 
 __all__ = ["MqttPvBridge"]
@@ -77,9 +77,7 @@ class MqttPvBridge:
             # aiomqtt may turn the cancellation into an MqttError on its way out: the flag
             # keeps _run from taking that for a lost broker and reconnecting
             self._closing = True
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait([self._task])
             self._task = None
 
     async def _run(self) -> None:
@@ -97,12 +95,8 @@ class MqttPvBridge:
                         async for message in client.messages:
                             self.handle(str(message.topic), _bytes(message.payload))
                     finally:
-                        # Python 3.11's wait_for (inside aiomqtt's publish) can swallow a
-                        # cancellation: the event ends the loop all the same
                         stop.set()
-                        publisher.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await publisher
+                        await cancel_and_wait([publisher])
             except aiomqtt.MqttError as err:  # the broker went away: try again shortly
                 if self._closing:
                     return

@@ -36,6 +36,7 @@ from aiomqtt.exceptions import MqttConnectError
 
 from controller.daemon import CycleRecord
 from controller.metrics import Metrics
+from devices.tasks import cancel_and_wait
 
 __all__ = ["MqttIntake", "MqttSettings", "connect_failure_kind", "parse_mqtt_url"]
 
@@ -236,9 +237,7 @@ class MqttIntake:
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
+                await cancel_and_wait(tasks)
             for task in done:
                 if not task.cancelled() and (err := task.exception()) is not None:
                     raise err
