@@ -29,7 +29,7 @@ def _p95(values: list[float]) -> float:
 
 async def bench(cycles: int, import_limit_kw: float) -> dict[str, Any]:
     async with HilRig(
-        time_fn=time.monotonic,
+        monotonic=time.monotonic,
         load_scale=lambda t: 1.0,
         pv_available_frac=lambda t: 0.8,
         physics_period_s=None,

@@ -7,11 +7,15 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+if TYPE_CHECKING:
+    from devices import RegisterMap
 
 from optimizer import (
     Network,
@@ -22,12 +26,18 @@ from optimizer import (
 )
 
 __all__ = [
+    "TRANSPORT_TYPES",
     "Config",
     "ConfigError",
     "DeviceConfig",
     "LoadedConfig",
+    "MqttTransport",
+    "RtuTransport",
+    "TcpTransport",
+    "TlsTransport",
     "load_config",
     "parse_config",
+    "resolve_path",
 ]
 
 
@@ -43,7 +53,8 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinity are refused everywhere: no limit, rating or duration can be one
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -100,42 +111,159 @@ class FeederConfig(_Strict):
         return self.v_min_pu + self.v_margin_pu, self.v_max_pu - self.v_margin_pu
 
 
-class DeviceMqttConfig(_Strict):
+Host = Annotated[str, Field(min_length=1, max_length=253)]
+Unit = Annotated[int, Field(ge=0, le=255)]
+Topic = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^#+]+$")]
+
+
+class TcpTransport(_Strict):
+    """Modbus TCP to a device or a gateway (devices behind one gateway share a link)."""
+
+    type: Literal["tcp"]
+    host: Host
+    port: Annotated[int, Field(ge=1, le=65535)] = 502
+    unit: Unit = 1
+    connections: Annotated[int, Field(ge=1, le=16)] = 1  # parallel connections to a gateway
+
+    @property
+    def address(self) -> str:
+        return f"tcp {self.host}:{self.port} unit {self.unit}"
+
+    @property
+    def link_key(self) -> tuple[str, str, int]:
+        return (self.type, self.host, self.port)
+
+
+class TlsTransport(_Strict):
+    """Modbus/TCP Security: TLS with a client certificate (files next to the config)."""
+
+    type: Literal["tls"]
+    host: Host
+    port: Annotated[int, Field(ge=1, le=65535)] = 802
+    unit: Unit = 1
+    connections: Annotated[int, Field(ge=1, le=16)] = 1
+    cert_file: Annotated[str, Field(min_length=1)]
+    key_file: Annotated[str, Field(min_length=1)]
+    ca_file: str | None = None
+
+    @property
+    def address(self) -> str:
+        return f"tls {self.host}:{self.port} unit {self.unit}"
+
+    @property
+    def link_key(self) -> tuple[str, str, int]:
+        return (self.type, self.host, self.port)
+
+
+class RtuTransport(_Strict):
+    """Modbus RTU on a serial line (devices on one line share it, one request at a time)."""
+
+    type: Literal["rtu"]
+    serial_port: Annotated[str, Field(min_length=1)]
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 19200
+    parity: Literal["N", "E", "O"] = "N"
+    unit: Unit = 1
+
+    @property
+    def address(self) -> str:
+        return f"rtu {self.serial_port} unit {self.unit}"
+
+    @property
+    def link_key(self) -> tuple[str, str, int]:
+        return (self.type, self.serial_port, 0)
+
+
+class MqttTransport(_Strict):
     """An MQTT device: telemetry JSON on a topic, numbers at dotted paths (``ac.p_w``)."""
 
-    telemetry_topic: Annotated[str, Field(min_length=1, pattern=r"^[^#+]+$")]
+    type: Literal["mqtt"]
+    host: Host
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    telemetry_topic: Topic
     paths: dict[str, str]  # reading field (p_kw, q_kvar, v_ll_v, a, limit_pct) -> JSON path
     scale: dict[str, float] = Field(default_factory=dict)  # e.g. {p_kw = 0.001} for watts
-    setpoint_topic: Annotated[str, Field(min_length=1, pattern=r"^[^#+]+$")] | None = None
-    status_topic: Annotated[str, Field(min_length=1)] | None = None
-    max_age_s: PositiveFloat = 10.0
+    setpoint_topic: Topic | None = None
+    status_topic: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+    max_age_s: Annotated[float, Field(gt=0, le=86400)] = 10.0
 
     @model_validator(mode="after")
-    def _power(self) -> DeviceMqttConfig:
+    def _power(self) -> MqttTransport:
         if "p_kw" not in self.paths:
             raise ValueError("'paths' needs a JSON path for 'p_kw'")
         return self
 
+    @property
+    def address(self) -> str:
+        return f"mqtt {self.host}:{self.port} {self.telemetry_topic}"
+
+    @property
+    def link_key(self) -> tuple[str, str, int]:
+        return (self.type, self.host, self.port)
+
+
+Transport = Annotated[
+    TcpTransport | TlsTransport | RtuTransport | MqttTransport, Field(discriminator="type")
+]
+TRANSPORT_TYPES = ("tcp", "tls", "rtu", "mqtt")
+
+# The flat keys of the first config format, and where each went in [devices.transport].
+_LEGACY_TRANSPORTS = {"modbus-tcp": "tcp", "modbus-tls": "tls", "modbus-rtu": "rtu", "mqtt": "mqtt"}
+_LEGACY_KEYS = {
+    "host": "host",
+    "port": "port",
+    "unit": "unit",
+    "connections": "connections",
+    "serial_port": "serial_port",
+    "baudrate": "baudrate",
+    "parity": "parity",
+    "tls_cert_file": "cert_file",
+    "tls_key_file": "key_file",
+    "tls_ca_file": "ca_file",
+}
+
+
+def _legacy_transport(data: dict[str, Any]) -> dict[str, Any]:
+    """A device written in the first format (``transport = "modbus-tcp"`` and flat ``host``,
+    ``port``, ``unit``, ... or an ``[devices.mqtt]`` table) in the current one."""
+    flat = [k for k in (*_LEGACY_KEYS, "mqtt") if k in data]
+    transport = data.get("transport")
+    if isinstance(transport, dict):
+        if flat:
+            raise ValueError(
+                f"'{flat[0]}' belongs in the [devices.transport] table (with type = "
+                f'"{transport.get("type", "tcp")}")'
+            )
+        return data
+    if transport is None and not flat:
+        return data  # the "missing transport" error says what to write
+    if transport is None:
+        transport = "modbus-tcp"
+    if transport not in _LEGACY_TRANSPORTS:
+        kinds = ", ".join(TRANSPORT_TYPES)
+        raise ValueError(
+            f"transport {transport!r} is not known: write a [devices.transport] table with "
+            f"type = one of {kinds}"
+        )
+    out = {k: v for k, v in data.items() if k not in (*_LEGACY_KEYS, "mqtt", "transport")}
+    table: dict[str, Any] = {"type": _LEGACY_TRANSPORTS[transport]}
+    for old, new in _LEGACY_KEYS.items():
+        if old in data:
+            table[new] = data[old]
+    mqtt = data.get("mqtt")
+    if isinstance(mqtt, dict):
+        table.update(mqtt)
+    elif mqtt is not None:
+        raise ValueError("'mqtt' must be a table")
+    out["transport"] = table
+    return out
+
 
 class DeviceConfig(_Strict):
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
     kind: Literal["meter", "pv", "battery", "load"]
     bus: int
-    # modbus-tcp / modbus-tls: host, port (TLS: tls_cert_file, tls_key_file, tls_ca_file);
-    # modbus-rtu: serial_port, baudrate, parity; mqtt: host, port (the broker) and [mqtt]
-    transport: Literal["modbus-tcp", "modbus-rtu", "modbus-tls", "mqtt"] = "modbus-tcp"
-    host: str | None = None
-    port: Annotated[int, Field(ge=1, le=65535)] = 502  # unset: 802 for TLS, 1883 for MQTT
-    unit: Annotated[int, Field(ge=0, le=255)] = 1
-    serial_port: str | None = None
-    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 19200
-    parity: Literal["N", "E", "O"] = "N"
-    tls_cert_file: str | None = None
-    tls_key_file: str | None = None
-    tls_ca_file: str | None = None
-    connections: Annotated[int, Field(ge=1, le=16)] = 1  # parallel connections to a gateway
+    transport: Transport
     register_map: str | None = None  # a TOML map (or builtin:NAME): non-SunSpec meters, loads
-    mqtt: DeviceMqttConfig | None = None
     rating_kw: PositiveFloat | None = None
     energy_kwh: PositiveFloat | None = None
     revert_s: Annotated[int, Field(ge=1, le=65534)] = 60
@@ -147,6 +275,11 @@ class DeviceConfig(_Strict):
     # price, so PV and batteries are used first and a load is shed only when a limit needs it)
     min_kw: Annotated[float, Field(ge=0)] = 0.0
     shed_cost_per_kwh: Annotated[float, Field(ge=0)] = 0.50
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_format(cls, data: Any) -> Any:
+        return _legacy_transport(data) if isinstance(data, dict) else data
 
     @model_validator(mode="after")
     def _ratings(self) -> DeviceConfig:
@@ -168,21 +301,17 @@ class DeviceConfig(_Strict):
     @model_validator(mode="after")
     def _transport(self) -> DeviceConfig:
         t = self.transport
-        if t in ("modbus-tcp", "modbus-tls", "mqtt") and not self.host:
-            raise ValueError(f"a {t} device needs 'host'")
-        if t == "modbus-rtu" and not self.serial_port:
-            raise ValueError("a modbus-rtu device needs 'serial_port' (e.g. /dev/ttyUSB0)")
-        if t == "modbus-tls" and not (self.tls_cert_file and self.tls_key_file):
-            raise ValueError("a modbus-tls device needs 'tls_cert_file' and 'tls_key_file'")
-        if t == "mqtt" and self.mqtt is None:
-            raise ValueError("an mqtt device needs an [devices.mqtt] table with 'telemetry_topic'")
-        if t == "mqtt" and self.kind == "battery":
-            raise ValueError("a battery over mqtt is not supported; use Modbus (SunSpec)")
-        if t == "mqtt" and self.kind == "load" and self.mqtt and not self.mqtt.setpoint_topic:
-            raise ValueError("an mqtt load needs 'setpoint_topic' in [devices.mqtt]")
-        if self.register_map is not None and (self.kind not in ("meter", "load") or t == "mqtt"):
+        if isinstance(t, MqttTransport):
+            if self.kind == "battery":
+                raise ValueError("a battery over mqtt is not supported; use Modbus (SunSpec)")
+            if self.kind == "load" and not t.setpoint_topic:
+                raise ValueError("an mqtt load needs 'setpoint_topic' in [devices.transport]")
+            if self.register_map is not None:
+                raise ValueError("'register_map' is for Modbus meters and loads only")
+            return self
+        if self.register_map is not None and self.kind not in ("meter", "load"):
             raise ValueError("'register_map' is for Modbus meters and loads only")
-        if self.kind == "load" and t != "mqtt" and self.register_map is None:
+        if self.kind == "load" and self.register_map is None:
             raise ValueError(
                 "a Modbus load needs 'register_map' with points p_kw, p_limit_kw (writable) and "
                 'revert_s (writable), e.g. "builtin:controllable_load"'
@@ -190,22 +319,9 @@ class DeviceConfig(_Strict):
         return self
 
     @property
-    def endpoint_port(self) -> int:
-        """The port, or the transport's default (502, 802 for TLS, 1883 for MQTT)."""
-        if "port" in self.model_fields_set:
-            return self.port
-        return {"modbus-tls": 802, "mqtt": 1883}.get(self.transport, 502)
-
-    @property
     def address(self) -> str:
         """Where the device is, as a commissioning engineer would write it down."""
-        if self.transport == "modbus-rtu":
-            return f"rtu {self.serial_port} unit {self.unit}"
-        if self.transport == "mqtt":
-            topic = self.mqtt.telemetry_topic if self.mqtt else "?"
-            return f"mqtt {self.host}:{self.endpoint_port} {topic}"
-        scheme = "tls" if self.transport == "modbus-tls" else "tcp"
-        return f"{scheme} {self.host}:{self.endpoint_port} unit {self.unit}"
+        return self.transport.address
 
 
 class PollConfig(_Strict):
@@ -294,11 +410,18 @@ class Config(_Strict):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadedConfig:
-    """A validated config and the network it describes."""
+    """A validated config, the network it describes, and the register maps its devices name
+    (read once, here: what ``check`` accepted is what ``run`` uses)."""
 
     config: Config
     network: Network
     source: str
+    base_dir: Path
+    """Where relative paths in the config (case, register maps, TLS files) start."""
+    register_maps: Mapping[str, RegisterMap]
+    """Each register-map device's map, by device name."""
+    notes: tuple[str, ...] = ()
+    """Things ``check`` should tell the operator (a deprecated form that still works)."""
 
     @property
     def head_meter(self) -> DeviceConfig:
@@ -307,13 +430,17 @@ class LoadedConfig:
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
     out = ""
+    previous: int | str | None = None
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part.startswith(("function-after", "function-before")):
-            continue
+        elif part.startswith(("function-after", "function-before")) or (
+            previous == "transport" and part in TRANSPORT_TYPES  # the union's tag
+        ):
+            pass
         else:
             out += ("." if out else "") + part
+        previous = part
     return out
 
 
@@ -323,6 +450,12 @@ def _describe(err: dict[str, Any]) -> str:
         return "missing required key"
     if kind == "extra_forbidden":
         return "unknown key"
+    if kind == "union_tag_not_found":
+        return f"missing 'type' ({', '.join(TRANSPORT_TYPES)})"
+    if kind == "union_tag_invalid":
+        return f"type must be one of {', '.join(TRANSPORT_TYPES)} (got {err['ctx']['tag']!r})"
+    if kind == "finite_number":
+        return f"must be a finite number (got {err.get('input')!r})"
     msg = str(err["msg"]).removeprefix("Value error, ")
     # a whole table as "input" (a model-level check) would bury the message: leave it out
     if (
@@ -345,8 +478,34 @@ def parse_config(data: dict[str, Any], *, source: str, base_dir: Path) -> Loaded
         raise ConfigError(source, _key_path(first["loc"]), _describe(dict(first)) + more) from None
     network = _network(config.feeder, source=source, base_dir=base_dir)
     _check_devices(config, network, source)
+    maps = _register_maps(config, source, base_dir)
     _check_device_files(config, source, base_dir)
-    return LoadedConfig(config=config, network=network, source=source)
+    return LoadedConfig(
+        config=config,
+        network=network,
+        source=source,
+        base_dir=base_dir,
+        register_maps=maps,
+        notes=_notes(data),
+    )
+
+
+def _notes(data: dict[str, Any]) -> tuple[str, ...]:
+    devices = data.get("devices")
+    if not isinstance(devices, list):
+        return ()
+    legacy = [
+        f"devices[{i}]"
+        for i, d in enumerate(devices)
+        if isinstance(d, dict) and not isinstance(d.get("transport"), dict)
+    ]
+    if not legacy:
+        return ()
+    return (
+        f"{', '.join(legacy[:3])}{' ...' if len(legacy) > 3 else ''}: the flat transport keys"
+        ' (transport = "modbus-tcp", host, port, unit, ...) still work but are deprecated;'
+        " write a [devices.transport] table (see deploy/feederd.example.toml)",
+    )
 
 
 def load_config(path: str | Path) -> LoadedConfig:
@@ -428,23 +587,42 @@ def _check_devices(config: Config, network: Network, source: str) -> None:
         )
 
 
-def _check_device_files(config: Config, source: str, base_dir: Path) -> None:
-    """Register maps parse, and TLS files exist, before the daemon starts."""
+def resolve_path(value: str, base_dir: Path) -> Path:
+    """A path from the config: relative ones start next to the config file."""
+    path = Path(value)
+    return path if path.is_absolute() else base_dir / path
+
+
+def _register_maps(config: Config, source: str, base_dir: Path) -> dict[str, RegisterMap]:
+    """Each register-map device's map, read and checked once."""
     from devices import RegisterMapError, check_load_map, load_register_map  # noqa: PLC0415
 
+    maps: dict[str, RegisterMap] = {}
     for i, dev in enumerate(config.devices):
-        key = f"devices[{i}]"
-        if dev.register_map is not None:
-            path = dev.register_map
-            if not path.startswith("builtin:") and not Path(path).is_absolute():
-                path = str(base_dir / path)
-            try:
-                rmap = load_register_map(path)
-                if dev.kind == "load":
-                    check_load_map(rmap)
-            except RegisterMapError as err:
-                raise ConfigError(source, f"{key}.register_map", str(err)) from None
-        for field_name in ("tls_cert_file", "tls_key_file", "tls_ca_file"):
-            value = getattr(dev, field_name)
-            if value is not None and not (base_dir / value).is_file():
-                raise ConfigError(source, f"{key}.{field_name}", f"no such file {value!r}")
+        if dev.register_map is None:
+            continue
+        path = dev.register_map
+        if not path.startswith("builtin:"):
+            path = str(resolve_path(path, base_dir))
+        try:
+            rmap = load_register_map(path)
+            if dev.kind == "load":
+                check_load_map(rmap)
+        except RegisterMapError as err:
+            raise ConfigError(source, f"devices[{i}].register_map", str(err)) from None
+        maps[dev.name] = rmap
+    return maps
+
+
+def _check_device_files(config: Config, source: str, base_dir: Path) -> None:
+    """TLS files exist before the daemon starts."""
+    for i, dev in enumerate(config.devices):
+        t = dev.transport
+        if not isinstance(t, TlsTransport):
+            continue
+        for field_name in ("cert_file", "key_file", "ca_file"):
+            value = getattr(t, field_name)
+            if value is not None and not resolve_path(value, base_dir).is_file():
+                raise ConfigError(
+                    source, f"devices[{i}].transport.{field_name}", f"no such file {value!r}"
+                )

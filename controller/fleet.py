@@ -1,188 +1,223 @@
-"""Builds the device drivers a config describes, with their links.
+"""The device drivers a config describes, with the links they share.
 
 Devices behind one gateway (same transport, host and port) or on one serial bus (same serial
 port) share one link: one request at a time on a serial bus, up to ``connections`` at once on a
-TCP gateway. MQTT devices each keep their own client to the broker.
+TCP gateway. MQTT devices each keep their own client to the broker (``serve``, run by the
+daemon's task group). The fleet owns the links: ``close`` closes every device, then every link.
+
+Adding a device kind: a driver module in ``devices/`` that meets ``devices.Device``, and one
+branch in ``_driver`` below that builds it from its config entry.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator, Mapping
 
-from controller.config import Config, ConfigError, DeviceConfig
+from controller.config import (
+    Config,
+    ConfigError,
+    DeviceConfig,
+    LoadedConfig,
+    MqttTransport,
+    RtuTransport,
+    TlsTransport,
+    resolve_path,
+)
 from devices import (
+    Background,
+    Device,
     ModbusLink,
     ModbusRtuLink,
     ModbusTcpLink,
     ModbusTlsLink,
     MqttDevice,
-    RegisterMapError,
+    Ramp,
+    RegisterMap,
     RegisterMapLoad,
     RegisterMapMeter,
     SunSpecBattery,
     SunSpecInverter,
     SunSpecMeter,
-    load_register_map,
     tls_context,
 )
 
-__all__ = ["Driver", "build_fleet", "link_key"]
+__all__ = ["Fleet"]
 
-Driver = (
-    SunSpecMeter
-    | SunSpecInverter
-    | SunSpecBattery
-    | RegisterMapMeter
-    | RegisterMapLoad
-    | MqttDevice
-)
+METER_RANGE_KW = 100_000.0
+"""A meter reading beyond this (without a rating in the config) is implausible."""
 
 
-def link_key(dev: DeviceConfig) -> tuple[str, str, int]:
-    """Devices with the same key share one link."""
-    if dev.transport == "modbus-rtu":
-        return (dev.transport, dev.serial_port or "", 0)
-    return (dev.transport, dev.host or "", dev.endpoint_port)
+class Fleet(Mapping[str, Device]):
+    """The devices by name (a read-only mapping), and the links behind them."""
+
+    def __init__(self, devices: Mapping[str, Device], links: tuple[ModbusLink, ...] = ()) -> None:
+        self._devices = dict(devices)
+        self.links = links
+
+    def __getitem__(self, name: str) -> Device:
+        return self._devices[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._devices)
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def background(self) -> list[tuple[str, Background]]:
+        """The devices that keep a connection of their own (``serve`` in the task group)."""
+        return [(n, d) for n, d in self._devices.items() if isinstance(d, Background)]
+
+    @classmethod
+    def build(cls, loaded: LoadedConfig, *, monotonic: Callable[[], float]) -> Fleet:
+        """The drivers of every configured device; a file that will not load (a TLS
+        certificate) is a ``ConfigError``."""
+        config = loaded.config
+        links: dict[tuple[str, str, int], ModbusLink] = {}
+        devices: dict[str, Device] = {}
+        for i, dev in enumerate(config.devices):
+            t = dev.transport
+            ramp = (
+                None
+                if dev.ramp_kw_per_s is None
+                else Ramp(kw_per_s=dev.ramp_kw_per_s, interval_s=config.interval_s)
+            )
+            if isinstance(t, MqttTransport):
+                devices[dev.name] = _mqtt_driver(dev, t, config, ramp, monotonic)
+                continue
+            if t.link_key not in links:
+                links[t.link_key] = _link(dev, i, config, loaded, monotonic)
+            rmap = loaded.register_maps.get(dev.name)
+            devices[dev.name] = _driver(dev, links[t.link_key], rmap, ramp)
+        return cls(devices, tuple(links.values()))
+
+    async def close(self) -> None:
+        for device in self._devices.values():
+            await device.close()
+        for link in self.links:
+            await link.close()
 
 
 def _link(
-    dev: DeviceConfig, config: Config, clock: Callable[[], float], base_dir: Path | None
+    dev: DeviceConfig,
+    index: int,
+    config: Config,
+    loaded: LoadedConfig,
+    monotonic: Callable[[], float],
 ) -> ModbusLink:
     timeout = config.poll.timeout_s
-    if dev.transport == "modbus-rtu":
-        assert dev.serial_port is not None  # the config model requires it
+    t = dev.transport
+    if isinstance(t, RtuTransport):
         return ModbusRtuLink(
-            dev.serial_port,
-            baudrate=dev.baudrate,
-            parity=dev.parity,
+            t.serial_port,
+            baudrate=t.baudrate,
+            parity=t.parity,
             timeout_s=timeout,
-            clock=clock,
+            monotonic=monotonic,
         )
-    assert dev.host is not None
-    if dev.transport == "modbus-tls":
-        assert dev.tls_cert_file is not None
-        assert dev.tls_key_file is not None
+    if isinstance(t, TlsTransport):
         try:  # loads the files once, here, never per request
-            here = base_dir or Path.cwd()
             ctx = tls_context(
-                cert_file=str(here / dev.tls_cert_file),
-                key_file=str(here / dev.tls_key_file),
-                ca_file=None if dev.tls_ca_file is None else str(here / dev.tls_ca_file),
+                cert_file=str(resolve_path(t.cert_file, loaded.base_dir)),
+                key_file=str(resolve_path(t.key_file, loaded.base_dir)),
+                ca_file=None
+                if t.ca_file is None
+                else str(resolve_path(t.ca_file, loaded.base_dir)),
             )
         except (OSError, ValueError) as err:
             raise ConfigError(
-                "<config>", f"devices.{dev.name}.tls_cert_file", f"cannot load TLS files: {err}"
+                loaded.source,
+                f"devices[{index}].transport.cert_file",
+                f"cannot load TLS files: {err}",
             ) from None
         return ModbusTlsLink(
-            dev.host,
-            dev.endpoint_port,
+            t.host,
+            t.port,
             sslctx=ctx,
-            connections=dev.connections,
+            connections=t.connections,
             timeout_s=timeout,
-            clock=clock,
+            monotonic=monotonic,
         )
+    assert not isinstance(t, MqttTransport)
     return ModbusTcpLink(
-        dev.host, dev.endpoint_port, connections=dev.connections, timeout_s=timeout, clock=clock
+        t.host, t.port, connections=t.connections, timeout_s=timeout, monotonic=monotonic
     )
 
 
-def build_fleet(
-    config: Config, *, clock: Callable[[], float], base_dir: Path | None = None
-) -> dict[str, Driver]:
-    shared: dict[tuple[str, str, int], ModbusLink] = {}
-    fleet: dict[str, Driver] = {}
-    for dev in config.devices:
-        if dev.transport == "mqtt":
-            fleet[dev.name] = _mqtt_driver(dev, config, clock)
-            continue
-        key = link_key(dev)
-        if key not in shared:
-            shared[key] = _link(dev, config, clock, base_dir)
-        fleet[dev.name] = _driver(dev, shared[key], config.interval_s, base_dir)
-    return fleet
-
-
-def _mqtt_driver(dev: DeviceConfig, config: Config, clock: Callable[[], float]) -> MqttDevice:
-    assert dev.mqtt is not None
-    assert dev.host is not None
-    assert dev.kind != "battery"  # the config model refuses batteries over MQTT
-    m = dev.mqtt
-    ramp = dev.ramp_kw_per_s * config.interval_s if dev.ramp_kw_per_s is not None else None
+def _mqtt_driver(
+    dev: DeviceConfig,
+    t: MqttTransport,
+    config: Config,
+    ramp: Ramp | None,
+    monotonic: Callable[[], float],
+) -> MqttDevice:
     return MqttDevice(
         dev.name,
         dev.kind,
-        host=dev.host,
-        port=dev.endpoint_port,
-        telemetry_topic=m.telemetry_topic,
-        paths=m.paths,
-        scale=m.scale,
-        setpoint_topic=m.setpoint_topic,
-        status_topic=m.status_topic,
+        host=t.host,
+        port=t.port,
+        telemetry_topic=t.telemetry_topic,
+        paths=t.paths,
+        scale=t.scale,
+        setpoint_topic=t.setpoint_topic,
+        status_topic=t.status_topic,
         rating_kw=dev.rating_kw,
         min_kw=dev.min_kw,
-        ramp_kw_per_interval=ramp if dev.kind == "load" else None,
+        ramp=ramp,
         revert_s=dev.revert_s,
-        max_age_s=m.max_age_s,
+        max_age_s=t.max_age_s,
         keepalive_s=config.mqtt.keepalive_s,
         queue_size=config.mqtt.queue_size,
-        clock=clock,
+        monotonic=monotonic,
     )
 
 
 def _driver(
-    dev: DeviceConfig, link: ModbusLink, interval_s: float, base_dir: Path | None = None
-) -> Driver:
-    ramp = dev.ramp_kw_per_s * interval_s if dev.ramp_kw_per_s is not None else None
-    if dev.register_map is not None:
-        path = dev.register_map
-        if (
-            not path.startswith("builtin:")
-            and base_dir is not None
-            and not Path(path).is_absolute()
-        ):
-            path = str(base_dir / path)
-        try:
-            rmap = load_register_map(path)
-            if dev.kind == "load":
-                assert dev.rating_kw is not None  # the config model requires it
-                return RegisterMapLoad(
-                    dev.name,
-                    link,
-                    dev.unit,
-                    rmap,
-                    rating_kw=dev.rating_kw,
-                    min_kw=dev.min_kw,
-                    revert_s=dev.revert_s,
-                    ramp_kw_per_interval=ramp,
-                )
-        except RegisterMapError as err:
-            raise ConfigError("<config>", f"devices.{dev.name}.register_map", str(err)) from None
-        return RegisterMapMeter(
-            dev.name, link, dev.unit, rmap, p_limit_kw=dev.rating_kw or 100_000.0
-        )
-    if dev.kind == "meter":
-        # plausible head power: a generous multiple of anything a feeder carries
-        return SunSpecMeter(dev.name, link, dev.unit, p_limit_kw=dev.rating_kw or 100_000.0)
-    if dev.kind == "pv":
-        assert dev.rating_kw is not None  # the config model requires it
-        return SunSpecInverter(
-            dev.name,
-            link,
-            dev.unit,
-            rating_kw=dev.rating_kw,
-            revert_s=dev.revert_s,
-            ramp_kw_per_interval=ramp,
-            revert_limit_pct=dev.revert_limit_pct,
-        )
-    assert dev.rating_kw is not None
-    assert dev.energy_kwh is not None
-    return SunSpecBattery(
-        dev.name,
-        link,
-        dev.unit,
-        rating_kw=dev.rating_kw,
-        energy_kwh=dev.energy_kwh,
-        revert_s=dev.revert_s,
-        ramp_kw_per_interval=ramp,
-    )
+    dev: DeviceConfig, link: ModbusLink, rmap: RegisterMap | None, ramp: Ramp | None
+) -> Device:
+    t = dev.transport
+    assert not isinstance(t, MqttTransport)
+    unit = t.unit
+    match dev.kind:
+        case "meter" if rmap is not None:
+            return RegisterMapMeter(
+                dev.name, link, unit, rmap, p_limit_kw=dev.rating_kw or METER_RANGE_KW
+            )
+        case "meter":
+            return SunSpecMeter(dev.name, link, unit, p_limit_kw=dev.rating_kw or METER_RANGE_KW)
+        case "load":
+            assert rmap is not None  # the config model requires a map for a Modbus load
+            assert dev.rating_kw is not None
+            return RegisterMapLoad(
+                dev.name,
+                link,
+                unit,
+                rmap,
+                rating_kw=dev.rating_kw,
+                min_kw=dev.min_kw,
+                revert_s=dev.revert_s,
+                ramp=ramp,
+            )
+        case "pv":
+            assert dev.rating_kw is not None  # the config model requires it
+            return SunSpecInverter(
+                dev.name,
+                link,
+                unit,
+                rating_kw=dev.rating_kw,
+                revert_s=dev.revert_s,
+                ramp=ramp,
+                revert_limit_pct=dev.revert_limit_pct,
+            )
+        case "battery":
+            assert dev.rating_kw is not None
+            assert dev.energy_kwh is not None
+            return SunSpecBattery(
+                dev.name,
+                link,
+                unit,
+                rating_kw=dev.rating_kw,
+                energy_kwh=dev.energy_kwh,
+                revert_s=dev.revert_s,
+                ramp=ramp,
+            )
+    raise AssertionError(f"no driver for kind {dev.kind!r}")  # the config model's Literal

@@ -17,9 +17,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from controller.daemon import CycleRecord
 from controller.dr.events import DrEvent, EventType
 from controller.dr.resolve import StoredEvent
+from controller.records import CycleRecord
 
 __all__ = ["Journal", "JournalError"]
 

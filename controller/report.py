@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["frame", "plots", "summary"]
+from controller.records import COMPLIANCE_TOLERANCE, within_limits
 
-TOLERANCE = 0.02
+__all__ = ["frame", "plots", "summary"]
 
 
 def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -42,11 +42,12 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
         rows.append((f"  status {status}", int(n)))
     limited = df.dropna(subset=["import_kw", "import_limit_kw"])
     if not limited.empty:
-        within = (
-            limited["import_kw"]
-            <= limited["import_limit_kw"] + limited["import_limit_kw"].abs() * TOLERANCE
+        within = sum(
+            within_limits(float(imp), import_limit_kw=float(lim))
+            for imp, lim in zip(limited["import_kw"], limited["import_limit_kw"], strict=True)
         )
-        rows.append(("within import limit +2%", f"{int(within.sum())}/{len(limited)}"))
+        pct = f"{100 * COMPLIANCE_TOLERANCE:g}%"
+        rows.append((f"within import limit +{pct}", f"{within}/{len(limited)}"))
         excess = (limited["import_kw"] - limited["import_limit_kw"]).clip(lower=0)
         rows.append(("max excess over limit, kW", round(float(excess.max()), 1)))
     for col, label in (

@@ -12,10 +12,11 @@ comes from model 713 and measurements from model 701.
 
 from __future__ import annotations
 
-from devices.errors import DeviceProtocolError
+from devices.errors import DeviceProtocolError, ImplausibleReading, UnsafeWriteError
 from devices.modbus_link import ModbusLink
-from devices.records import BatteryReading, BatterySetpoint, WriteResult
-from devices.safety import battery_command
+from devices.protocol import Capabilities
+from devices.records import BatteryReading, BatterySetpoint, DeviceKind, Setpoint, WriteResult
+from devices.safety import Ramp, battery_command
 from devices.sunspec import Value, encode_point, layout
 from devices.sunspec_device import SunSpecDevice, required
 
@@ -28,6 +29,8 @@ WSET_MOD_WATTS = 1
 
 class SunSpecBattery(SunSpecDevice):
     required_models = (MEASUREMENT_MODELS, (124, 704))
+    kind = DeviceKind.BATTERY
+    capabilities = Capabilities(writable=True, releasable=True)
 
     def __init__(
         self,
@@ -38,13 +41,13 @@ class SunSpecBattery(SunSpecDevice):
         rating_kw: float,
         energy_kwh: float,
         revert_s: int,
-        ramp_kw_per_interval: float | None = None,
+        ramp: Ramp | None = None,
     ) -> None:
         super().__init__(name, link, unit)
         self.rating_kw = rating_kw
         self.energy_kwh = energy_kwh
         self.revert_s = revert_s
-        self.ramp_kw = ramp_kw_per_interval
+        self.ramp = ramp
         self._last_written_kw: float | None = None
 
     def _meas_model(self) -> int:
@@ -74,12 +77,17 @@ class SunSpecBattery(SunSpecDevice):
             reserve = storage.get("MinRsvPct")
         p_kw = required(meas, self.name, "W") / 1000.0
         if not 0.0 <= soc <= 100.0:
-            raise DeviceProtocolError(
-                self.name, f"implausible state of charge {soc}%, outside 0..100%; dropped"
+            raise ImplausibleReading(
+                self.name, point="SoC", value=soc, low=0.0, high=100.0, unit="%"
             )
         if abs(p_kw) > 1.2 * w_cha_max:
-            raise DeviceProtocolError(
-                self.name, f"implausible W = {p_kw:.1f} kW, outside ±{w_cha_max:.1f} kW; dropped"
+            raise ImplausibleReading(
+                self.name,
+                point="W",
+                value=p_kw,
+                low=-1.2 * w_cha_max,
+                high=1.2 * w_cha_max,
+                unit="kW",
             )
         return BatteryReading(
             device=self.name,
@@ -90,7 +98,9 @@ class SunSpecBattery(SunSpecDevice):
             min_reserve_pct=float(reserve) if isinstance(reserve, int | float) else 0.0,
         )
 
-    async def write(self, setpoint: BatterySetpoint) -> WriteResult:
+    async def write(self, setpoint: Setpoint) -> WriteResult:
+        if not isinstance(setpoint, BatterySetpoint):
+            raise UnsafeWriteError(self.name, f"a battery takes no {type(setpoint).__name__}")
         await self._chain_or_discover()
         cmd = battery_command(
             self.name,
@@ -98,7 +108,7 @@ class SunSpecBattery(SunSpecDevice):
             p_max_kw=self.rating_kw,
             revert_s=self.revert_s,
             last_kw=self._last_written_kw,
-            ramp_kw=self.ramp_kw,
+            ramp=self.ramp,
         )
         if self.uses_704:
             model = layout(704)

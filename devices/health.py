@@ -1,62 +1,106 @@
-"""Device health: up, degraded or down, and the age of the last good reading.
+"""Device health: one tracker per device, pure but for the injected monotonic clock.
 
-Pure but for the injected clock. ``up``: the last poll gave a good reading. ``degraded``: it has
-failed fewer than ``down_after`` polls in a row since (or its last reading dropped values as
-implausible). ``down``: it has failed ``down_after`` polls in a row, or has never answered.
-``record_*`` return the new state when it changed, so the caller logs transitions only.
+States:
+
+``down``
+    It has not answered since the daemon started (fewer than ``stale_after`` polls so far).
+``up``
+    The last poll gave a complete, good reading.
+``degraded``
+    The last poll gave a reading with values dropped as implausible, or failed fewer than
+    ``stale_after`` polls in a row since the last good one.
+``stale``
+    It failed ``stale_after`` polls in a row: given up, the dispatch treats it as
+    uncontrollable until it answers again.
+
+``record_good`` and ``record_failure`` return a ``Transition`` when the state changed (else
+``None``), so the caller logs transitions, never repetitions: a device that goes silent and
+comes back gives ``up → degraded → stale → up``, three lines however long the outage.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-__all__ = ["DeviceState", "HealthTracker"]
+__all__ = ["DeviceState", "HealthTracker", "Transition"]
 
 
 class DeviceState(StrEnum):
+    DOWN = "down"
     UP = "up"
     DEGRADED = "degraded"
-    DOWN = "down"
+    STALE = "stale"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transition:
+    old: DeviceState
+    new: DeviceState
+    failures: int
+    """Polls failed in a row when it happened (for a recovery: how many there had been)."""
+    reason: str | None
 
 
 @dataclass(slots=True)
 class HealthTracker:
-    """One device's health; ``down_after`` consecutive failures make it down."""
+    """One device's health; ``stale_after`` consecutive failures make it stale."""
 
-    down_after: int = 3
-    clock: Callable[[], float] = time.monotonic
+    monotonic: Callable[[], float]
+    stale_after: int = 3
     state: DeviceState = DeviceState.DOWN
     failures: int = 0
+    """Polls failed in a row."""
     last_good_s: float | None = None
     last_error: str | None = None
     errors: int = 0
-    dropped: int = 0
+    """Polls failed since the start."""
+    bad_readings: int = 0
+    """Readings (or values of a reading) dropped as unusable since the start."""
+
+    def __post_init__(self) -> None:
+        if self.stale_after < 1:
+            raise ValueError(f"stale_after must be at least 1, got {self.stale_after}")
+
+    @property
+    def stale(self) -> bool:
+        return self.state is DeviceState.STALE
+
+    @property
+    def ever_up(self) -> bool:
+        return self.last_good_s is not None
 
     def age_s(self) -> float | None:
         """Seconds since the last good reading (``None`` if there never was one)."""
-        return None if self.last_good_s is None else self.clock() - self.last_good_s
+        return None if self.last_good_s is None else self.monotonic() - self.last_good_s
 
-    def record_good(self, *, dropped: int = 0) -> DeviceState | None:
-        self.failures = 0
-        self.last_good_s = self.clock()
-        self.dropped += dropped
-        return self._set(DeviceState.DEGRADED if dropped else DeviceState.UP)
+    def record_good(self, *, dropped: int = 0) -> Transition | None:
+        """A usable reading; ``dropped`` values of it were unusable and left out."""
+        failures, self.failures = self.failures, 0
+        self.last_good_s = self.monotonic()
+        self.bad_readings += dropped
+        new = DeviceState.DEGRADED if dropped else DeviceState.UP
+        reason = f"{dropped} value(s) dropped as unusable" if dropped else None
+        return self._set(new, failures=failures, reason=reason)
 
-    def record_failure(self, reason: str, *, implausible: bool = False) -> DeviceState | None:
+    def record_failure(self, reason: str, *, bad_reading: bool = False) -> Transition | None:
+        """No usable reading this poll; ``bad_reading`` when it answered with unusable values."""
         self.failures += 1
         self.errors += 1
         self.last_error = reason
-        if implausible:
-            self.dropped += 1
-        if self.last_good_s is None or self.failures >= self.down_after:
-            return self._set(DeviceState.DOWN)
-        return self._set(DeviceState.DEGRADED)
+        if bad_reading:
+            self.bad_readings += 1
+        if self.failures >= self.stale_after:
+            new = DeviceState.STALE
+        elif self.state is DeviceState.DOWN:
+            new = DeviceState.DOWN
+        else:
+            new = DeviceState.DEGRADED
+        return self._set(new, failures=self.failures, reason=reason)
 
-    def _set(self, state: DeviceState) -> DeviceState | None:
+    def _set(self, state: DeviceState, *, failures: int, reason: str | None) -> Transition | None:
         if state is self.state:
             return None
-        self.state = state
-        return state
+        old, self.state = self.state, state
+        return Transition(old=old, new=state, failures=failures, reason=reason)

@@ -24,18 +24,19 @@ from __future__ import annotations
 import math
 import struct
 
-from devices.errors import DeviceProtocolError, UnsafeWriteError
+from devices.errors import BadReading, ImplausibleReading, UnsafeWriteError
 from devices.modbus_link import ModbusLink
-from devices.records import LoadReading, LoadSetpoint, WriteResult
+from devices.protocol import Capabilities
+from devices.records import DeviceKind, LoadReading, LoadSetpoint, Setpoint, WriteResult
 from devices.register_map import (
     MapPoint,
     RegisterMap,
     RegisterMapError,
-    decode_points,
     encode_value,
     plan_reads,
+    read_map,
 )
-from devices.safety import check_read_back, check_writable, load_command
+from devices.safety import Ramp, check_read_back, check_writable, load_command
 
 __all__ = [
     "LIMIT_POINT",
@@ -73,6 +74,9 @@ def check_load_map(rmap: RegisterMap) -> None:
 class RegisterMapLoad:
     """A controllable load on Modbus through a register map; see the module docstring."""
 
+    kind = DeviceKind.LOAD
+    capabilities = Capabilities(writable=True, releasable=True)
+
     def __init__(
         self,
         name: str,
@@ -83,7 +87,7 @@ class RegisterMapLoad:
         rating_kw: float,
         min_kw: float,
         revert_s: int,
-        ramp_kw_per_interval: float | None = None,
+        ramp: Ramp | None = None,
     ) -> None:
         check_load_map(rmap)
         self.name = name
@@ -93,30 +97,24 @@ class RegisterMapLoad:
         self.rating_kw = rating_kw
         self.min_kw = min_kw
         self.revert_s = revert_s
-        self.ramp_kw = ramp_kw_per_interval
-        self.dropped = 0
-        """How many point values were dropped as implausible (NaN, out of bounds)."""
+        self.ramp = ramp
         self._reads = plan_reads(rmap)
         self._last_written_kw: float | None = None
         self._last_p_kw: float | None = None
 
     async def read(self) -> LoadReading:
-        registers: dict[tuple[str, int], int] = {}
-        for table, address, count in self._reads:
-            words = await self.link.read(self.name, address, count, self.unit, table)  # type: ignore[arg-type]
-            for i, w in enumerate(words):
-                registers[(table, address + i)] = w
-        values, dropped = decode_points(self.map, registers)
-        self.dropped += len(dropped)
+        values, dropped = await read_map(self.link, self.name, self.unit, self.map, self._reads)
         p_kw = values.get(POWER_POINT)
         if p_kw is None:
-            raise DeviceProtocolError(
-                self.name, f"implausible or not a number: point {POWER_POINT}; reading dropped"
+            raise BadReading(
+                self.name,
+                f"point {POWER_POINT} is implausible or not a number; reading dropped",
+                point=POWER_POINT,
             )
-        top = PLAUSIBLE_OVER_RATING * self.rating_kw
-        if not -0.05 * self.rating_kw <= p_kw <= top:
-            raise DeviceProtocolError(
-                self.name, f"implausible p_kw = {p_kw:.1f} kW, outside 0..{top:.1f} kW; dropped"
+        low, top = -0.05 * self.rating_kw, PLAUSIBLE_OVER_RATING * self.rating_kw
+        if not low <= p_kw <= top:
+            raise ImplausibleReading(
+                self.name, point=POWER_POINT, value=p_kw, low=low, high=top, unit="kW"
             )
         active = values.get(ACTIVE_POINT)
         self._last_p_kw = max(p_kw, 0.0)
@@ -127,14 +125,17 @@ class RegisterMapLoad:
             min_kw=self.min_kw,
             limit_kw=values.get(LIMIT_POINT),
             limit_active=None if active is None else active != 0,
+            dropped=dropped,
         )
 
-    async def write(self, setpoint: LoadSetpoint) -> WriteResult:
+    async def write(self, setpoint: Setpoint) -> WriteResult:
         """Arm the watchdog, write the ceiling, and read both back.
 
         The ramp limit is taken around what the load really does: the lower of the last
         ceiling written and the last draw read (a ceiling far above the draw changes nothing,
         and a shed load is restored no faster than the ramp)."""
+        if not isinstance(setpoint, LoadSetpoint):
+            raise UnsafeWriteError(self.name, f"a load takes no {type(setpoint).__name__}")
         refs = [v for v in (self._last_written_kw, self._last_p_kw) if v is not None]
         cmd = load_command(
             self.name,
@@ -143,7 +144,7 @@ class RegisterMapLoad:
             rating_kw=self.rating_kw,
             revert_s=self.revert_s,
             last_kw=min(refs) if refs else None,
-            ramp_kw=self.ramp_kw,
+            ramp=self.ramp,
         )
         await self._write_point(self.map.points[REVERT_POINT], float(cmd.revert_s))
         await self._write_point(self.map.points[LIMIT_POINT], cmd.p_max_kw)
@@ -182,4 +183,4 @@ class RegisterMapLoad:
         check_read_back(self.name, pt.address, words, held)
 
     async def close(self) -> None:
-        await self.link.close()
+        """Nothing of its own to close: the link is the fleet's."""

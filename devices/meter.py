@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from devices.errors import DeviceProtocolError
+from devices.errors import ImplausibleReading
 from devices.modbus_link import ModbusLink
-from devices.records import MeterReading
+from devices.records import DeviceKind, MeterReading
 from devices.sunspec_device import SunSpecDevice, required
 
 __all__ = ["SunSpecMeter"]
@@ -14,6 +14,7 @@ METER_MODELS = (203, 201, 202, 204)
 
 class SunSpecMeter(SunSpecDevice):
     required_models = (METER_MODELS,)
+    kind = DeviceKind.METER
 
     def __init__(self, name: str, link: ModbusLink, unit: int, *, p_limit_kw: float) -> None:
         super().__init__(name, link, unit)
@@ -25,9 +26,13 @@ class SunSpecMeter(SunSpecDevice):
         values = await self.read_model(model)
         p_kw = required(values, self.name, "W") / 1000.0
         if abs(p_kw) > self.p_limit_kw:
-            raise DeviceProtocolError(
+            raise ImplausibleReading(
                 self.name,
-                f"implausible W = {p_kw:.1f} kW, beyond ±{self.p_limit_kw:.0f} kW; dropped",
+                point="W",
+                value=p_kw,
+                low=-self.p_limit_kw,
+                high=self.p_limit_kw,
+                unit="kW",
             )
         q = values.get("VAR")
         v = values.get("PPV")

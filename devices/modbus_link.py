@@ -81,7 +81,7 @@ class ModbusLink:
         timeout_s: float = 1.0,
         backoff_min_s: float = 0.5,
         backoff_max_s: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if connections < 1:
             raise ValueError(f"{label}: connections must be at least 1, got {connections}")
@@ -91,7 +91,7 @@ class ModbusLink:
         self.timeout_s = timeout_s
         self._backoff_min_s = max(backoff_min_s, 0.01)  # never a zero delay: no busy loop
         self._backoff_max_s = max(backoff_max_s, self._backoff_min_s)
-        self._clock = clock
+        self._monotonic = monotonic
         self._lanes = [_Lane() for _ in range(connections)]
         self._free: asyncio.Queue[_Lane] | None = None
         self._failures = 0
@@ -127,7 +127,7 @@ class ModbusLink:
     async def _connected(self, lane: _Lane, device: str) -> _Client:
         if lane.client is not None and lane.client.connected:
             return lane.client
-        now = self._clock()
+        now = self._monotonic()
         if now < self._next_attempt:
             raise DeviceUnavailable(
                 device, f"{self.label} is backing off for {self._next_attempt - now:.1f} s"
@@ -150,7 +150,7 @@ class ModbusLink:
         self._failures += 1
         self.stats.failures += 1
         delay = min(self._backoff_max_s, self._backoff_min_s * 2 ** min(self._failures - 1, 30))
-        self._next_attempt = self._clock() + delay * random.uniform(0.5, 1.0)
+        self._next_attempt = self._monotonic() + delay * random.uniform(0.5, 1.0)
 
     @staticmethod
     def _drop(lane: _Lane) -> None:
@@ -252,7 +252,7 @@ class ModbusTcpLink(ModbusLink):
         timeout_s: float = 1.0,
         backoff_min_s: float = 0.5,
         backoff_max_s: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
             label=f"{host}:{port}",
@@ -260,7 +260,7 @@ class ModbusTcpLink(ModbusLink):
             timeout_s=timeout_s,
             backoff_min_s=backoff_min_s,
             backoff_max_s=backoff_max_s,
-            clock=clock,
+            monotonic=monotonic,
         )
         self.host = host
         self.port = port
@@ -302,7 +302,7 @@ class ModbusTlsLink(ModbusTcpLink):
         timeout_s: float = 1.0,
         backoff_min_s: float = 0.5,
         backoff_max_s: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
             host,
@@ -311,7 +311,7 @@ class ModbusTlsLink(ModbusTcpLink):
             timeout_s=timeout_s,
             backoff_min_s=backoff_min_s,
             backoff_max_s=backoff_max_s,
-            clock=clock,
+            monotonic=monotonic,
         )
         self._label = f"tls://{host}:{port}"
         self._sslctx = sslctx
@@ -343,7 +343,7 @@ class ModbusRtuLink(ModbusLink):
         timeout_s: float = 1.0,
         backoff_min_s: float = 0.5,
         backoff_max_s: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(
             label=f"rtu:{port}",
@@ -351,7 +351,7 @@ class ModbusRtuLink(ModbusLink):
             timeout_s=timeout_s,
             backoff_min_s=backoff_min_s,
             backoff_max_s=backoff_max_s,
-            clock=clock,
+            monotonic=monotonic,
         )
         self.port = port
         self.baudrate = baudrate

@@ -1,15 +1,16 @@
 """MQTT devices: telemetry from a topic and JSON paths, setpoints published to a topic.
 
-A background task (``start``) keeps one aiomqtt client connected to the broker: it subscribes to
-the telemetry topic and, when given, a status topic (``online``/``offline`` or JSON with a boolean
-``online``, typically the device's retained last will), keeps the newest value of every path, and
-reconnects with capped, jittered backoff, resubscribing each time. Incoming messages go through a
-bounded queue.
+``serve(stop)``, run in the daemon's task group, keeps one aiomqtt client connected to the
+broker until ``stop`` is set: it subscribes to the telemetry topic and, when given, a status topic
+(``online``/``offline`` or JSON with a boolean ``online``, typically the device's retained last
+will), keeps the newest value of every path, and reconnects with capped, jittered backoff,
+resubscribing each time. Incoming messages go through a bounded queue.
 
 ``read`` never waits on the network: it returns the newest telemetry if it is fresher than
 ``max_age_s`` and the device is online, else raises ``DeviceUnavailable``. A payload that is not
-JSON, lacks a path, or holds a non-finite number is one log line and a count in
-``bad_payloads``; the previous good values stay but age out.
+JSON, lacks a path, or holds a non-finite number is counted in ``bad_payloads``, and logged when
+the device turns from good to bad payloads (not once per message); the previous good values
+stay but age out.
 
 Parsing is pure (``extract``), so it is tested without a broker.
 """
@@ -19,30 +20,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import math
 import random
-import time
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import aiomqtt
+import structlog
 
 from devices.errors import DeviceUnavailable, UnsafeWriteError
+from devices.protocol import Capabilities
 from devices.records import (
+    DeviceKind,
     LoadReading,
     LoadSetpoint,
     MeterReading,
     PvReading,
     PvSetpoint,
+    Setpoint,
     WriteResult,
 )
-from devices.safety import load_command, pv_command
+from devices.safety import Ramp, load_command, pv_command
 from devices.tasks import cancel_and_wait
 
 __all__ = ["MqttDevice", "PayloadError", "extract"]
 
-log = logging.getLogger("feederd.devices.mqtt")
+log = structlog.get_logger("feederd.devices.mqtt")
 
 METER_FIELDS = ("p_kw", "q_kvar", "v_ll_v", "a")
 PV_FIELDS = ("p_kw", "limit_pct")
@@ -109,7 +112,7 @@ class MqttDevice:
     def __init__(
         self,
         name: str,
-        kind: Literal["meter", "pv", "load"],
+        kind: DeviceKind | str,
         *,
         host: str,
         port: int = 1883,
@@ -120,21 +123,27 @@ class MqttDevice:
         status_topic: str | None = None,
         rating_kw: float | None = None,
         min_kw: float = 0.0,
-        ramp_kw_per_interval: float | None = None,
+        ramp: Ramp | None = None,
         revert_s: int = 60,
         max_age_s: float = 10.0,
         keepalive_s: int = 30,
         queue_size: int = 100,
         backoff_min_s: float = 0.5,
         backoff_max_s: float = 30.0,
-        clock: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float],
     ) -> None:
+        kind = DeviceKind(kind)
+        if kind is DeviceKind.BATTERY:
+            raise ValueError(f"{name}: a battery over MQTT is not supported")
         if "p_kw" not in paths:
             raise ValueError(f"{name}: an MQTT device needs a path for 'p_kw'")
-        if kind in ("pv", "load") and rating_kw is None:
+        if kind in (DeviceKind.PV, DeviceKind.LOAD) and rating_kw is None:
             raise ValueError(f"{name}: an MQTT {kind} device needs rating_kw")
         self.name = name
         self.kind = kind
+        self.capabilities = Capabilities(
+            writable=kind is not DeviceKind.METER and setpoint_topic is not None
+        )
         self.host = host
         self.port = port
         self.telemetry_topic = telemetry_topic
@@ -144,43 +153,35 @@ class MqttDevice:
         self.status_topic = status_topic
         self.rating_kw = rating_kw
         self.min_kw = min_kw
-        self.ramp_kw = ramp_kw_per_interval
+        self.ramp = ramp
         self._last_written_kw: float | None = None
         self.revert_s = revert_s
         self.max_age_s = max_age_s
         self.keepalive_s = keepalive_s
         self.queue_size = queue_size
         self._backoff = (max(backoff_min_s, 0.01), backoff_max_s)
-        self._clock = clock
+        self._monotonic = monotonic
         self._values: dict[str, float] = {}
         self._received_at: float | None = None
         self._online: bool | None = None
         self._client: aiomqtt.Client | None = None
-        self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
+        self._payload_ok = True
         self.bad_payloads = 0
         self.connects = 0
 
     # --- lifetime ------------------------------------------------------------------------
 
-    def start(self) -> None:
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name=f"feederd.mqtt.{self.name}")
-
     async def wait_connected(self, timeout_s: float) -> bool:
-        self.start()
+        """Whether ``serve`` is connected to the broker within ``timeout_s`` (real seconds)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._connected.wait(), timeout_s)
         return self._connected.is_set()
 
-    async def close(self) -> None:
-        task, self._task = self._task, None
-        if task is not None and not await cancel_and_wait([task]):
-            log.error("mqtt device %s: its connection task did not stop", self.name)
-
-    async def _run(self) -> None:
+    async def serve(self, stop: asyncio.Event) -> None:
+        """Stay connected (reconnecting with backoff) until ``stop`` is set."""
         failures = 0
-        while True:
+        while not stop.is_set():
             try:
                 async with aiomqtt.Client(
                     self.host,
@@ -196,24 +197,50 @@ class MqttDevice:
                     self._client = client
                     self.connects += 1
                     if failures:
-                        log.info("mqtt device %s reconnected to %s:%s", self.name, *self._addr)
+                        log.info("mqtt_device_reconnected", device=self.name, host=self.host)
                     failures = 0
                     self._connected.set()
-                    async for message in client.messages:
-                        self.handle(str(message.topic), _payload_bytes(message.payload))
+                    await self._consume(client, stop)
             except aiomqtt.MqttError as err:
+                failures += 1
+                if failures == 1:
+                    log.error(
+                        "mqtt_device_disconnected",
+                        device=self.name,
+                        host=self.host,
+                        port=self.port,
+                        error=str(err) or type(err).__name__,
+                    )
+            finally:
                 self._client = None
                 self._connected.clear()
-                failures += 1
+            if failures and not stop.is_set():
                 lo, hi = self._backoff
                 delay = min(hi, lo * 2 ** min(failures - 1, 20)) * random.uniform(0.5, 1.0)
-                if failures == 1:
-                    log.error("mqtt device %s lost broker %s:%s (%s)", self.name, *self._addr, err)
-                await asyncio.sleep(delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
 
-    @property
-    def _addr(self) -> tuple[str, int]:
-        return self.host, self.port
+    async def _consume(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        """Take messages until ``stop`` (returns) or the connection fails (raises)."""
+
+        async def messages() -> None:
+            async for message in client.messages:
+                self.handle(str(message.topic), _payload_bytes(message.payload))
+
+        reader = asyncio.create_task(messages(), name=f"feederd.mqtt-device.{self.name}.read")
+        stopper = asyncio.create_task(stop.wait(), name=f"feederd.mqtt-device.{self.name}.stop")
+        try:
+            done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait([reader, stopper])
+        if reader in done and not reader.cancelled() and (err := reader.exception()) is not None:
+            raise err
+
+    async def close(self) -> None:
+        """Nothing to close: the connection lives in ``serve``, which ends with its ``stop``."""
+
+    async def release(self) -> None:
+        """Nothing to give back: an MQTT control reverts after its ``revert_s``."""
 
     # --- messages (pure but for the clock) -----------------------------------------------
 
@@ -222,31 +249,37 @@ class MqttDevice:
         if self.status_topic is not None and topic == self.status_topic:
             online = parse_status(payload)
             if online is None:
-                self.bad_payloads += 1
-                log.warning("mqtt device %s: status payload %r not understood", self.name, payload)
+                self._bad(topic, f"status payload {payload[:64]!r} not understood")
             else:
                 self._online = online
             return
         try:
             values = extract(payload, self.paths)
         except PayloadError as err:
-            self.bad_payloads += 1
-            log.warning("mqtt device %s: bad telemetry on %s: %s", self.name, topic, err)
+            self._bad(topic, str(err))
             return
         for key, factor in self.scale.items():
             if key in values:
                 values[key] *= factor
         self._values = values
-        self._received_at = self._clock()
+        self._received_at = self._monotonic()
+        if not self._payload_ok:
+            log.info("mqtt_device_payloads_good", device=self.name, topic=topic)
+            self._payload_ok = True
+
+    def _bad(self, topic: str, reason: str) -> None:
+        self.bad_payloads += 1
+        if self._payload_ok:  # the first bad one after good ones: later ones are counted only
+            log.warning("mqtt_device_bad_payload", device=self.name, topic=topic, reason=reason)
+            self._payload_ok = False
 
     # --- the device protocol -------------------------------------------------------------
 
     def age_s(self) -> float | None:
         """Seconds since the last good telemetry, ``None`` before the first."""
-        return None if self._received_at is None else self._clock() - self._received_at
+        return None if self._received_at is None else self._monotonic() - self._received_at
 
     async def read(self) -> MeterReading | PvReading | LoadReading:
-        self.start()
         if self._online is False:
             raise DeviceUnavailable(self.name, f"reports offline on {self.status_topic}")
         age = self.age_s()
@@ -257,7 +290,7 @@ class MqttDevice:
                 self.name, f"telemetry is {age:.1f} s old (limit {self.max_age_s:g} s): stale"
             )
         v = self._values
-        if self.kind == "meter":
+        if self.kind is DeviceKind.METER:
             return MeterReading(
                 device=self.name,
                 p_kw=v["p_kw"],
@@ -266,7 +299,7 @@ class MqttDevice:
                 a=v.get("a"),
             )
         assert self.rating_kw is not None
-        if self.kind == "load":
+        if self.kind is DeviceKind.LOAD:
             return LoadReading(
                 device=self.name,
                 p_kw=max(0.0, min(v["p_kw"], 1.5 * self.rating_kw)),
@@ -284,14 +317,12 @@ class MqttDevice:
             limit_revert_s=self.revert_s,
         )
 
-    async def write(self, setpoint: PvSetpoint | LoadSetpoint) -> WriteResult:
+    async def write(self, setpoint: Setpoint) -> WriteResult:
         """Publish an absolute ceiling with its revert time (after the safety envelope)."""
-        if self.kind == "meter" or self.setpoint_topic is None or self.rating_kw is None:
+        if not self.capabilities.writable or self.setpoint_topic is None:
             raise UnsafeWriteError(self.name, "this MQTT device has no setpoint topic")
-        wanted = "load" if isinstance(setpoint, LoadSetpoint) else "pv"
-        if wanted != self.kind:
-            raise UnsafeWriteError(self.name, f"a {wanted} setpoint for a {self.kind} device")
-        if isinstance(setpoint, LoadSetpoint):
+        assert self.rating_kw is not None
+        if isinstance(setpoint, LoadSetpoint) and self.kind is DeviceKind.LOAD:
             load = load_command(
                 self.name,
                 setpoint.p_max_kw,
@@ -299,16 +330,25 @@ class MqttDevice:
                 rating_kw=self.rating_kw,
                 revert_s=self.revert_s,
                 last_kw=self._last_written_kw,
-                ramp_kw=self.ramp_kw,
+                ramp=self.ramp,
             )
             written, clamped = load.p_max_kw, load.clamped
             body: dict[str, float] = {"p_max_kw": load.p_max_kw, "revert_s": load.revert_s}
-        else:
+        elif isinstance(setpoint, PvSetpoint) and self.kind is DeviceKind.PV:
             cmd = pv_command(
-                self.name, setpoint.p_max_kw, w_max_kw=self.rating_kw, revert_s=self.revert_s
+                self.name,
+                setpoint.p_max_kw,
+                w_max_kw=self.rating_kw,
+                revert_s=self.revert_s,
+                last_kw=self._last_written_kw,
+                ramp=self.ramp,
             )
             written, clamped = cmd.p_max_kw, cmd.clamped
             body = {"p_max_kw": cmd.p_max_kw, "limit_pct": cmd.limit_pct, "revert_s": cmd.revert_s}
+        else:
+            raise UnsafeWriteError(
+                self.name, f"a {type(setpoint).__name__} for a {self.kind} device"
+            )
         client = self._client
         if client is None:
             raise DeviceUnavailable(self.name, f"not connected to {self.host}:{self.port}")
@@ -317,8 +357,7 @@ class MqttDevice:
             await client.publish(self.setpoint_topic, payload, qos=1)
         except aiomqtt.MqttError as err:
             raise DeviceUnavailable(self.name, f"publish to {self.setpoint_topic}: {err}") from err
-        if isinstance(setpoint, LoadSetpoint):
-            self._last_written_kw = written
+        self._last_written_kw = written
         return WriteResult(
             device=self.name, requested=setpoint.p_max_kw, written=written, clamped=clamped
         )

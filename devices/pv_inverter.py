@@ -8,10 +8,11 @@ config says otherwise). Every write goes through the safety envelope and is read
 
 from __future__ import annotations
 
-from devices.errors import DeviceProtocolError
+from devices.errors import DeviceProtocolError, ImplausibleReading, UnsafeWriteError
 from devices.modbus_link import ModbusLink
-from devices.records import PvReading, PvSetpoint, WriteResult
-from devices.safety import pv_command, revert_limit
+from devices.protocol import Capabilities
+from devices.records import DeviceKind, PvReading, PvSetpoint, Setpoint, WriteResult
+from devices.safety import Ramp, pv_command, revert_limit
 from devices.sunspec import encode_point, layout
 from devices.sunspec_device import SunSpecDevice, required
 
@@ -25,6 +26,8 @@ class SunSpecInverter(SunSpecDevice):
     """Reads W and the power limit; writes the limit with its revert timeout, then reads back."""
 
     required_models = (INVERTER_MODELS, CONTROL_MODELS)
+    kind = DeviceKind.PV
+    capabilities = Capabilities(writable=True, releasable=True)
 
     def __init__(
         self,
@@ -34,13 +37,13 @@ class SunSpecInverter(SunSpecDevice):
         *,
         rating_kw: float,
         revert_s: int,
-        ramp_kw_per_interval: float | None = None,
+        ramp: Ramp | None = None,
         revert_limit_pct: float = 100.0,
     ) -> None:
         super().__init__(name, link, unit)
         self.rating_kw = rating_kw
         self.revert_s = revert_s
-        self.ramp_kw = ramp_kw_per_interval
+        self.ramp = ramp
         self.revert_limit_pct = revert_limit(name, revert_limit_pct)
         self._w_max_kw: float | None = None
         self._last_written_kw: float | None = None
@@ -79,8 +82,8 @@ class SunSpecInverter(SunSpecDevice):
         meas, ctl = blocks[meas_id], blocks[ctl_id]
         p_kw = required(meas, self.name, "W") / 1000.0
         if not -0.05 * w_max <= p_kw <= 1.2 * w_max:
-            raise DeviceProtocolError(
-                self.name, f"implausible W = {p_kw:.1f} kW, outside 0..{w_max:.1f} kW; dropped"
+            raise ImplausibleReading(
+                self.name, point="W", value=p_kw, low=-0.05 * w_max, high=1.2 * w_max, unit="kW"
             )
         if ctl_id == 123:
             pct, enabled = ctl.get("WMaxLimPct"), ctl.get("WMaxLim_Ena") == 1
@@ -97,8 +100,10 @@ class SunSpecInverter(SunSpecDevice):
             limit_revert_s=int(revert) if isinstance(revert, int | float) else None,
         )
 
-    async def write(self, setpoint: PvSetpoint) -> WriteResult:
+    async def write(self, setpoint: Setpoint) -> WriteResult:
         """Write the limit, its revert time (and 704's revert value) and enable it, at once."""
+        if not isinstance(setpoint, PvSetpoint):
+            raise UnsafeWriteError(self.name, f"a PV inverter takes no {type(setpoint).__name__}")
         w_max = await self._w_max()
         cmd = pv_command(
             self.name,
@@ -106,7 +111,7 @@ class SunSpecInverter(SunSpecDevice):
             w_max_kw=w_max,
             revert_s=self.revert_s,
             last_kw=self._last_written_kw,
-            ramp_kw=self.ramp_kw,
+            ramp=self.ramp,
         )
         ctl_id = self.control_model
         model = layout(ctl_id)

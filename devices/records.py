@@ -36,6 +36,8 @@ class MeterReading:
     q_kvar: float | None
     v_ll_v: float | None
     a: float | None
+    dropped: tuple[str, ...] = ()
+    """Points left out of this reading as implausible (their fields are ``None``)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -77,6 +79,8 @@ class LoadReading:
     min_kw: float
     limit_kw: float | None
     limit_active: bool | None
+    dropped: tuple[str, ...] = ()
+    """Points left out of this reading as implausible (their fields are ``None``)."""
 
 
 Reading = MeterReading | PvReading | BatteryReading | LoadReading

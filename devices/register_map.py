@@ -8,7 +8,8 @@ physical bounds ``min``/``max``. The meter reading takes ``p_kw`` (required), ``
 
 Parsing and decoding are pure (``load_register_map``, ``decode_points``); ``RegisterMapMeter``
 reads adjacent points of one table in one request. A value that is NaN, infinite or outside its
-bounds is dropped (``None``) and counted in ``dropped``; it never reaches the optimizer.
+bounds is dropped (``None``) and named in the reading's ``dropped``; it never reaches the
+optimizer.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from devices.errors import DeviceProtocolError, UnsafeWriteError
+from devices.errors import BadReading, ImplausibleReading, UnsafeWriteError
 from devices.modbus_link import MAX_READ_REGISTERS, ModbusLink
-from devices.records import MeterReading
-from devices.safety import check_writable
+from devices.protocol import Capabilities
+from devices.records import DeviceKind, MeterReading, Setpoint, WriteResult
 
 __all__ = [
     "BUNDLED_MAPS",
@@ -37,6 +38,7 @@ __all__ = [
     "encode_value",
     "load_register_map",
     "parse_register_map",
+    "read_map",
 ]
 
 PointType = Literal["int16", "uint16", "int32", "uint32", "float32"]
@@ -242,6 +244,9 @@ def plan_reads(rmap: RegisterMap) -> list[tuple[str, int, int]]:
 class RegisterMapMeter:
     """A meter read through a register map; ``p_kw`` positive = into the feeder."""
 
+    kind = DeviceKind.METER
+    capabilities = Capabilities()
+
     def __init__(
         self, name: str, link: ModbusLink, unit: int, rmap: RegisterMap, *, p_limit_kw: float
     ) -> None:
@@ -252,34 +257,33 @@ class RegisterMapMeter:
         self.unit = unit
         self.map = rmap
         self.p_limit_kw = p_limit_kw
-        self.dropped = 0
-        """How many point values were dropped as implausible (NaN, out of bounds)."""
         self._reads = plan_reads(rmap)
 
     @property
     def requests_per_read(self) -> int:
         return len(self._reads)
 
-    async def read_points(self) -> dict[str, float | None]:
-        registers: dict[tuple[str, int], int] = {}
-        for table, address, count in self._reads:
-            words = await self.link.read(self.name, address, count, self.unit, table)  # type: ignore[arg-type]
-            for i, w in enumerate(words):
-                registers[(table, address + i)] = w
-        values, dropped = decode_points(self.map, registers)
-        self.dropped += len(dropped)
-        return values
+    async def read_points(self) -> tuple[dict[str, float | None], tuple[str, ...]]:
+        """Every point's value (``None`` when dropped) and the names of the dropped ones."""
+        return await read_map(self.link, self.name, self.unit, self.map, self._reads)
 
     async def read(self) -> MeterReading:
-        values = await self.read_points()
+        values, dropped = await self.read_points()
         p_kw = values.get("p_kw")
         if p_kw is None:
-            raise DeviceProtocolError(
-                self.name, "implausible or not a number: point p_kw; reading dropped"
+            raise BadReading(
+                self.name,
+                "point p_kw is implausible or not a number; reading dropped",
+                point="p_kw",
             )
         if abs(p_kw) > self.p_limit_kw:
-            raise DeviceProtocolError(
-                self.name, f"implausible p_kw = {p_kw:.1f} kW, beyond ±{self.p_limit_kw:.0f} kW"
+            raise ImplausibleReading(
+                self.name,
+                point="p_kw",
+                value=p_kw,
+                low=-self.p_limit_kw,
+                high=self.p_limit_kw,
+                unit="kW",
             )
         return MeterReading(
             device=self.name,
@@ -287,24 +291,27 @@ class RegisterMapMeter:
             q_kvar=values.get("q_kvar"),
             v_ll_v=values.get("v_ll_v"),
             a=values.get("a"),
+            dropped=dropped,
         )
 
-    async def write_point(self, point: str, value: float) -> None:
-        """Write one declared-writable point (a load's setpoint); anything else is refused."""
-        pt = self.map.points.get(point)
-        if pt is None:
-            raise DeviceProtocolError(self.name, f"the register map has no point {point!r}")
-        check_writable(self.name, f"register map {self.map.name}", [] if pt.writable else [point])
-        if not isinstance(value, int | float) or not math.isfinite(value):
-            raise UnsafeWriteError(self.name, f"{point} = {value!r} is not a finite number")
-        # clamp to the point's declared bounds before anything is written
-        value = max(value, pt.min) if pt.min is not None else value
-        value = min(value, pt.max) if pt.max is not None else value
-        try:
-            words = encode_value(pt, value)
-        except (struct.error, OverflowError) as err:
-            raise UnsafeWriteError(self.name, f"{point} = {value} does not fit {pt.type}") from err
-        await self.link.write_holding(self.name, pt.address, words, self.unit)
+    async def write(self, setpoint: Setpoint) -> WriteResult:
+        raise UnsafeWriteError(self.name, "a meter takes no setpoint; nothing written")
+
+    async def release(self) -> None:
+        """A meter controls nothing."""
 
     async def close(self) -> None:
-        await self.link.close()
+        """Nothing of its own to close: the link is the fleet's."""
+
+
+async def read_map(
+    link: ModbusLink, device: str, unit: int, rmap: RegisterMap, reads: list[tuple[str, int, int]]
+) -> tuple[dict[str, float | None], tuple[str, ...]]:
+    """Read every point of ``rmap`` with the requests ``reads`` (``plan_reads``)."""
+    registers: dict[tuple[str, int], int] = {}
+    for table, address, count in reads:
+        words = await link.read(device, address, count, unit, table)  # type: ignore[arg-type]
+        for i, w in enumerate(words):
+            registers[(table, address + i)] = w
+    values, dropped = decode_points(rmap, registers)
+    return values, tuple(dropped)

@@ -20,6 +20,7 @@ __all__ = [
     "BatteryCommand",
     "LoadCommand",
     "PvCommand",
+    "Ramp",
     "battery_command",
     "check_read_back",
     "check_writable",
@@ -30,6 +31,25 @@ __all__ = [
 
 MIN_LIMIT_PCT = 0.1
 """The lowest WMaxLimPct feederd writes: 0% means standby on some inverters."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ramp:
+    """A ramp limit: ``kw_per_s`` (the config's ``ramp_kw_per_s``) between writes that come
+    ``interval_s`` apart, so one write moves a setpoint by at most ``step_kw``."""
+
+    kw_per_s: float
+    interval_s: float
+
+    def __post_init__(self) -> None:
+        for name in ("kw_per_s", "interval_s"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"ramp {name} must be a positive finite number, got {value!r}")
+
+    @property
+    def step_kw(self) -> float:
+        return self.kw_per_s * self.interval_s
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,11 +89,12 @@ def _finite(device: str, value: float) -> float:
     return float(value)
 
 
-def _window(lo: float, hi: float, last: float | None, ramp_kw: float | None) -> tuple[float, float]:
+def _window(lo: float, hi: float, last: float | None, ramp: Ramp | None) -> tuple[float, float]:
     """The rating range narrowed by the ramp limit around the last setpoint."""
-    if last is None or ramp_kw is None:
+    if last is None or ramp is None:
         return lo, hi
-    r_lo, r_hi = max(lo, last - ramp_kw), min(hi, last + ramp_kw)
+    step = ramp.step_kw
+    r_lo, r_hi = max(lo, last - step), min(hi, last + step)
     return (r_lo, r_hi) if r_lo <= r_hi else (r_hi, r_hi) if r_hi < lo else (r_lo, r_lo)
 
 
@@ -98,7 +119,7 @@ def pv_command(
     w_max_kw: float,
     revert_s: int,
     last_kw: float | None = None,
-    ramp_kw: float | None = None,
+    ramp: Ramp | None = None,
 ) -> PvCommand:
     """Clamp a PV ceiling into ``[MIN_LIMIT_PCT% × w_max, w_max]`` and the ramp limit.
 
@@ -110,7 +131,7 @@ def pv_command(
         raise UnsafeWriteError(
             device, f"rating WMax {w_max_kw} kW is not positive; nothing written"
         )
-    lo, hi = _window(w_max_kw * MIN_LIMIT_PCT / 100.0, w_max_kw, last_kw, ramp_kw)
+    lo, hi = _window(w_max_kw * MIN_LIMIT_PCT / 100.0, w_max_kw, last_kw, ramp)
     pct = min(max(_percent(requested, lo, hi, w_max_kw), MIN_LIMIT_PCT), 100.0)
     return PvCommand(
         limit_pct=pct,
@@ -127,13 +148,13 @@ def battery_command(
     p_max_kw: float,
     revert_s: int,
     last_kw: float | None = None,
-    ramp_kw: float | None = None,
+    ramp: Ramp | None = None,
 ) -> BatteryCommand:
     """Clamp a battery power into ``[-p_max, p_max]`` and the ramp limit."""
     requested = _finite(device, p_kw)
     if not p_max_kw > 0:
         raise UnsafeWriteError(device, f"rating {p_max_kw} kW is not positive; nothing written")
-    lo, hi = _window(-p_max_kw, p_max_kw, last_kw, ramp_kw)
+    lo, hi = _window(-p_max_kw, p_max_kw, last_kw, ramp)
     pct = min(max(_percent(requested, lo, hi, p_max_kw), -100.0), 100.0)
     return BatteryCommand(
         rate_pct=pct,
@@ -151,7 +172,7 @@ def load_command(
     rating_kw: float,
     revert_s: int,
     last_kw: float | None = None,
-    ramp_kw: float | None = None,
+    ramp: Ramp | None = None,
 ) -> LoadCommand:
     """Clamp a load's ceiling into ``[min_kw, rating_kw]`` and the ramp limit.
 
@@ -166,7 +187,7 @@ def load_command(
         raise UnsafeWriteError(
             device, f"floor {min_kw} kW is outside 0..{rating_kw} kW; nothing written"
         )
-    lo, hi = _window(min_kw, rating_kw, last_kw, ramp_kw)
+    lo, hi = _window(min_kw, rating_kw, last_kw, ramp)
     # a last ceiling outside [min_kw, rating_kw] (the config changed) never drags the
     # setpoint out of it: the floor and the rating win over the ramp
     lo, hi = min(max(lo, min_kw), rating_kw), max(min(hi, rating_kw), min_kw)

@@ -2,14 +2,18 @@
 
 ``read_models`` reads the blocks of several models with as few requests as the 125-register
 limit allows (models sit next to each other in the chain), then decodes each block on its own.
+The link is shared with the other devices behind the same gateway or bus: the fleet that built
+it closes it, not the device.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from devices.errors import DeviceProtocolError, UnsafeWriteError
+from devices.errors import DeviceProtocolError, PointNotImplemented, UnsafeWriteError
 from devices.modbus_link import MAX_READ_REGISTERS, ModbusLink
+from devices.protocol import Capabilities
+from devices.records import DeviceKind, Setpoint, WriteResult
 from devices.safety import check_read_back, check_writable
 from devices.sunspec import DecodeError, ModelLayout, Value, decode_model, layout
 from devices.sunspec.discovery import ModelChain, discover
@@ -18,10 +22,13 @@ __all__ = ["SunSpecDevice"]
 
 
 class SunSpecDevice:
-    """A SunSpec device on a Modbus link; subclasses declare the models they need."""
+    """A SunSpec device on a Modbus link; subclasses declare the models they need, their kind
+    and capabilities, and implement ``read`` (and ``write``, ``release`` when they control)."""
 
     required_models: tuple[tuple[int, ...], ...] = ()
     """Each entry is a set of alternatives, at least one of which the device must have."""
+    kind: DeviceKind
+    capabilities = Capabilities()
 
     def __init__(self, name: str, link: ModbusLink, unit: int) -> None:
         self.name = name
@@ -116,8 +123,14 @@ class SunSpecDevice:
             held = await self.link.read_holding(self.name, address, len(words), self.unit)
             check_read_back(self.name, address, words, held)
 
+    async def write(self, setpoint: Setpoint) -> WriteResult:
+        raise UnsafeWriteError(self.name, f"a {self.kind} takes no setpoint; nothing written")
+
+    async def release(self) -> None:
+        """Nothing to give back (devices that control override this)."""
+
     async def close(self) -> None:
-        await self.link.close()
+        """Nothing of its own to close: the link is the fleet's."""
 
 
 def _spans(
@@ -141,5 +154,5 @@ def required(values: dict[str, Value], device: str, point: str) -> float:
     """A point that must be implemented and numeric, else the reading is unusable."""
     value = values.get(point)
     if not isinstance(value, int | float):
-        raise DeviceProtocolError(device, f"point {point} is not implemented or not numeric")
+        raise PointNotImplemented(device, point)
     return float(value)

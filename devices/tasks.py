@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = ["cancel_and_wait"]
 
 
 async def cancel_and_wait(
-    tasks: Iterable[asyncio.Task[object]], *, rounds: int = 4, round_s: float = 0.5
+    tasks: Iterable[asyncio.Future[Any]], *, rounds: int = 4, round_s: float = 0.5
 ) -> bool:
     """Cancel ``tasks`` and wait for them to end, cancelling again each ``round_s`` for up to
     ``rounds`` rounds; ``True`` when all have ended. Their results and exceptions are consumed."""

@@ -4,12 +4,12 @@ Independent physics (pandapower AC power flow of the IEEE 33-bus case), simulate
 devices (PV inverters, batteries, a head meter; controllable loads on a plain register map) and
 the pymodbus servers that expose them, with
 faults; day profiles, scenarios, KPIs and a Mosquitto broker for scenario runs (the runner that
-drives the daemon through a scenario is ``controller.sim``; the plots are ``hil.plots``).
+drives the daemon through a scenario is ``controller.commands.rig.scenario``; the plots are
+``hil.plots``).
 """
 
 from hil.broker import BrokerError, MosquittoBroker
 from hil.cases import case33bw_path
-from hil.clock import ManualClock
 from hil.kpis import Sample, compliant, kpis
 from hil.physics import FeederPhysics, PhysicsError, PhysicsState
 from hil.profiles import CloudPass, LoadStep, clear_sky, load_shape
@@ -47,7 +47,6 @@ __all__ = [
     "FeederPhysics",
     "HilRig",
     "LoadStep",
-    "ManualClock",
     "MosquittoBroker",
     "PhysicsError",
     "PhysicsState",

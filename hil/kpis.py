@@ -53,6 +53,9 @@ class Sample:
     battery_soc_pct: float
     status: str
     devices_up: int
+    dispatched: bool = True
+    """Whether the controller dispatched in this interval (it had a head reading, and its first
+    complete snapshot)."""
     seen_import_limit_kw: float | None = None
     """The import limit the controller enforced (it may lag the operator's, e.g. over MQTT)."""
     seen_export_limit_kw: float | None = None
@@ -128,6 +131,7 @@ def kpis(
     return {
         "intervals": len(samples),
         "interval_s": interval_s,
+        "v_band_pu": [v_min_pu, v_max_pu],
         "dr_intervals": len(limited),
         "dr_events": len(times),
         "dr_compliance": round(len(ok) / len(limited), 4) if limited else None,

@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from collections.abc import Mapping
 from types import TracebackType
 
 import aiomqtt
+import structlog
 
 from devices.sunspec import encode_point, layout
 from devices.tasks import cancel_and_wait
@@ -30,7 +30,7 @@ from hil.sim_devices import SimInverter
 
 __all__ = ["MqttPvBridge"]
 
-log = logging.getLogger("feederd.hil.mqtt")
+log = structlog.get_logger("feederd.hil.mqtt")
 
 
 class MqttPvBridge:
@@ -100,7 +100,7 @@ class MqttPvBridge:
             except aiomqtt.MqttError as err:  # the broker went away: try again shortly
                 if self._closing:
                     return
-                log.info("hil mqtt bridge: %s; reconnecting", err)
+                log.info("hil_mqtt_bridge_reconnecting", error=str(err))
                 await asyncio.sleep(0.5)
 
     async def _publish(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
@@ -122,7 +122,7 @@ class MqttPvBridge:
             pct, revert_s = float(doc["limit_pct"]), int(doc["revert_s"])
         except (ValueError, TypeError, KeyError) as err:
             doc, pct, revert_s = None, 0.0, 0
-            log.warning("hil mqtt bridge: bad setpoint on %s: %s", topic, err)
+            log.warning("hil_mqtt_bridge_bad_setpoint", topic=topic, error=str(err))
         if inv is None or doc is None or not self._write_limit(inv, pct, revert_s):
             self.bad_setpoints += 1
             return False

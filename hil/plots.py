@@ -123,7 +123,7 @@ def _voltage_panel(
     ax: Axes, scenario: Scenario, samples: Sequence[Sample], figs: dict[str, Any]
 ) -> None:
     hours = _hours(scenario, samples)
-    band = scenario.controller
+    v_min_pu, v_max_pu = figs["v_band_pu"]
     _shade_windows(ax, scenario, faults=False)
     lo = [min(s.v_pu.values()) for s in samples]
     hi = [max(s.v_pu.values()) for s in samples]
@@ -131,15 +131,15 @@ def _voltage_panel(
     ax.plot(hours, lo, color="#2874a6", lw=1.2, label="lowest bus")
     ax.plot(hours, hi, color="#b03a2e", lw=1.2, label="highest bus")
     ax.axhline(
-        band.v_min_pu,
+        v_min_pu,
         color="black",
         ls="--",
         lw=1,
-        label=f"band {band.v_min_pu:g}–{band.v_max_pu:g} pu",
+        label=f"band {v_min_pu:g}–{v_max_pu:g} pu",
     )
-    ax.axhline(band.v_max_pu, color="black", ls="--", lw=1)
-    out_lo = [(h, v) for h, v in zip(hours, lo, strict=True) if v < band.v_min_pu - 1e-6]
-    out_hi = [(h, v) for h, v in zip(hours, hi, strict=True) if v > band.v_max_pu + 1e-6]
+    ax.axhline(v_max_pu, color="black", ls="--", lw=1)
+    out_lo = [(h, v) for h, v in zip(hours, lo, strict=True) if v < v_min_pu - 1e-6]
+    out_hi = [(h, v) for h, v in zip(hours, hi, strict=True) if v > v_max_pu + 1e-6]
     for points in (out_lo, out_hi):
         if points:
             ax.scatter(
@@ -195,7 +195,7 @@ def _devices_panel(
     _shade_windows(ax, scenario, faults=True)
     missing = [len(s.devices_missing) for s in samples]
     ax.step(hours, missing, where="post", color=_FAULT_COLOUR, lw=1.4, label="devices missing")
-    uncontrolled = [h for h, s in zip(hours, samples, strict=True) if s.status in _UNCONTROLLED]
+    uncontrolled = [h for h, s in zip(hours, samples, strict=True) if not s.dispatched]
     if uncontrolled:
         ax.scatter(
             uncontrolled,
@@ -217,8 +217,6 @@ def _devices_panel(
     ax.legend(loc="center right", fontsize=8, framealpha=0.8)
 
 
-_UNCONTROLLED = frozenset({"no_head_meter", "waiting_first_snapshot"})
-
 _PANELS = (
     ("import.png", _import_panel, 3.0),
     ("devices.png", _devices_panel, 1.3),
@@ -227,12 +225,20 @@ _PANELS = (
 )
 
 
-def plot_run(scenario: Scenario, samples: Sequence[Sample], out_dir: Path) -> list[Path]:
-    """Write the run's PNGs into ``out_dir`` and return their paths."""
+def plot_run(
+    scenario: Scenario,
+    samples: Sequence[Sample],
+    out_dir: Path,
+    *,
+    v_band_pu: tuple[float, float],
+) -> list[Path]:
+    """Write the run's PNGs into ``out_dir`` and return their paths; ``v_band_pu`` is the
+    voltage band the run is graded against."""
     if not samples:
         return []
-    ctl = scenario.controller
-    figs = kpis(samples, interval_s=ctl.interval_s, v_min_pu=ctl.v_min_pu, v_max_pu=ctl.v_max_pu)
+    figs = kpis(
+        samples, interval_s=scenario.interval_s, v_min_pu=v_band_pu[0], v_max_pu=v_band_pu[1]
+    )
     span_h = (samples[-1].t_s - samples[0].t_s) / 3600.0
     paths: list[Path] = []
     fig: Figure

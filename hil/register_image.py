@@ -77,10 +77,10 @@ class SimSunSpecDevice:
         *,
         models: Sequence[int],
         scale_factors: Mapping[int, Mapping[str, int]],
-        time_fn: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
-        self.time_fn = time_fn
+        self.monotonic = monotonic
         self.on_write: WriteHook | None = None
         self._layouts: dict[int, ModelLayout] = {m: layout(m) for m in models}
         self._sf: dict[int, dict[str, int]] = {m: dict(scale_factors.get(m, {})) for m in models}

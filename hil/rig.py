@@ -18,26 +18,29 @@ DER plus a meter at the head (bus 1), and serves each device on its own free por
 DER buses must exist in it). The physics is re-solved
 
 * shortly after any accepted write (coalesced: one solve per ``debounce_s``), so a curtailment
-  or battery command written by any Modbus client shows in the head meter within milliseconds;
+  or battery command written by any Modbus client shows in the head meter within milliseconds
+  (unless ``solve_on_write`` is off: a runner that steps the physics before every read needs
+  no more solves than that);
 * on every ``await rig.step()`` and, unless ``physics_period_s`` is ``None``, every
-  ``physics_period_s`` of real time in a background task. A step reads ``time_fn``, applies the
+  ``physics_period_s`` of real time in a background task. A step reads ``monotonic``, applies the
   load and sun profiles, integrates battery energy and applies due revert timers.
 
-Profiles are functions of ``t``, the seconds of ``time_fn`` since the rig started. With a fake
-``time_fn`` the rig runs in simulated time: advance the clock, then ``await rig.step()``.
+Profiles are functions of ``t``, the seconds of ``monotonic`` since the rig started. With a fake
+``monotonic`` the rig runs in simulated time: advance the clock, then ``await rig.step()``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import structlog
 
 from hil.broker import MosquittoBroker
 from hil.mqtt_bridge import MqttPvBridge
@@ -55,7 +58,7 @@ __all__ = [
     "RigDevice",
 ]
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("feederd.hil")
 
 DEFAULT_PV_BUSES = (7, 10, 13, 15, 17, 18, 21, 24, 25, 29, 31, 33)
 DEFAULT_BATTERY_BUSES = (8, 14, 26, 30)
@@ -96,7 +99,7 @@ class HilRig:
     def __init__(
         self,
         *,
-        time_fn: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic,
         load_scale: Callable[[float], float] = _one,
         pv_available_frac: Callable[[float], float] = _one,
         pv_buses: Sequence[int] = DEFAULT_PV_BUSES,
@@ -104,10 +107,11 @@ class HilRig:
         battery_buses: Sequence[int] = DEFAULT_BATTERY_BUSES,
         battery_kw: float = 250.0,
         battery_kwh: float = 500.0,
-        battery_soc_frac: float = 0.6,
+        battery_soc_pct: float = 60.0,
         meter_range_kw: float = 5000.0,
         physics_period_s: float | None = 0.5,
         debounce_s: float = 0.005,
+        solve_on_write: bool = True,
         host: str = "127.0.0.1",
         case: Path | None = None,
         base_port: int | None = None,
@@ -116,11 +120,12 @@ class HilRig:
         pv_control_model: int = 123,
         mqtt_pv_buses: Sequence[int] = (),
     ) -> None:
-        self.time_fn = time_fn
+        self.monotonic = monotonic
         self.load_scale = load_scale
         self.pv_available_frac = pv_available_frac
         self.physics_period_s = physics_period_s
         self.debounce_s = debounce_s
+        self.solve_on_write = solve_on_write
         self.host = host
         self.base_port = base_port
         self.physics = FeederPhysics(case)
@@ -133,7 +138,7 @@ class HilRig:
                 bus,
                 pv_kw,
                 v_nominal_ll_v=v_ll,
-                time_fn=time_fn,
+                monotonic=monotonic,
                 control_model=pv_control_model,
             )
             self.inverters[inv.name] = inv
@@ -143,9 +148,9 @@ class HilRig:
                 bus,
                 battery_kw,
                 battery_kwh,
-                battery_soc_frac,
+                battery_soc_pct,
                 v_nominal_ll_v=v_ll,
-                time_fn=time_fn,
+                monotonic=monotonic,
             )
             self.batteries[bat.name] = bat
         self.meter = SimMeter(
@@ -153,14 +158,14 @@ class HilRig:
             bus=self.physics.head_bus,
             p_max_kw=meter_range_kw,
             v_nominal_ll_v=v_ll,
-            time_fn=time_fn,
+            monotonic=monotonic,
         )
         for der in (*self.inverters.values(), *self.batteries.values()):
             self.physics.add_der(der.name, der.bus)
             der.on_write = self._on_write
         self.loads: dict[str, SimLoad] = {}
         for bus in load_buses:
-            ld = SimLoad(f"load{bus:02d}", bus, load_kw, time_fn=time_fn)
+            ld = SimLoad(f"load{bus:02d}", bus, load_kw, monotonic=monotonic)
             self.physics.add_load(ld.name, bus)
             ld.on_write = self._on_load_write
             self.loads[ld.name] = ld
@@ -179,7 +184,7 @@ class HilRig:
         self._served = {name: sim for name, sim in served.items() if name not in self._mqtt_pv}
         self._servers: dict[str, SunSpecServer] = {}
         self._devices: tuple[RigDevice, ...] = ()
-        self._t0 = time_fn()
+        self._t0 = monotonic()
         self._state: PhysicsState | None = None
         self._solve_lock = asyncio.Lock()
         self._dirty = asyncio.Event()
@@ -197,14 +202,21 @@ class HilRig:
         """The ``[[devices]]`` entries a commissioning engineer would write for this rig."""
         entries: list[dict[str, Any]] = []
         for d in self._devices:
-            entry: dict[str, Any] = {
-                "name": d.name,
-                "kind": d.kind,
-                "bus": d.bus,
-                "host": d.host,
-                "port": d.port,
-                "unit": d.unit,
-            }
+            entry: dict[str, Any] = {"name": d.name, "kind": d.kind, "bus": d.bus}
+            if d.mqtt_root is not None:
+                entry["transport"] = {
+                    "type": "mqtt",
+                    "host": d.host,
+                    "port": d.port,
+                    "telemetry_topic": f"{d.mqtt_root}/telemetry",
+                    "paths": {"p_kw": "ac.p_w", "limit_pct": "limit_pct"},
+                    "scale": {"p_kw": 0.001},
+                    "setpoint_topic": f"{d.mqtt_root}/setpoint",
+                    "status_topic": f"{d.mqtt_root}/status",
+                    "max_age_s": 5.0,
+                }
+            else:
+                entry["transport"] = {"type": "tcp", "host": d.host, "port": d.port, "unit": d.unit}
             if d.kind == "meter":
                 entry["head"] = True
             else:
@@ -214,17 +226,6 @@ class HilRig:
                 entry["energy_kwh"] = d.energy_kwh
             if d.register_map is not None:
                 entry["register_map"] = d.register_map
-            if d.mqtt_root is not None:
-                del entry["unit"]
-                entry["transport"] = "mqtt"
-                entry["mqtt"] = {
-                    "telemetry_topic": f"{d.mqtt_root}/telemetry",
-                    "paths": {"p_kw": "ac.p_w", "limit_pct": "limit_pct"},
-                    "scale": {"p_kw": 0.001},
-                    "setpoint_topic": f"{d.mqtt_root}/setpoint",
-                    "status_topic": f"{d.mqtt_root}/status",
-                    "max_age_s": 5.0,
-                }
             entries.append(entry)
         return entries
 
@@ -262,8 +263,8 @@ class HilRig:
 
     @property
     def t(self) -> float:
-        """Seconds of ``time_fn`` since the rig was made: the profiles' time axis."""
-        return self.time_fn() - self._t0
+        """Seconds of ``monotonic`` since the rig was made: the profiles' time axis."""
+        return self.monotonic() - self._t0
 
     def set_fault(self, name: str, fault: DeviceFault) -> None:
         self._servers[name].set_fault(UNIT, fault)
@@ -324,7 +325,8 @@ class HilRig:
             await self._close()
             raise
         self._devices = tuple(self._record(name) for name in (*self._served, *self._mqtt_pv))
-        self._tasks.append(asyncio.create_task(self._solver(), name="hil.rig.solver"))
+        if self.solve_on_write:
+            self._tasks.append(asyncio.create_task(self._solver(), name="hil.rig.solver"))
         if self.physics_period_s is not None:
             self._tasks.append(asyncio.create_task(self._ticker(), name="hil.rig.physics"))
         return self
@@ -404,7 +406,7 @@ class HilRig:
     # --- physics ---------------------------------------------------------------------------
 
     async def step(self) -> PhysicsState:
-        """Advance every device to ``time_fn()``, apply the profiles and solve the power flow."""
+        """Advance every device to ``monotonic()``, apply the profiles and solve the power flow."""
         t = self.t
         scale = float(self.load_scale(t))
         if not scale >= 0.0:  # also catches NaN
@@ -447,7 +449,7 @@ class HilRig:
             try:
                 await self.step()
             except Exception:  # one bad step must not stop the rig
-                log.exception("hil rig: physics step failed")
+                log.exception("hil_physics_step_failed")
 
     async def _solve(self) -> None:
         async with self._solve_lock:

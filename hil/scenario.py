@@ -12,8 +12,10 @@ duration_s = 7200
 
 [feeder]            # optional: the rig (IEEE 33-bus unless ``case`` says otherwise)
 load_scale = 1.1
-[controller]        # optional: the daemon's interval, poll timeout (real seconds), band
+[controller]        # optional: a partial feederd.toml merged into the rig's config
 interval_s = 5
+[controller.poll]
+timeout_s = 0.5     # real seconds: the rig's I/O is real, only the clock is simulated
 
 [[dr]]              # a DR event: the controller's import/export limit while it lasts
 start_s = 1200
@@ -167,17 +169,37 @@ class FeederSpec(_Strict):
     battery_soc_pct: Annotated[float, Field(ge=0, le=100)] = 60.0
 
 
-class ControllerSpec(_Strict):
-    """The daemon's settings for the run (the config an engineer would write)."""
+_RENAMED = {
+    "poll_timeout_s": "[controller.poll] timeout_s",
+    "stale_after_intervals": "[controller.poll] stale_after_intervals",
+    "v_min_pu": "[controller.feeder] v_min_pu",
+    "v_max_pu": "[controller.feeder] v_max_pu",
+    "price_per_kwh": "[controller.dr] price_per_kwh",
+    "revert_s": "nothing (the rig's devices revert after ten intervals, at least 30 s)",
+}
+"""Keys of the first scenario format's ``[controller]`` and what replaced them."""
+DEFAULT_INTERVAL_S = 5.0
+"""feederd's own default interval (``interval_s`` in feederd.toml)."""
 
-    interval_s: Annotated[float, Field(ge=0.2, le=3600)] = 5.0
-    poll_timeout_s: Annotated[float, Field(gt=0, le=5)] = 0.25
-    """Per-request timeout, in real seconds (the rig's I/O is real; only the clock is not)."""
-    stale_after_intervals: Annotated[int, Field(ge=1)] = 3
-    revert_s: Annotated[int, Field(ge=1, le=65534)] = 60
-    v_min_pu: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.92
-    v_max_pu: Annotated[float, Field(gt=1.0, lt=1.5)] = 1.05
-    price_per_kwh: float = 0.10
+
+def _controller(table: dict[str, Any]) -> dict[str, Any]:
+    """A partial feederd config: checked here for what only a scenario can get wrong; the rest
+    is validated as feederd.toml when the run merges it into the rig's config."""
+    for key in table:
+        if key in _RENAMED:
+            raise ValueError(f"{key!r} is now {_RENAMED[key]}")
+        if key in ("site", "devices"):
+            raise ValueError(f"{key!r} is the rig's to set, not the scenario's")
+    interval = table.get("interval_s", DEFAULT_INTERVAL_S)
+    if (
+        isinstance(interval, bool)
+        or not isinstance(interval, int | float)
+        or not 0.2 <= interval <= 3600
+    ):
+        raise ValueError(
+            f"'interval_s' must be a number of seconds in 0.2..3600 (got {interval!r})"
+        )
+    return table
 
 
 class MqttSpec(_Strict):
@@ -193,7 +215,9 @@ class Scenario(_Strict):
     """Time of day (HH:MM) the scenario starts at."""
     duration_s: Positive
     feeder: FeederSpec = FeederSpec()
-    controller: ControllerSpec = ControllerSpec()
+    controller: dict[str, Any] = Field(default_factory=dict)
+    """A partial feederd config (the keys of feederd.toml but ``site`` and ``devices``),
+    merged into the one a commissioning engineer would write for the rig."""
     mqtt: MqttSpec = MqttSpec()
     dr: list[DrEvent] = Field(default_factory=list)
     fault: list[Fault] = Field(default_factory=list)
@@ -202,11 +226,10 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
-        if self.controller.revert_s < 2 * self.controller.interval_s:
-            raise ValueError(
-                f"controller.revert_s ({self.controller.revert_s}) must be at least twice "
-                f"interval_s ({self.controller.interval_s:g})"
-            )
+        try:
+            _controller(self.controller)
+        except ValueError as err:
+            raise ValueError(f"controller: {err}") from None
         names = set(self.device_names)
         for i, fault in enumerate(self.fault):
             if fault.device == BROKER or fault.kind == "outage":
@@ -228,6 +251,11 @@ class Scenario(_Strict):
                     f"DR events overlap: {a.start_s:g}-{a.end_s:g} s and {b.start_s:g}-{b.end_s:g} s"
                 )
         return self
+
+    @property
+    def interval_s(self) -> float:
+        """The control interval (``[controller] interval_s``, feederd's default otherwise)."""
+        return float(self.controller.get("interval_s", DEFAULT_INTERVAL_S))
 
     @property
     def start_hour(self) -> float:

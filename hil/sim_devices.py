@@ -1,6 +1,6 @@
 """Simulated SunSpec devices: a PV inverter, a battery inverter and a feeder-head meter.
 
-Pure: no sockets; time comes from an injected ``time_fn`` (monotonic seconds). Each device holds
+Pure: no sockets; time comes from an injected ``monotonic`` (monotonic seconds). Each device holds
 a register image (see ``hil.register_image``) that a Modbus server serves as is.
 
 PV inverter (models 1, 103, 120, 123)
@@ -81,7 +81,7 @@ class _AcDevice(SimSunSpecDevice):
         models: tuple[int, ...],
         scale_factors: Mapping[int, Mapping[str, int]],
         v_nominal_ll_v: float,
-        time_fn: Callable[[], float],
+        monotonic: Callable[[], float],
     ) -> None:
         w_sf = fit_scale_factor(1200.0 * rating_kw, signed=True, min_sf=0)
         a_max = 1200.0 * rating_kw / (_SQRT3 * 0.8 * v_nominal_ll_v)
@@ -99,14 +99,14 @@ class _AcDevice(SimSunSpecDevice):
             name,
             models=models,
             scale_factors={**scale_factors, 103: sf103},
-            time_fn=time_fn,
+            monotonic=monotonic,
         )
         self.bus = bus
         self.rating_kw = rating_kw
         self.v_nominal_ll_v = v_nominal_ll_v
         self._v_pu = 1.0
         self._wh = 0.0
-        self._energy_t = time_fn()
+        self._energy_t = monotonic()
         self._set(1, _common(md, name))
 
     @property
@@ -186,7 +186,7 @@ class SimInverter(_AcDevice):
         *,
         available_kw: float = 0.0,
         v_nominal_ll_v: float = 12660.0,
-        time_fn: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic,
         control_model: int = 123,
     ) -> None:
         if w_max_kw <= 0:
@@ -219,7 +219,7 @@ class SimInverter(_AcDevice):
                 704: {"WMaxLimPct_SF": -1, "WSet_SF": w_sf, "WSetPct_SF": -1, "PF_SF": -3},
             },
             v_nominal_ll_v=v_nominal_ll_v,
-            time_fn=time_fn,
+            monotonic=monotonic,
         )
         self.control_model = control_model
         self._pct, self._ena, self._rvrt, self._rmp = _LIMIT_POINTS[control_model]
@@ -317,7 +317,7 @@ class SimInverter(_AcDevice):
         if self._ramp is None:
             return target
         start_pct, started, ramp_s = self._ramp
-        done = (self.time_fn() - started) / ramp_s
+        done = (self.monotonic() - started) / ramp_s
         if done >= 1.0:
             return target
         return start_pct + (target - start_pct) * max(done, 0.0)
@@ -329,8 +329,8 @@ class SimInverter(_AcDevice):
     # --- the rig's side --------------------------------------------------------------------
 
     def update(self, *, available_kw: float | None = None, v_pu: float | None = None) -> None:
-        """Advance to ``time_fn()``: apply a due revert, take new sun and grid voltage."""
-        now = self.time_fn()
+        """Advance to ``monotonic()``: apply a due revert, take new sun and grid voltage."""
+        now = self.monotonic()
         self._accumulate_energy(now)
         self._check_revert(now)
         if available_kw is not None:
@@ -388,7 +388,7 @@ class SimInverter(_AcDevice):
         return all(ok for name, ok in checks.items() if name in written)
 
     def _before_write(self, model_id: int, written: set[str]) -> None:
-        now = self.time_fn()
+        now = self.monotonic()
         self._accumulate_energy(now)
         self._check_revert(now)
         self._ceiling_before_write = self.ceiling_pct
@@ -398,7 +398,7 @@ class SimInverter(_AcDevice):
         if self._rmp is not None:
             limit_points.add(self._rmp)
         if model_id == self.control_model and written & limit_points:
-            now = self.time_fn()
+            now = self.monotonic()
             self._limit_written_at = now
             ramp_s = self._get(model_id, self._rmp) if self._rmp else None
             if isinstance(ramp_s, int) and ramp_s > 0:
@@ -464,17 +464,17 @@ class SimBattery(_AcDevice):
         bus: int,
         p_max_kw: float,
         energy_kwh: float,
-        soc_frac: float,
+        soc_pct: float,
         *,
         min_reserve_pct: float = 10.0,
         efficiency: float = 0.95,
         v_nominal_ll_v: float = 12660.0,
-        time_fn: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if p_max_kw <= 0 or energy_kwh <= 0:
             raise ValueError(f"{name}: p_max_kw and energy_kwh must be > 0")
-        if not 0.0 <= soc_frac <= 1.0:
-            raise ValueError(f"{name}: soc_frac must be within 0..1, got {soc_frac}")
+        if not 0.0 <= soc_pct <= 100.0:
+            raise ValueError(f"{name}: soc_pct must be within 0..100, got {soc_pct}")
         if not 0.0 < efficiency <= 1.0:
             raise ValueError(f"{name}: efficiency must be within (0, 1], got {efficiency}")
         w_sf = fit_scale_factor(1000.0 * p_max_kw, signed=False, min_sf=0)
@@ -502,13 +502,13 @@ class SimBattery(_AcDevice):
                 },
             },
             v_nominal_ll_v=v_nominal_ll_v,
-            time_fn=time_fn,
+            monotonic=monotonic,
         )
         self.p_max_kw = p_max_kw
         self.energy_kwh = energy_kwh
         self.efficiency = efficiency
-        self._soc_kwh = soc_frac * energy_kwh
-        self._soc_t = time_fn()
+        self._soc_kwh = soc_pct / 100.0 * energy_kwh
+        self._soc_t = monotonic()
         self._ctl_written_at: float | None = None
         p_w = 1000.0 * p_max_kw
         self._set(
@@ -595,8 +595,8 @@ class SimBattery(_AcDevice):
     # --- the rig's side --------------------------------------------------------------------
 
     def update(self, *, v_pu: float | None = None) -> None:
-        """Advance to ``time_fn()``: integrate the state of charge and apply a due revert."""
-        self._advance(self.time_fn())
+        """Advance to ``monotonic()``: integrate the state of charge and apply a due revert."""
+        self._advance(self.monotonic())
         if v_pu is not None:
             self._v_pu = v_pu
         self._publish()
@@ -646,11 +646,11 @@ class SimBattery(_AcDevice):
         return all(ok for name, ok in checks.items() if name in written)
 
     def _before_write(self, model_id: int, written: set[str]) -> None:
-        self._advance(self.time_fn())
+        self._advance(self.monotonic())
 
     def _after_write(self, model_id: int, written: set[str]) -> None:
         if model_id == 124:
-            self._ctl_written_at = self.time_fn()
+            self._ctl_written_at = self.monotonic()
         self._publish()
 
     def _publish(self) -> None:
@@ -681,7 +681,7 @@ class SimMeter(SimSunSpecDevice):
         bus: int = 1,
         p_max_kw: float = 5000.0,
         v_nominal_ll_v: float = 12660.0,
-        time_fn: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         w_sf = fit_scale_factor(1000.0 * p_max_kw, signed=True, min_sf=0)
         a_max = 1250.0 * p_max_kw / (_SQRT3 * 0.9 * v_nominal_ll_v)
@@ -700,7 +700,7 @@ class SimMeter(SimSunSpecDevice):
                     "TotWh_SF": 0,
                 }
             },
-            time_fn=time_fn,
+            monotonic=monotonic,
         )
         self.bus = bus
         self.p_max_kw = p_max_kw
@@ -708,7 +708,7 @@ class SimMeter(SimSunSpecDevice):
         self._p_kw = 0.0
         self._imp_wh = 0.0
         self._exp_wh = 0.0
-        self._t = time_fn()
+        self._t = monotonic()
         self._set(1, _common("Meter", name))
         self.update(p_kw=0.0, q_kvar=0.0, v_ll_v=v_nominal_ll_v)
 
@@ -718,7 +718,7 @@ class SimMeter(SimSunSpecDevice):
 
     def update(self, *, p_kw: float, q_kvar: float, v_ll_v: float, a: float | None = None) -> None:
         """New head readings (``p_kw`` positive = import); energy so far is accumulated first."""
-        now = self.time_fn()
+        now = self.monotonic()
         wh = self._p_kw * 1000.0 * max(now - self._t, 0.0) / 3600.0
         if wh >= 0.0:
             self._imp_wh += wh

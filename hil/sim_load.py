@@ -1,6 +1,6 @@
 """A simulated controllable load behind a plain register map (not SunSpec).
 
-Pure: no sockets; time comes from an injected ``time_fn``. The register image is the layout of
+Pure: no sockets; time comes from an injected ``monotonic``. The register image is the layout of
 ``devices/maps/controllable_load.toml`` (holding registers from address 0, float32 high word
 first, kW):
 
@@ -53,14 +53,14 @@ class SimLoad:
         rating_kw: float,
         *,
         demand_kw: float | None = None,
-        time_fn: Callable[[], float] = time.monotonic,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         if not rating_kw > 0:
             raise ValueError(f"{name}: rating_kw must be > 0, got {rating_kw}")
         self.name = name
         self.bus = bus
         self.rating_kw = rating_kw
-        self.time_fn = time_fn
+        self.monotonic = monotonic
         self.on_write: Callable[[SimLoad, int], None] | None = None
         """Called after every accepted write (the rig re-solves its physics)."""
         self._demand_kw = rating_kw if demand_kw is None else max(demand_kw, 0.0)
@@ -99,8 +99,8 @@ class SimLoad:
     # --- the rig's side --------------------------------------------------------------------
 
     def update(self, *, demand_kw: float | None = None) -> None:
-        """Advance to ``time_fn()``: apply a due revert, take a new demand."""
-        self._check_revert(self.time_fn())
+        """Advance to ``monotonic()``: apply a due revert, take a new demand."""
+        self._check_revert(self.monotonic())
         if demand_kw is not None:
             self._demand_kw = max(demand_kw, 0.0)
         self._publish()
@@ -145,7 +145,7 @@ class SimLoad:
     def apply_write(self, address: int, values: Sequence[int]) -> bool:
         if self.check_write(address, values) is not None:
             return False
-        now = self.time_fn()
+        now = self.monotonic()
         self._check_revert(now)
         image = list(self._image)
         image[address : address + len(values)] = [int(v) & 0xFFFF for v in values]

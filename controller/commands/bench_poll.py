@@ -1,9 +1,9 @@
 """``feederd bench poll --devices N [--cycles C] --json``: one poll cycle over N Modbus devices.
 
 Starts N simulated SunSpec PV inverters and a head meter in a separate process
-(``controller.commands.bench_poll_fleet``, one port each), builds the fleet from a config the way
-the daemon does (``build_fleet``), and runs the daemon's own poll phase (``Controller._poll``:
-one task per device, the poll deadline, health bookkeeping) for C cycles after one warm-up cycle
+(``controller.commands.rig.poll_fleet``, one port each), assembles the daemon from a config
+(``Daemon.open``) and runs its own poll phase (``Controller.poll``: one task per device, the
+poll deadline, health bookkeeping) for C cycles after one warm-up cycle
 (discovery). Each inverter's cycle reads its measurements (103) and controls (123) in one
 request. Prints one JSON object: ``devices``, ``cycles``, ``cycle_ms_median``, ``cycle_ms_p95``,
 ``cycle_ms_max``, ``first_cycle_ms`` (with discovery), ``requests_per_s``, ``devices_up``
@@ -55,15 +55,19 @@ def _config(meter_port: int, ports: list[int], timeout_s: float) -> Any:
     from controller.config import parse_config  # noqa: PLC0415
 
     devices: list[dict[str, Any]] = [
-        {"name": "head", "kind": "meter", "bus": 1, "host": "127.0.0.1", "port": meter_port}
+        {
+            "name": "head",
+            "kind": "meter",
+            "bus": 1,
+            "transport": {"type": "tcp", "host": "127.0.0.1", "port": meter_port},
+        }
     ]
     devices += [
         {
             "name": f"pv{i}",
             "kind": "pv",
             "bus": 2 + i % 32,
-            "host": "127.0.0.1",
-            "port": port,
+            "transport": {"type": "tcp", "host": "127.0.0.1", "port": port},
             "rating_kw": 100.0,
             "revert_s": 60,
         }
@@ -83,7 +87,7 @@ def _config(meter_port: int, ports: list[int], timeout_s: float) -> Any:
 
 def _start_fleet(n: int) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "controller.commands.bench_poll_fleet", str(n)],
+        [sys.executable, "-m", "controller.commands.rig.poll_fleet", str(n)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -93,8 +97,7 @@ def _start_fleet(n: int) -> subprocess.Popen[str]:
 
 async def _bench(n: int, cycles: int, timeout_s: float) -> dict[str, Any]:
     from controller.clock import SystemClock  # noqa: PLC0415
-    from controller.daemon import Controller, _Timings  # noqa: PLC0415
-    from devices import ModbusLink  # noqa: PLC0415
+    from controller.daemon import Daemon  # noqa: PLC0415
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < n + 256:
@@ -110,30 +113,23 @@ async def _bench(n: int, cycles: int, timeout_s: float) -> dict[str, Any]:
         ports = json.loads(line)
         fleet_start_s = time.perf_counter() - started
         loaded = _config(ports["meter"], ports["inverters"], timeout_s)
-        ctl = Controller(loaded, clock=SystemClock())
-        links = {
-            id(link): link
-            for d in ctl.fleet.values()
-            if isinstance(link := getattr(d, "link", None), ModbusLink)
-        }
-        try:
+        async with Daemon.open(loaded, clock=SystemClock()) as daemon:
+            ctl, links = daemon.controller, daemon.fleet.links
             t0 = time.perf_counter()
-            await ctl._poll(_Timings())  # the daemon's own poll phase
+            await ctl.poll()  # the daemon's own poll phase
             first_ms = (time.perf_counter() - t0) * 1000.0
-            requests_before = sum(link.stats.requests for link in links.values())
+            requests_before = sum(link.stats.requests for link in links)
             cpu_before = time.process_time()
             times: list[float] = []
             up: list[int] = []
             for _ in range(cycles):
                 t = time.perf_counter()
-                snapshot = await ctl._poll(_Timings())
+                snapshot = await ctl.poll()
                 times.append((time.perf_counter() - t) * 1000.0)
                 up.append(len(ctl.fleet) - len(snapshot.missing))
             cpu_s = time.process_time() - cpu_before
-            requests = sum(link.stats.requests for link in links.values()) - requests_before
+            requests = sum(link.stats.requests for link in links) - requests_before
             rss = _rss_mb()
-        finally:
-            await ctl.close()
     finally:
         if fleet_proc.stdin is not None:
             fleet_proc.stdin.close()

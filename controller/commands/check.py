@@ -58,4 +58,6 @@ def _check(loaded: LoadedConfig) -> int:
             f"note: {len(loads)} load(s) revert to their full draw (up to {shed:g} kW more "
             "import) if feederd stops rewriting them; the import limit then relies on the daemon"
         )
+    for note in loaded.notes:
+        print(f"note: {note}")
     return 0

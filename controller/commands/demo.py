@@ -1,4 +1,4 @@
-"""``feederd demo``: the daemon against the built-in HIL feeder (see controller/demo.py)."""
+"""``feederd demo``: the daemon against the built-in HIL feeder (see controller/commands/rig/demo.py)."""
 
 from __future__ import annotations
 
@@ -55,10 +55,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--site", type=site_name, default="demo", help="site name, topic root feederd/<site>"
     )
+    parser.add_argument(
+        "--simulated",
+        action="store_true",
+        help="run the daemon and the feeder on a simulated clock, as fast as they go",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from controller.demo import DemoOptions, run_demo  # noqa: PLC0415 (pulls in the HIL)
+    from controller.commands.rig.demo import DemoOptions, run_demo  # noqa: PLC0415 (the HIL)
 
     return run_demo(
         DemoOptions(
@@ -71,5 +76,6 @@ def run(args: argparse.Namespace) -> int:
             mqtt_url=args.mqtt,
             journal_path=args.journal,
             site=args.site,
+            simulated=args.simulated,
         )
     )

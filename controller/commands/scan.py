@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         result = asyncio.run(scan(args.host, args.port, args.unit, args.timeout))
     except DeviceError as err:
-        print(f"feederd scan: {err}", file=sys.stderr)
+        print(f"feederd scan: {err.device}: {err}", file=sys.stderr)
         return 1
     if args.json:
         print(json.dumps(result, indent=2))
@@ -159,9 +159,8 @@ def _text(result: dict[str, Any]) -> str:
             'name = "CHANGE-ME"',
             f'kind = "{kind}"',
             "bus = 0  # the feeder bus it connects to",
-            f'host = "{result["host"]}"',
-            f"port = {result['port']}",
-            f"unit = {result['unit']}",
+            f'transport = {{ type = "tcp", host = "{result["host"]}", port = {result["port"]},'
+            f" unit = {result['unit']} }}",
         ]
         rating = _nameplate_k(result, ("WMax", "WRtg", "WMaxRtg"))
         if kind != "meter":

@@ -1,7 +1,7 @@
 """``feederd sim``: HIL scenarios in simulated time, or the simulated devices on their own.
 
 ``feederd sim --scenario PATH [--out DIR]`` runs the real daemon against the rig through a
-scenario (see controller/sim.py) and writes ``intervals.csv``, ``kpis.json``, ``feederd.log`` and
+scenario (see controller/commands/rig/scenario.py) and writes ``intervals.csv``, ``kpis.json``, ``feederd.log`` and
 PNG plots into DIR. PATH may also name a bundled scenario (``evening_peak``, ...).
 
 ``feederd sim --serve [--case FILE.m] [--base-port N]`` starts only the simulated devices (real
@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
-import signal
 import sys
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import TextIO
@@ -106,8 +105,8 @@ def _scenario_path(text: str) -> Path:
 
 def _scenario(text: str, out: str | None, compress: float, stream: TextIO) -> int:
     from controller.cli import UsageError  # noqa: PLC0415
+    from controller.commands.rig.scenario import run_scenario, write_results  # noqa: PLC0415
     from controller.logs import configure_logging  # noqa: PLC0415
-    from controller.sim import run_scenario, write_results  # noqa: PLC0415
     from hil.scenario import ScenarioError, load_scenario  # noqa: PLC0415
 
     path = _scenario_path(text)
@@ -122,10 +121,10 @@ def _scenario(text: str, out: str | None, compress: float, stream: TextIO) -> in
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"--out {out_dir}: cannot create folder: {err.strerror or err}") from None
-    n = int(scenario.duration_s // scenario.controller.interval_s)
+    n = int(scenario.duration_s // scenario.interval_s)
     print(
         f"feederd sim: {scenario.name} from {scenario.start}, {scenario.duration_s / 3600:g} h"
-        f" at {scenario.controller.interval_s:g} s ({n} intervals), {len(scenario.dr)} DR"
+        f" at {scenario.interval_s:g} s ({n} intervals), {len(scenario.dr)} DR"
         f" events, {len(scenario.fault)} faults",
         file=stream,
         flush=True,
@@ -204,6 +203,7 @@ def _der_buses(case: Path | None) -> tuple[list[int], list[int], list[int]]:
 async def _serve_async(
     case: Path | None, base_port: int | None, pv_model: int, stream: TextIO
 ) -> int:
+    from controller.signals import Signals  # noqa: PLC0415
     from devices import DeviceError, ModbusTcpLink  # noqa: PLC0415
     from hil import HilRig  # noqa: PLC0415
     from hil.profiles import load, sun  # noqa: PLC0415
@@ -212,7 +212,6 @@ async def _serve_async(
     now = datetime.now().astimezone()
     start_hour = now.hour + now.minute / 60.0 + now.second / 3600.0
     rig = HilRig(
-        time_fn=time.monotonic,
         load_scale=lambda t: load(t, start_hour=start_hour, scale=1.0, steps=()),
         pv_available_frac=lambda t: sun(t, start_hour=start_hour, peak_frac=0.85, clouds=()),
         pv_buses=pv_buses,
@@ -222,18 +221,15 @@ async def _serve_async(
         base_port=base_port,
         pv_control_model=pv_model,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        await rig.__aenter__()
-    except (OSError, RuntimeError) as err:
-        n = len(pv_buses) + len(battery_buses) + len(load_buses)
-        last = None if base_port is None else base_port + n
-        where = f"ports {base_port}..{last}" if base_port is not None else "free ports"
-        raise _ServeError(f"cannot serve the devices on 127.0.0.1 {where}: {err}") from None
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        signals = stack.enter_context(Signals(reload=False))
+        try:
+            await stack.enter_async_context(rig)
+        except (OSError, RuntimeError) as err:
+            n = len(pv_buses) + len(battery_buses) + len(load_buses)
+            last = None if base_port is None else base_port + n
+            where = f"ports {base_port}..{last}" if base_port is not None else "free ports"
+            raise _ServeError(f"cannot serve the devices on 127.0.0.1 {where}: {err}") from None
         for d in rig.devices:  # every device answers a read (SunSpec header, or a load's map)
             link = ModbusTcpLink(d.host, d.port, timeout_s=2.0)
             try:
@@ -249,7 +245,5 @@ async def _serve_async(
             ]
         }
         print(json.dumps(line), file=stream, flush=True)
-        await stop.wait()
-    finally:
-        await rig.__aexit__(None, None, None)
+        await signals.stop.wait()
     return 0

@@ -5,12 +5,30 @@ is imported from its module: it depends on ``controller.journal``, which depends
 package's records.
 """
 
-from controller.dr.events import Cancel, DrEvent, EventRejected, EventType, parse_payload
-from controller.dr.intake import MqttIntake, MqttSettings, parse_mqtt_url
-from controller.dr.resolve import ActiveLimits, StoredEvent, resolve
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from controller.dr.events import (
+        Cancel,
+        DrEvent,
+        EventRejected,
+        EventType,
+        parse_payload,
+    )
+    from controller.dr.intake import (
+        MqttIntake,
+        MqttSettings,
+        parse_mqtt_url,
+    )
+    from controller.dr.resolve import (
+        StoredEvent,
+        resolve,
+    )
 
 __all__ = [
-    "ActiveLimits",
     "Cancel",
     "DrEvent",
     "EventRejected",
@@ -22,3 +40,26 @@ __all__ = [
     "parse_payload",
     "resolve",
 ]
+
+# Loaded on first use, so that importing one part (say the journal) loads only what it needs.
+_EXPORTS = {
+    "Cancel": "controller.dr.events",
+    "DrEvent": "controller.dr.events",
+    "EventRejected": "controller.dr.events",
+    "EventType": "controller.dr.events",
+    "MqttIntake": "controller.dr.intake",
+    "MqttSettings": "controller.dr.intake",
+    "StoredEvent": "controller.dr.resolve",
+    "parse_mqtt_url": "controller.dr.intake",
+    "parse_payload": "controller.dr.events",
+    "resolve": "controller.dr.resolve",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

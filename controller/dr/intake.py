@@ -34,8 +34,8 @@ import aiomqtt
 import structlog
 from aiomqtt.exceptions import MqttConnectError
 
-from controller.daemon import CycleRecord
 from controller.metrics import Metrics
+from controller.records import CycleRecord
 from devices.tasks import cancel_and_wait
 
 __all__ = ["MqttIntake", "MqttSettings", "connect_failure_kind", "parse_mqtt_url"]

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from controller.dr.events import DrEvent, EventType
+from controller.records import ActiveLimits
 
-__all__ = ["ActiveLimits", "StoredEvent", "resolve"]
+__all__ = ["StoredEvent", "resolve"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -32,18 +33,6 @@ class StoredEvent:
     @property
     def live(self) -> bool:
         return self.cancelled_at is None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ActiveLimits:
-    import_kw: float | None
-    export_kw: float | None
-    import_event: str | None = None
-    export_event: str | None = None
-
-    @property
-    def event_ids(self) -> tuple[str, ...]:
-        return tuple(e for e in (self.import_event, self.export_event) if e is not None)
 
 
 def _winner(candidates: Iterable[StoredEvent]) -> StoredEvent | None:

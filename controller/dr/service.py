@@ -18,11 +18,11 @@ from typing import Any
 import structlog
 
 from controller.clock import Clock
-from controller.daemon import CycleRecord
 from controller.dr.events import Cancel, DrEvent, EventRejected, EventType, parse_payload
-from controller.dr.resolve import ActiveLimits, StoredEvent, resolve
+from controller.dr.resolve import StoredEvent, resolve
 from controller.journal import Journal
 from controller.metrics import Metrics
+from controller.records import ActiveLimits, CycleRecord
 
 __all__ = ["COMPLIANCE_TOLERANCE", "Decision", "DrService"]
 
@@ -139,11 +139,7 @@ class DrService:
     def cycle_done(self, record: CycleRecord) -> None:
         if record.import_kw is not None:
             self.last_import_kw = record.import_kw
-        limit = record.import_limit_kw
-        if record.import_kw is None or limit is None:
-            self.compliant = None
-        else:
-            self.compliant = record.import_kw <= limit + abs(limit) * COMPLIANCE_TOLERANCE
+        self.compliant = record.compliant
         if self.metrics is not None and self.compliant is not None:
             self.metrics.dr_compliant.set(1 if self.compliant else 0)
         for listener in self.record_listeners:

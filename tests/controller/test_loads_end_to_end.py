@@ -47,7 +47,7 @@ def load_config(rig: HilRig, *, import_limit_kw: float | None, revert_s: int = 3
 async def load_rig() -> AsyncIterator[HilRig]:
     """The 33-bus feeder with one battery, no PV, and two 200 kW controllable loads."""
     async with HilRig(
-        time_fn=time.monotonic,
+        monotonic=time.monotonic,
         load_scale=lambda t: 1.0,
         pv_available_frac=lambda t: 0.0,
         pv_buses=(),

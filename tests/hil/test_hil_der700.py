@@ -45,7 +45,7 @@ async def test_a_704_inverter_is_read_and_limited_and_reverts_to_its_revert_valu
 
 async def test_the_daemon_holds_an_export_limit_through_704_controls() -> None:
     async with HilRig(
-        time_fn=time.monotonic,
+        monotonic=time.monotonic,
         load_scale=lambda t: 0.3,
         pv_available_frac=lambda t: 1.0,
         pv_control_model=704,

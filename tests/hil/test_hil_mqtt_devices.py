@@ -20,7 +20,7 @@ MQTT_BUSES = (18, 33)
 
 async def test_the_daemon_curtails_mqtt_inverters_through_the_broker() -> None:
     async with HilRig(
-        time_fn=time.monotonic,
+        monotonic=time.monotonic,
         load_scale=lambda t: 0.02,
         pv_available_frac=lambda t: 1.0,
         pv_buses=MQTT_BUSES,
@@ -59,7 +59,7 @@ async def test_the_daemon_curtails_mqtt_inverters_through_the_broker() -> None:
 
 async def test_a_bad_setpoint_is_counted_and_changes_nothing() -> None:
     async with HilRig(
-        time_fn=time.monotonic,
+        monotonic=time.monotonic,
         pv_buses=(18,),
         battery_buses=(),
         mqtt_pv_buses=(18,),

@@ -9,14 +9,22 @@ import pytest
 from pymodbus.client import AsyncModbusTcpClient
 from pymodbus.exceptions import ModbusIOException
 
+from controller.clock import FakeClock
 from devices.sunspec import Value, decode_model, layout
 from hil import (
     DEFAULT_BATTERY_BUSES,
     DEFAULT_PV_BUSES,
     HilRig,
-    ManualClock,
     RigDevice,
 )
+
+
+def _clock(start_s: float) -> FakeClock:
+    """A fake monotonic clock that starts at ``start_s``."""
+    clock = FakeClock()
+    clock.advance(start_s)
+    return clock
+
 
 pytestmark = pytest.mark.asyncio
 
@@ -26,14 +34,14 @@ def _s16(value: int) -> int:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(500.0)
+def clock() -> FakeClock:
+    return _clock(500.0)
 
 
 @pytest.fixture
-async def rig(clock: ManualClock) -> AsyncIterator[HilRig]:
+async def rig(clock: FakeClock) -> AsyncIterator[HilRig]:
     async with HilRig(
-        time_fn=clock,
+        monotonic=clock.monotonic,
         load_scale=lambda _t: 1.0,
         pv_available_frac=lambda _t: 0.8,
         physics_period_s=None,  # the tests step the physics themselves
@@ -149,7 +157,7 @@ async def test_write_triggers_physics_without_a_step(rig: HilRig) -> None:
     assert rig.state.der_kw == pytest.approx(1440.0 - 120.0, abs=0.1)
 
 
-async def test_limit_reverts_after_fake_time(rig: HilRig, clock: ManualClock) -> None:
+async def test_limit_reverts_after_fake_time(rig: HilRig, clock: FakeClock) -> None:
     pv = rig.device("pv25")
     client = await _connect(pv)
     try:
@@ -172,7 +180,7 @@ async def test_limit_reverts_after_fake_time(rig: HilRig, clock: ManualClock) ->
         client.close()
 
 
-async def test_battery_discharge_lowers_import(rig: HilRig, clock: ManualClock) -> None:
+async def test_battery_discharge_lowers_import(rig: HilRig, clock: FakeClock) -> None:
     before = rig.state.head_p_kw
     bat = rig.device("bat30")
     client = await _connect(bat)
@@ -228,12 +236,14 @@ async def test_silent_device_times_out_while_others_answer(rig: HilRig) -> None:
 
 
 async def test_background_physics_follows_the_profiles() -> None:
-    clock = ManualClock(0.0)
+    clock = _clock(0.0)
 
     def sun(t: float) -> float:
         return 0.0 if t < 10.0 else 1.0
 
-    async with HilRig(time_fn=clock, pv_available_frac=sun, physics_period_s=0.02) as rig:
+    async with HilRig(
+        monotonic=clock.monotonic, pv_available_frac=sun, physics_period_s=0.02
+    ) as rig:
         assert rig.state.der_kw == pytest.approx(0.0)
         clock.advance(10.0)
         for _ in range(100):

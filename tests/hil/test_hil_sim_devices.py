@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from controller.clock import FakeClock
 from devices.sunspec import decode_model, layout
 from hil import (
     BASE_ADDRESS,
-    ManualClock,
     SimBattery,
     SimInverter,
     SimMeter,
@@ -15,6 +15,13 @@ from hil import (
     WriteRejection,
     fit_scale_factor,
 )
+
+
+def _clock(start_s: float) -> FakeClock:
+    """A fake monotonic clock that starts at ``start_s``."""
+    clock = FakeClock()
+    clock.advance(start_s)
+    return clock
 
 
 def _block(device: SimSunSpecDevice, model_id: int) -> dict[str, object]:
@@ -41,14 +48,14 @@ def _s16(value: int) -> int:
 
 
 @pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock(1000.0)
+def clock() -> FakeClock:
+    return _clock(1000.0)
 
 
-def test_chains_and_common_model(clock: ManualClock) -> None:
-    inv = SimInverter("pv07", 7, 150.0, time_fn=clock)
-    bat = SimBattery("bat08", 8, 250.0, 500.0, 0.6, time_fn=clock)
-    meter = SimMeter("head", time_fn=clock)
+def test_chains_and_common_model(clock: FakeClock) -> None:
+    inv = SimInverter("pv07", 7, 150.0, monotonic=clock.monotonic)
+    bat = SimBattery("bat08", 8, 250.0, 500.0, 60.0, monotonic=clock.monotonic)
+    meter = SimMeter("head", monotonic=clock.monotonic)
     assert _walk_chain(inv) == [1, 103, 120, 123]
     assert _walk_chain(bat) == [1, 103, 120, 124]
     assert _walk_chain(meter) == [1, 203]
@@ -67,8 +74,8 @@ def test_scale_factors_fit_the_ratings() -> None:
     assert _block(big, 103)["W"] == pytest.approx(500_000.0)
 
 
-def test_inverter_output_and_limit(clock: ManualClock) -> None:
-    inv = SimInverter("pv07", 7, 150.0, available_kw=120.0, time_fn=clock)
+def test_inverter_output_and_limit(clock: FakeClock) -> None:
+    inv = SimInverter("pv07", 7, 150.0, available_kw=120.0, monotonic=clock.monotonic)
     meas = _block(inv, 103)
     assert meas["W"] == pytest.approx(120_000.0)
     assert meas["St"] == 4
@@ -91,8 +98,8 @@ def test_inverter_output_and_limit(clock: ManualClock) -> None:
     assert inv.p_kw == pytest.approx(50.0)
 
 
-def test_inverter_limit_reverts_after_its_timeout(clock: ManualClock) -> None:
-    inv = SimInverter("pv07", 7, 150.0, available_kw=150.0, time_fn=clock)
+def test_inverter_limit_reverts_after_its_timeout(clock: FakeClock) -> None:
+    inv = SimInverter("pv07", 7, 150.0, available_kw=150.0, monotonic=clock.monotonic)
     address = inv.point_address(123, "WMaxLimPct")
     assert inv.apply_write(address, [400, 0, 30, 0, 1])
     clock.advance(20.0)
@@ -110,16 +117,16 @@ def test_inverter_limit_reverts_after_its_timeout(clock: ManualClock) -> None:
     assert ctl["WMaxLim_Ena"] == 0
 
 
-def test_limit_without_revert_time_holds(clock: ManualClock) -> None:
-    inv = SimInverter("pv07", 7, 150.0, available_kw=150.0, time_fn=clock)
+def test_limit_without_revert_time_holds(clock: FakeClock) -> None:
+    inv = SimInverter("pv07", 7, 150.0, available_kw=150.0, monotonic=clock.monotonic)
     assert inv.apply_write(inv.point_address(123, "WMaxLimPct"), [500, 0, 0, 0, 1])
     clock.advance(1e6)
     inv.update()
     assert inv.p_kw == pytest.approx(75.0)
 
 
-def test_writes_are_checked(clock: ManualClock) -> None:
-    inv = SimInverter("pv07", 7, 150.0, available_kw=100.0, time_fn=clock)
+def test_writes_are_checked(clock: FakeClock) -> None:
+    inv = SimInverter("pv07", 7, 150.0, available_kw=100.0, monotonic=clock.monotonic)
     writes: list[int] = []
     inv.on_write = lambda _dev, model_id: writes.append(model_id)
     before = inv.registers()
@@ -139,8 +146,8 @@ def test_writes_are_checked(clock: ManualClock) -> None:
     assert writes == [123]
 
 
-def test_battery_forced_discharge_and_charge(clock: ManualClock) -> None:
-    bat = SimBattery("bat08", 8, 250.0, 500.0, 0.6, time_fn=clock)
+def test_battery_forced_discharge_and_charge(clock: FakeClock) -> None:
+    bat = SimBattery("bat08", 8, 250.0, 500.0, 60.0, monotonic=clock.monotonic)
     storage = _block(bat, 124)
     assert storage["WChaMax"] == pytest.approx(250_000.0)
     assert storage["ChaState"] == pytest.approx(60.0)
@@ -170,8 +177,8 @@ def test_battery_forced_discharge_and_charge(clock: ManualClock) -> None:
     assert _block(bat, 103)["W"] == pytest.approx(-50_000.0)
 
 
-def test_battery_idles_inside_a_band_and_reverts(clock: ManualClock) -> None:
-    bat = SimBattery("bat08", 8, 250.0, 500.0, 0.6, time_fn=clock)
+def test_battery_idles_inside_a_band_and_reverts(clock: FakeClock) -> None:
+    bat = SimBattery("bat08", 8, 250.0, 500.0, 60.0, monotonic=clock.monotonic)
     rates = bat.point_address(124, "OutWRte")
     mode = bat.point_address(124, "StorCtl_Mod")
     assert bat.apply_write(rates, [500, 500, 0, 0, 0])  # band −50 %..+50 % holds idle
@@ -187,8 +194,8 @@ def test_battery_idles_inside_a_band_and_reverts(clock: ManualClock) -> None:
     assert bat.soc_kwh == pytest.approx(300.0 - 250.0 * 60.0 / 3600.0 / 0.95)
 
 
-def test_battery_stops_at_reserve_and_full(clock: ManualClock) -> None:
-    low = SimBattery("low", 8, 250.0, 500.0, 0.11, min_reserve_pct=10.0, time_fn=clock)
+def test_battery_stops_at_reserve_and_full(clock: FakeClock) -> None:
+    low = SimBattery("low", 8, 250.0, 500.0, 11.0, min_reserve_pct=10.0, monotonic=clock.monotonic)
     low.apply_write(low.point_address(124, "OutWRte"), [1000, _s16(-1000), 0, 0, 0])
     low.apply_write(low.point_address(124, "StorCtl_Mod"), [3])
     clock.advance(3600.0)
@@ -197,7 +204,7 @@ def test_battery_stops_at_reserve_and_full(clock: ManualClock) -> None:
     assert low.p_kw == 0.0
     assert _block(low, 124)["ChaSt"] == 2  # empty
 
-    full = SimBattery("full", 8, 250.0, 500.0, 0.99, time_fn=clock)
+    full = SimBattery("full", 8, 250.0, 500.0, 99.0, monotonic=clock.monotonic)
     full.apply_write(full.point_address(124, "OutWRte"), [_s16(-1000), 1000, 0, 0, 0])
     full.apply_write(full.point_address(124, "StorCtl_Mod"), [3])
     clock.advance(3600.0)
@@ -206,15 +213,15 @@ def test_battery_stops_at_reserve_and_full(clock: ManualClock) -> None:
     assert full.p_kw == 0.0
 
 
-def test_battery_refuses_out_of_range_rates(clock: ManualClock) -> None:
-    bat = SimBattery("bat08", 8, 250.0, 500.0, 0.6, time_fn=clock)
+def test_battery_refuses_out_of_range_rates(clock: FakeClock) -> None:
+    bat = SimBattery("bat08", 8, 250.0, 500.0, 60.0, monotonic=clock.monotonic)
     assert bat.check_write(bat.point_address(124, "OutWRte"), [1001]) is WriteRejection.VALUE
     assert bat.check_write(bat.point_address(124, "StorCtl_Mod"), [4]) is WriteRejection.VALUE
     assert bat.check_write(bat.point_address(124, "ChaState"), [0]) is WriteRejection.ADDRESS
 
 
-def test_meter_signs_and_energy(clock: ManualClock) -> None:
-    meter = SimMeter("head", time_fn=clock)
+def test_meter_signs_and_energy(clock: FakeClock) -> None:
+    meter = SimMeter("head", monotonic=clock.monotonic)
     meter.update(p_kw=3917.7, q_kvar=2435.1, v_ll_v=12660.0)
     values = _block(meter, 203)
     assert values["W_SF"] == 3
@@ -246,8 +253,8 @@ def test_registers_at_refuses_unmapped_addresses() -> None:
         meter.registers_at(BASE_ADDRESS, meter.register_count + 1)
 
 
-def test_inverter_limit_ramps_over_its_ramp_time(clock: ManualClock) -> None:
-    inv = SimInverter("pv07", 7, 150.0, available_kw=150.0, time_fn=clock)
+def test_inverter_limit_ramps_over_its_ramp_time(clock: FakeClock) -> None:
+    inv = SimInverter("pv07", 7, 150.0, available_kw=150.0, monotonic=clock.monotonic)
     address = inv.point_address(123, "WMaxLimPct")
     # 40 % with a 20 s ramp: from 100 % (uncurtailed) down to 40 % over 20 s
     assert inv.apply_write(address, [400, 0, 60, 20, 1])

@@ -7,7 +7,15 @@ import struct
 
 import pytest
 
-from hil import HilRig, ManualClock, SimLoad, WriteRejection
+from controller.clock import FakeClock
+from hil import HilRig, SimLoad, WriteRejection
+
+
+def _clock(start_s: float) -> FakeClock:
+    """A fake monotonic clock that starts at ``start_s``."""
+    clock = FakeClock()
+    clock.advance(start_s)
+    return clock
 
 
 def _f(value: float) -> list[int]:
@@ -15,8 +23,8 @@ def _f(value: float) -> list[int]:
 
 
 def test_the_ceiling_holds_until_the_watchdog_lapses() -> None:
-    clock = ManualClock()
-    load = SimLoad("ld", 5, 100.0, demand_kw=80.0, time_fn=clock)
+    clock = _clock(0.0)
+    load = SimLoad("ld", 5, 100.0, demand_kw=80.0, monotonic=clock.monotonic)
     assert load.p_kw == 80.0
     assert not load.limit_active
     assert load.apply_write(4, [10])  # the watchdog first, as the driver does
@@ -34,8 +42,8 @@ def test_the_ceiling_holds_until_the_watchdog_lapses() -> None:
 
 
 def test_without_a_watchdog_the_ceiling_stays() -> None:
-    clock = ManualClock()
-    load = SimLoad("ld", 5, 100.0, time_fn=clock)
+    clock = _clock(0.0)
+    load = SimLoad("ld", 5, 100.0, monotonic=clock.monotonic)
     assert load.apply_write(2, _f(10.0))
     clock.advance(3600.0)
     load.update()
@@ -63,9 +71,9 @@ def test_bad_writes_are_refused_and_change_nothing(
 
 
 async def test_a_shed_load_lowers_the_head_import_in_the_physics() -> None:
-    clock = ManualClock()
+    clock = _clock(0.0)
     async with HilRig(
-        time_fn=clock,
+        monotonic=clock.monotonic,
         pv_buses=(),
         battery_buses=(),
         load_buses=(18,),

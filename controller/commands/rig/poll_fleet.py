@@ -1,6 +1,6 @@
 """The simulated fleet ``feederd bench poll`` starts in its own process.
 
-``python -m controller.commands.bench_poll_fleet N`` serves N simulated SunSpec PV inverters
+``python -m controller.commands.rig.poll_fleet N`` serves N simulated SunSpec PV inverters
 (``hil.SimInverter``, models 1, 103, 120, 123), each on its own port of 127.0.0.1 as if each
 had its own address, plus one feeder-head meter, with the HIL's pymodbus servers. It prints one
 JSON line ``{"meter": port, "inverters": [port, ...]}`` when every server listens, and exits

@@ -1,0 +1,440 @@
+"""The control loop: tick, poll, snapshot, dispatch, write, record.
+
+The controller ticks at ``t0 + k·interval`` on an injected clock, never two cycles at once; an
+overrun is counted and the next tick is the next one on the grid, never queued. Each phase has a
+deadline inside the interval, on the clock: a device that misses the poll deadline is missing
+this interval. ``Controller`` knows devices only through ``devices.Device``: it reads each one,
+keys the snapshot on the reading's kind, and writes each the setpoint of its kind
+(``controller.setpoints``). It is built by the composition root (``controller.daemon.Daemon``),
+which owns the fleet, the journal, the DR service and the background tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import structlog
+
+from controller.clock import Clock
+from controller.config import LoadedConfig
+from controller.metrics import Metrics
+from controller.records import ActiveLimits, CycleRecord, CycleStatus
+from controller.setpoints import setpoints
+from controller.snapshot import EstimatorState, Snapshot, dispatch_input
+from devices import (
+    BadReading,
+    BatteryReading,
+    Device,
+    DeviceError,
+    DeviceState,
+    HealthTracker,
+    LoadReading,
+    MeterReading,
+    PvReading,
+    Reading,
+    Transition,
+)
+from optimizer import (
+    Dispatcher,
+    DispatchResult,
+    DispatchStatus,
+    proportional_curtailment,
+)
+
+__all__ = ["Controller", "DrSource", "JournalSink"]
+
+log = structlog.get_logger("feederd")
+
+SOLVE_BUDGET_FRACTION = 0.4
+"""Of the interval: how long the controller waits for the solver before the fallback rule."""
+SOLVER_TIME_LIMIT_FRACTION = 0.3
+"""Of the interval: the solver's own time limit (inside the budget)."""
+WRITE_DEADLINE_FRACTION = 0.3
+"""Of the interval: how long the writes may take; a write still running is an error."""
+
+
+class JournalSink(Protocol):
+    def append(self, record: CycleRecord, at: datetime) -> None: ...
+
+
+class DrSource(Protocol):
+    """DR events (controller/dr): the limits for each interval, and what the interval did."""
+
+    def limits_for_cycle(self) -> ActiveLimits: ...
+
+    def cycle_done(self, record: CycleRecord) -> None: ...
+
+
+@dataclass(slots=True)
+class _Timings:
+    poll_ms: float = 0.0
+    solve_ms: float = 0.0
+    write_ms: float = 0.0
+
+
+class Controller:
+    """One feeder's controller. ``run`` is the daemon's loop; ``cycle`` is one interval."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        clock: Clock,
+        fleet: Mapping[str, Device],
+        metrics: Metrics | None = None,
+        on_cycle: Callable[[CycleRecord], None] | None = None,
+        journal: JournalSink | None = None,
+        dr: DrSource | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.network = loaded.network
+        self.clock = clock
+        self.metrics = metrics or Metrics()
+        self.fleet = fleet
+        self.on_cycle = on_cycle
+        self.journal = journal
+        self.dr = dr
+        self._dr_events: tuple[str, ...] = ()
+        interval = self.config.interval_s
+        self.dispatcher = Dispatcher(
+            self.network, time_limit_s=interval * SOLVER_TIME_LIMIT_FRACTION
+        )
+        self._solving: asyncio.Future[DispatchResult] | None = None
+        self.estimator = EstimatorState()
+        self.health = {
+            name: HealthTracker(
+                monotonic=clock.monotonic, stale_after=self.config.poll.stale_after_intervals
+            )
+            for name in fleet
+        }
+        self.limits = ActiveLimits(
+            import_kw=self.config.dr.import_limit_kw, export_kw=self.config.dr.export_limit_kw
+        )
+        self.head_name = loaded.head_meter.name
+        devices = {d.name: d for d in self.config.devices}
+        self._bus = {name: devices[name].bus for name in fleet}
+        self._ramp = {name: devices[name].ramp_kw_per_s for name in fleet}
+        self._shed_cost = {
+            name: devices[name].shed_cost_per_kwh for name in fleet if fleet[name].kind == "load"
+        }
+        self._cycle = 0
+        self._armed = False  # no setpoint before the first complete, valid snapshot
+        self.overruns = 0
+        for name, device in fleet.items():
+            self.metrics.device_up.labels(name, device.kind).set(0)
+            self.metrics.device_stale.labels(name, device.kind).set(0)
+        self._publish_limits()
+
+    # -- limits ---------------------------------------------------------------------------
+
+    def set_limits(self, *, import_kw: float | None, export_kw: float | None) -> None:
+        """The limits for the next intervals (without a DR source: the caller's own)."""
+        self.limits = ActiveLimits(import_kw=import_kw, export_kw=export_kw)
+        self._publish_limits()
+
+    def _publish_limits(self) -> None:
+        imp, exp = self.limits.import_kw, self.limits.export_kw
+        self.metrics.dr_import_limit_kw.set(math.nan if imp is None else imp)
+        self.metrics.dr_export_limit_kw.set(math.nan if exp is None else exp)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Tick on ``t0 + k·interval`` until ``stop`` is set."""
+        interval = self.config.interval_s
+        t0 = self.clock.monotonic()
+        k = 0
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                tick = t0 + k * interval
+                delay = tick - self.clock.monotonic()
+                if delay > 0:
+                    sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+                    await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                    sleeper.cancel()
+                    if stop.is_set():
+                        break
+                await self.cycle()
+                elapsed = self.clock.monotonic() - tick
+                if elapsed > interval:
+                    self.overruns += 1
+                    self.metrics.overruns.inc()
+                    log.warning("cycle_overrun", cycle=self._cycle, elapsed_s=round(elapsed, 3))
+                    k = math.floor((self.clock.monotonic() - t0) / interval) + 1
+                else:
+                    k += 1
+        finally:
+            stopper.cancel()
+
+    # -- one interval ---------------------------------------------------------------------
+
+    async def cycle(self) -> CycleRecord:
+        self._cycle += 1
+        started = time.perf_counter()
+        t = _Timings()
+        if self.dr is not None:  # the active DR limit drives this interval's dispatch
+            active = self.dr.limits_for_cycle()
+            self._dr_events = active.event_ids
+            if (active.import_kw, active.export_kw) != (
+                self.limits.import_kw,
+                self.limits.export_kw,
+            ):
+                self.limits = active
+                self._publish_limits()
+        snapshot = await self.poll(t)
+        result: DispatchResult | None = None
+        written: dict[str, float] = {}
+        if not snapshot.valid:
+            status = CycleStatus.NO_HEAD_METER
+        elif not self._armed and not self._first_snapshot_complete(snapshot):
+            status = CycleStatus.WAITING_FIRST_SNAPSHOT
+        else:
+            self._armed = True
+            result = await self._dispatch(snapshot, t)
+            written = await self._write(snapshot, result, t)
+            status = CycleStatus.of(result.status)
+        cycle_ms = (time.perf_counter() - started) * 1000.0
+        record = self._record(snapshot, result, written, status, t, cycle_ms)
+        self.metrics.cycles.labels(status.value).inc()
+        self.metrics.cycle_duration.observe(cycle_ms / 1000.0)
+        log.info(
+            "cycle",
+            cycle=record.cycle,
+            status=status.value,
+            import_kw=_r(record.import_kw),
+            import_limit_kw=record.import_limit_kw,
+            losses_kw=_r(record.losses_kw),
+            curtailed_kw=_r(record.curtailed_kw),
+            v_min_pu=_r(record.v_min_pu, 4),
+            devices_up=record.devices_up,
+            poll_ms=round(t.poll_ms, 1),
+            solve_ms=round(t.solve_ms, 1),
+            write_ms=round(t.write_ms, 1),
+        )
+        if self.journal is not None:
+            try:
+                self.journal.append(record, self.clock.now())
+            except sqlite3.Error as err:
+                self.metrics.journal_errors.inc()
+                log.error("journal_write_failed", error=str(err))
+        if self.dr is not None:
+            self.dr.cycle_done(record)
+        if self.on_cycle is not None:
+            self.on_cycle(record)
+        return record
+
+    def _first_snapshot_complete(self, snapshot: Snapshot) -> bool:
+        """Complete: every device answered, or has missed enough intervals to be given up."""
+        return all(self.health[name].stale for name in snapshot.missing)
+
+    async def poll(self, t: _Timings | None = None) -> Snapshot:
+        """The poll phase alone: read every device within the poll deadline, update their
+        health, and return this interval's snapshot (``feederd bench poll`` times it)."""
+        t = t or _Timings()
+        deadline = self.config.interval_s * self.config.poll.deadline_fraction
+        started = time.perf_counter()
+        tasks = {name: asyncio.ensure_future(device.read()) for name, device in self.fleet.items()}
+        _done, pending = await self.clock.wait(tasks.values(), deadline)
+        for task in pending:
+            task.cancel()
+        readings: dict[str, Reading] = {}
+        for name, task in tasks.items():
+            if task in pending:
+                self._failed(name, f"no answer within the poll deadline ({deadline:g} s)")
+                continue
+            err = task.exception()
+            if err is None:
+                reading: Reading = task.result()
+                readings[name] = reading
+                dropped = getattr(reading, "dropped", ())
+                if dropped:
+                    self.metrics.bad_readings.labels(name).inc(len(dropped))
+                self._health(name, self.health[name].record_good(dropped=len(dropped)))
+            elif isinstance(err, DeviceError):
+                bad = isinstance(err, BadReading)
+                if bad:
+                    self.metrics.bad_readings.labels(name).inc()
+                self._failed(name, str(err), bad_reading=bad)
+            else:  # a driver bug: the interval goes on without the device
+                reason = f"unexpected {type(err).__name__}: {err}"
+                log.error("device_read_crashed", device=name, error=reason)
+                self._failed(name, reason)
+        if pending:
+            await asyncio.wait(pending)
+        t.poll_ms = (time.perf_counter() - started) * 1000.0
+        self.metrics.poll_duration.observe(t.poll_ms / 1000.0)
+        head = readings.get(self.head_name)
+        return Snapshot(
+            cycle=self._cycle,
+            taken_at=self.clock.now(),
+            head=head if isinstance(head, MeterReading) else None,
+            pv={n: r for n, r in readings.items() if isinstance(r, PvReading)},
+            batteries={n: r for n, r in readings.items() if isinstance(r, BatteryReading)},
+            loads={n: r for n, r in readings.items() if isinstance(r, LoadReading)},
+            missing=frozenset(set(self.fleet) - set(readings)),
+        )
+
+    def _failed(self, name: str, reason: str, *, bad_reading: bool = False) -> None:
+        self._health(name, self.health[name].record_failure(reason, bad_reading=bad_reading))
+
+    def _health(self, name: str, change: Transition | None) -> None:
+        """Metrics follow the state; a log line marks each change of it, never a repetition."""
+        tracker = self.health[name]
+        kind = self.fleet[name].kind
+        answered = tracker.state in (DeviceState.UP, DeviceState.DEGRADED) and tracker.failures == 0
+        self.metrics.device_up.labels(name, kind).set(1 if answered else 0)
+        self.metrics.device_stale.labels(name, kind).set(1 if tracker.stale else 0)
+        if change is None:
+            return
+        if change.new is DeviceState.UP and change.old is DeviceState.DOWN:
+            log.debug("device_up", device=name)
+        elif change.new is DeviceState.UP:
+            log.info("device_recovered", device=name, after_intervals=change.failures)
+        elif change.new is DeviceState.DEGRADED:
+            log.warning("device_degraded", device=name, reason=change.reason)
+        elif change.new is DeviceState.STALE:
+            log.error(
+                "device_stale",
+                device=name,
+                reason=change.reason,
+                missed_intervals=change.failures,
+                last_good_age_s=_r(tracker.age_s()),
+            )
+
+    async def _dispatch(self, snapshot: Snapshot, t: _Timings) -> DispatchResult:
+        started = time.perf_counter()
+        inp = dispatch_input(
+            snapshot,
+            self.network,
+            pv_bus=self._bus,
+            battery_bus=self._bus,
+            ramp_kw_per_s=self._ramp,
+            state=self.estimator,
+            interval_s=self.config.interval_s,
+            import_limit_kw=self.limits.import_kw,
+            export_limit_kw=self.limits.export_kw,
+            v_min_pu=self.config.feeder.dispatch_band_pu[0],
+            v_max_pu=self.config.feeder.dispatch_band_pu[1],
+            price_per_kwh=self.config.dr.price_per_kwh,
+            load_bus=self._bus,
+            shed_cost_per_kwh=self._shed_cost,
+        )
+        budget = self.config.interval_s * SOLVE_BUDGET_FRACTION
+        result: DispatchResult | None = None
+        if self._solving is not None and not self._solving.done():
+            reason = "the previous solve is still running"
+        else:
+            solving = asyncio.ensure_future(asyncio.to_thread(self.dispatcher.solve, inp))
+            self._solving = solving
+            done, _ = await self.clock.wait({solving}, budget)  # never cancels the solve
+            if not done:
+                reason = f"solver ran past its budget of {budget:g} s"
+            elif (err := solving.exception()) is not None:
+                reason = f"the dispatch raised {type(err).__name__}: {err}"
+            else:
+                result = solving.result()
+                reason = result.message
+        if result is None or result.status in (
+            DispatchStatus.SOLVER_FAILED,
+            DispatchStatus.TIMED_OUT,
+        ):
+            log.error("solver_fallback", reason=reason, rule="proportional")
+            self.metrics.fallbacks.inc()
+            result = proportional_curtailment(self.network, inp)
+        t.solve_ms = (time.perf_counter() - started) * 1000.0
+        self.metrics.solve_duration.observe(t.solve_ms / 1000.0)
+        for status in DispatchStatus:
+            self.metrics.solver_status.labels(status.value).set(1 if status is result.status else 0)
+        self.metrics.losses_kw.set(result.losses_kw)
+        self.metrics.v_min_pu.set(result.v_min_pu)
+        self.metrics.v_max_pu.set(result.v_max_pu)
+        self.metrics.curtailed_kw.set(result.curtailed_kw)
+        self.metrics.limit_slack_kw.labels("import").set(result.import_slack_kw)
+        self.metrics.limit_slack_kw.labels("export").set(result.export_slack_kw)
+        self.metrics.voltage_slack_pu.set(result.voltage_slack_pu)
+        self.metrics.rating_slack_kva.set(result.rating_slack_kva)
+        return result
+
+    async def _write(
+        self, snapshot: Snapshot, result: DispatchResult, t: _Timings
+    ) -> dict[str, float]:
+        """Write every dispatched setpoint of a device that answered this interval."""
+        started = time.perf_counter()
+        jobs: dict[str, asyncio.Future[Any]] = {
+            name: asyncio.ensure_future(self.fleet[name].write(sp))
+            for name, sp in setpoints(result, snapshot, self.estimator).items()
+            if self.fleet[name].capabilities.writable
+        }
+        written: dict[str, float] = {}
+        if jobs:
+            deadline = self.config.interval_s * WRITE_DEADLINE_FRACTION
+            _done, pending = await self.clock.wait(jobs.values(), deadline)
+            for task in pending:
+                task.cancel()
+            for name, task in jobs.items():
+                if task in pending:
+                    self.metrics.write_errors.labels(name).inc()
+                    log.error(
+                        "write_failed", device=name, reason="no answer within the write deadline"
+                    )
+                    continue
+                err = task.exception()
+                if err is not None:
+                    self.metrics.write_errors.labels(name).inc()
+                    level = log.error if isinstance(err, DeviceError) else log.critical
+                    level("write_failed", device=name, reason=f"{type(err).__name__}: {err}")
+                    continue
+                res = task.result()
+                written[name] = res.written
+                self.estimator.last_setpoint_kw[name] = res.written
+                self.metrics.setpoint_kw.labels(name, self.fleet[name].kind).set(res.written)
+            if pending:
+                await asyncio.wait(pending)
+        t.write_ms = (time.perf_counter() - started) * 1000.0
+        self.metrics.write_duration.observe(t.write_ms / 1000.0)
+        return written
+
+    def _record(
+        self,
+        snapshot: Snapshot,
+        result: DispatchResult | None,
+        written: dict[str, float],
+        status: CycleStatus,
+        t: _Timings,
+        cycle_ms: float,
+    ) -> CycleRecord:
+        if snapshot.head is not None:
+            self.metrics.import_kw.set(snapshot.head.p_kw)
+        return CycleRecord(
+            cycle=self._cycle,
+            status=status,
+            at_s=self.clock.monotonic(),
+            import_kw=snapshot.head.p_kw if snapshot.head else None,
+            import_estimate_kw=result.import_kw if result else None,
+            import_limit_kw=self.limits.import_kw,
+            export_limit_kw=self.limits.export_kw,
+            losses_kw=result.losses_kw if result else None,
+            curtailed_kw=result.curtailed_kw if result else None,
+            v_min_pu=result.v_min_pu if result else None,
+            setpoints_kw=written,
+            devices_up=len(self.fleet) - len(snapshot.missing),
+            devices_missing=tuple(sorted(snapshot.missing)),
+            poll_ms=t.poll_ms,
+            solve_ms=t.solve_ms,
+            write_ms=t.write_ms,
+            cycle_ms=cycle_ms,
+            dr_events=self._dr_events,
+        )
+
+
+def _r(value: float | None, digits: int = 1) -> float | None:
+    return None if value is None else round(value, digits)
