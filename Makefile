@@ -1,11 +1,12 @@
-# feederd: `make demo` runs the demo, `make test` runs lint, types and the tests.
-# Both create .venv in the checkout and install the project into it when missing.
+# feederd: `make demo` runs the demo, `make test` runs lint, types, the import layers and the
+# tests. Both create .venv in the checkout and install the project into it when missing.
+# `make test-fast` runs the tests that start no outside program and take seconds.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 APT_PACKAGES := mosquitto mosquitto-clients socat prometheus systemd
 
-.PHONY: demo test lint typecheck pytest venv apt clean
+.PHONY: demo test test-fast lint typecheck pytest venv apt clean
 
 $(BIN)/feederd: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,7 @@ apt:
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: venv
 	$(BIN)/mypy
@@ -37,6 +39,9 @@ pytest: venv apt
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+test-fast: venv
+	$(BIN)/pytest -m "not slow and not integration"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -402,6 +402,9 @@ class Config(_Strict):
     # on SIGTERM: "revert" leaves each control to its revert timer; "release" also disables
     # the controls (PV limit off, battery idle) before exiting
     on_stop: Literal["revert", "release"] = "revert"
+    # how long "release" waits for the devices; one that has not answered by then keeps its
+    # control until its revert timer lapses (the unit's stop budget: keep it under a second)
+    release_timeout_s: Annotated[float, Field(gt=0, le=10)] = 0.5
 
     @property
     def topic_root(self) -> str:

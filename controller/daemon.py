@@ -36,15 +36,12 @@ from controller.metrics import Metrics
 from controller.records import CycleRecord
 from devices.tasks import cancel_and_wait
 
-__all__ = ["RELEASE_TIMEOUT_S", "STOP_GRACE_S", "Daemon", "ReleaseReport"]
+__all__ = ["STOP_GRACE_S", "Daemon", "ReleaseReport"]
 
 log = structlog.get_logger("feederd")
 
 STOP_GRACE_S = 1.0
 """How long background tasks get to end on their own before they are cancelled."""
-RELEASE_TIMEOUT_S = 0.5
-"""How long ``release`` waits for the devices; one that does not answer keeps its control
-until its revert timer lapses."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -188,17 +185,17 @@ class Daemon:
         )
 
     async def release(self) -> ReleaseReport:
-        """Disable every control (PV limit off, battery idle, load ceiling lifted) within
-        ``RELEASE_TIMEOUT_S``: each driver that can runs its own ``release()`` (it knows its
-        control model, 123/124 or 704). A device that does not answer in time keeps its
-        control until its revert timer lapses."""
+        """Disable every control (PV limit off, battery idle, load ceiling lifted) within the
+        config's ``release_timeout_s``: each driver that can runs its own ``release()`` (it
+        knows its control model, 123/124 or 704). A device that does not answer in time keeps
+        its control until its revert timer lapses."""
         names = [n for n, d in self.fleet.items() if d.capabilities.releasable]
         jobs: dict[asyncio.Future[Any], str] = {
             asyncio.ensure_future(self.fleet[n].release()): n for n in names
         }
         if not jobs:
             return ReleaseReport(released=(), failed=())
-        done, pending = await self.clock.wait(jobs, RELEASE_TIMEOUT_S)
+        done, pending = await self.clock.wait(jobs, self.loaded.config.release_timeout_s)
         await cancel_and_wait(list(pending))
         failed: list[str] = []
         for task in done:

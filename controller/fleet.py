@@ -160,7 +160,8 @@ def _mqtt_driver(
         scale=t.scale,
         setpoint_topic=t.setpoint_topic,
         status_topic=t.status_topic,
-        rating_kw=dev.rating_kw,
+        # a meter's rating is its plausible range (as for Modbus meters)
+        rating_kw=dev.rating_kw or (METER_RANGE_KW if dev.kind == "meter" else None),
         min_kw=dev.min_kw,
         ramp=ramp,
         revert_s=dev.revert_s,

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.dr.events import DrEvent, EventType
-from controller.dr.resolve import StoredEvent
+from controller.dr.overlap import StoredEvent
 from controller.records import CycleRecord
 
 __all__ = ["Journal", "JournalError"]
@@ -137,9 +137,6 @@ class Journal:
     def count(self) -> int:
         row = self._db.execute("SELECT count(*) FROM interval").fetchone()
         return int(row[0])
-
-    def integrity(self) -> str:
-        return str(self._db.execute("PRAGMA integrity_check").fetchone()[0])
 
     # -- DR events ------------------------------------------------------------------------
 

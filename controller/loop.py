@@ -297,6 +297,8 @@ class Controller:
             return
         if change.new is DeviceState.UP and change.old is DeviceState.DOWN:
             log.debug("device_up", device=name)
+        elif change.new is DeviceState.UP and change.failures == 0:
+            log.info("device_recovered", device=name, reason="every value usable again")
         elif change.new is DeviceState.UP:
             log.info("device_recovered", device=name, after_intervals=change.failures)
         elif change.new is DeviceState.DEGRADED:

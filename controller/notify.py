@@ -16,21 +16,15 @@ __all__ = ["Notifier"]
 
 
 class Notifier:
-    def __init__(self, address: str | None, *, watchdog_usec: int | None = None) -> None:
+    def __init__(self, address: str | None) -> None:
         self.address = address
-        self.watchdog_s = None if not watchdog_usec else watchdog_usec / 1e6
         self._sock: socket.socket | None = None
         if address:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-        self.sent: list[str] = []  # for tests and logs: what this notifier sent
 
     @classmethod
     def from_env(cls) -> Notifier:
-        address = os.environ.get("NOTIFY_SOCKET") or None
-        usec = os.environ.get("WATCHDOG_USEC", "")
-        pid = os.environ.get("WATCHDOG_PID", "")
-        watchdog = int(usec) if usec.isdigit() and (not pid or pid == str(os.getpid())) else None
-        return cls(address, watchdog_usec=watchdog)
+        return cls(os.environ.get("NOTIFY_SOCKET") or None)
 
     @property
     def enabled(self) -> bool:
@@ -45,7 +39,6 @@ class Notifier:
             self._sock.sendto(message.encode(), target)
         except OSError:
             return False
-        self.sent.append(message)
         return True
 
     def ready(self, status: str) -> bool:

@@ -48,10 +48,6 @@ class Snapshot:
         """A snapshot can be dispatched on only with a fresh head-meter reading."""
         return self.head is not None
 
-    @property
-    def complete(self) -> bool:
-        return self.valid and not self.missing
-
 
 @dataclass(slots=True)
 class EstimatorState:

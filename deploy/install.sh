@@ -49,8 +49,17 @@ install -d -m 0755 "$D$PREFIX"
 "$PYTHON" -m venv "$D$PREFIX/venv"
 # shellcheck disable=SC2086 # PIP_OPTS is a list of options
 "$D$PREFIX/venv/bin/python" -m pip install --quiet $PIP_OPTS --upgrade pip
+# pip builds in the source tree (build/, *.egg-info): build from a copy, so the checkout is
+# only read (it may be read-only, or another user's), without its venv, VCS data and caches
+BUILD=$(mktemp -d "${TMPDIR:-/tmp}/feederd-install.XXXXXX")
+trap 'rm -rf "$BUILD"' EXIT
+tar -C "$SRC" -cf "$BUILD/src.tar" --exclude=./.git --exclude=./.venv --exclude=./build \
+    --exclude=./dist --exclude='*.egg-info' --exclude=__pycache__ --exclude='./.*_cache' \
+    --exclude=./.hypothesis --exclude=./out .
+mkdir "$BUILD/src"
+tar -C "$BUILD/src" -xf "$BUILD/src.tar"
 # shellcheck disable=SC2086
-"$D$PREFIX/venv/bin/python" -m pip install --quiet $PIP_OPTS "$SRC"
+"$D$PREFIX/venv/bin/python" -m pip install --quiet $PIP_OPTS "$BUILD/src"
 install -m 0644 "$SRC/README.md" "$D$PREFIX/README.md"
 
 # shellcheck disable=SC2086 # the owner options are empty under DESTDIR

@@ -67,10 +67,6 @@ class HealthTracker:
     def stale(self) -> bool:
         return self.state is DeviceState.STALE
 
-    @property
-    def ever_up(self) -> bool:
-        return self.last_good_s is not None
-
     def age_s(self) -> float | None:
         """Seconds since the last good reading (``None`` if there never was one)."""
         return None if self.last_good_s is None else self.monotonic() - self.last_good_s

@@ -125,7 +125,7 @@ class RegisterMapLoad:
             min_kw=self.min_kw,
             limit_kw=values.get(LIMIT_POINT),
             limit_active=None if active is None else active != 0,
-            dropped=dropped,
+            dropped=tuple(p for p in dropped if p in (LIMIT_POINT, ACTIVE_POINT)),
         )
 
     async def write(self, setpoint: Setpoint) -> WriteResult:

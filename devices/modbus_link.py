@@ -1,8 +1,8 @@
 """Modbus connections (TCP, RTU on a serial line, TLS), shared by the devices behind them.
 
 The only module here that touches pymodbus's clients. A link is one or a few connections to one
-gateway or bus; every device behind it calls ``read_holding``/``read_input``/``write_holding``
-with its unit id.
+gateway or bus; every device behind it calls ``read`` (holding or input registers),
+``read_holding`` and ``write_holding`` with its unit id.
 
 * Each connection carries one request at a time (pymodbus clients are not safe for concurrent
   requests on one connection). A TCP link may open ``connections`` parallel connections to a
@@ -18,7 +18,6 @@ with its unit id.
 from __future__ import annotations
 
 import asyncio
-import random
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ from typing import Any, Literal
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient, AsyncModbusTlsClient
 from pymodbus.exceptions import ModbusException
 
+from devices.backoff import Backoff
 from devices.errors import DeviceProtocolError, DeviceUnavailable
 
 __all__ = [
@@ -89,12 +89,10 @@ class ModbusLink:
             raise ValueError(f"{label}: timeout_s must be positive, got {timeout_s}")
         self._label = label
         self.timeout_s = timeout_s
-        self._backoff_min_s = max(backoff_min_s, 0.01)  # never a zero delay: no busy loop
-        self._backoff_max_s = max(backoff_max_s, self._backoff_min_s)
+        self._backoff = Backoff(backoff_min_s, backoff_max_s)
         self._monotonic = monotonic
         self._lanes = [_Lane() for _ in range(connections)]
         self._free: asyncio.Queue[_Lane] | None = None
-        self._failures = 0
         self._next_attempt = 0.0
         self.stats = LinkStats()
 
@@ -147,10 +145,8 @@ class ModbusLink:
         return client
 
     def _fail(self) -> None:
-        self._failures += 1
         self.stats.failures += 1
-        delay = min(self._backoff_max_s, self._backoff_min_s * 2 ** min(self._failures - 1, 30))
-        self._next_attempt = self._monotonic() + delay * random.uniform(0.5, 1.0)
+        self._next_attempt = self._monotonic() + self._backoff.failed()
 
     @staticmethod
     def _drop(lane: _Lane) -> None:
@@ -187,7 +183,7 @@ class ModbusLink:
                         f"{what} on {self.label}: exception response {rr}",
                         address=address,
                     )
-                self._failures = 0
+                self._backoff.succeeded()
                 return rr
         finally:
             queue.put_nowait(lane)
@@ -217,9 +213,6 @@ class ModbusLink:
 
     async def read_holding(self, device: str, address: int, count: int, unit: int) -> list[int]:
         return await self.read(device, address, count, unit, "holding")
-
-    async def read_input(self, device: str, address: int, count: int, unit: int) -> list[int]:
-        return await self.read(device, address, count, unit, "input")
 
     async def write_holding(
         self, device: str, address: int, values: Sequence[int], unit: int
@@ -273,8 +266,8 @@ class ModbusTcpLink(ModbusLink):
             port=self.port,
             timeout=self.timeout_s,
             retries=0,
-            reconnect_delay=self._backoff_max_s,
-            reconnect_delay_max=self._backoff_max_s,
+            reconnect_delay=self._backoff.max_s,
+            reconnect_delay_max=self._backoff.max_s,
         )
 
 
@@ -323,8 +316,8 @@ class ModbusTlsLink(ModbusTcpLink):
             sslctx=self._sslctx,
             timeout=self.timeout_s,
             retries=0,
-            reconnect_delay=self._backoff_max_s,
-            reconnect_delay_max=self._backoff_max_s,
+            reconnect_delay=self._backoff.max_s,
+            reconnect_delay_max=self._backoff.max_s,
         )
 
 
@@ -372,8 +365,8 @@ class ModbusRtuLink(ModbusLink):
             stopbits=self.stopbits,
             timeout=self.timeout_s,
             retries=0,
-            reconnect_delay=self._backoff_max_s,
-            reconnect_delay_max=self._backoff_max_s,
+            reconnect_delay=self._backoff.max_s,
+            reconnect_delay_max=self._backoff.max_s,
         )
 
     async def _after_timeout(self, lane: _Lane) -> None:

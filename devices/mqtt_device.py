@@ -28,7 +28,8 @@ from typing import Any
 import aiomqtt
 import structlog
 
-from devices.errors import DeviceUnavailable, UnsafeWriteError
+from devices.backoff import Backoff
+from devices.errors import DeviceUnavailable, ImplausibleReading, UnsafeWriteError
 from devices.protocol import Capabilities
 from devices.records import (
     DeviceKind,
@@ -47,9 +48,10 @@ __all__ = ["MqttDevice", "PayloadError", "extract"]
 
 log = structlog.get_logger("feederd.devices.mqtt")
 
-METER_FIELDS = ("p_kw", "q_kvar", "v_ll_v", "a")
-PV_FIELDS = ("p_kw", "limit_pct")
-LOAD_FIELDS = ("p_kw", "limit_kw")
+PLAUSIBLE_PV = 1.2
+"""A PV inverter reporting more than this multiple of its rating is taken as a bad reading."""
+PLAUSIBLE_LOAD = 1.5
+"""A load drawing more than this multiple of its rating is taken as a bad reading."""
 
 
 class PayloadError(ValueError):
@@ -159,7 +161,7 @@ class MqttDevice:
         self.max_age_s = max_age_s
         self.keepalive_s = keepalive_s
         self.queue_size = queue_size
-        self._backoff = (max(backoff_min_s, 0.01), backoff_max_s)
+        self._backoff = Backoff(backoff_min_s, backoff_max_s)
         self._monotonic = monotonic
         self._values: dict[str, float] = {}
         self._received_at: float | None = None
@@ -180,7 +182,7 @@ class MqttDevice:
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Stay connected (reconnecting with backoff) until ``stop`` is set."""
-        failures = 0
+        backoff = self._backoff
         while not stop.is_set():
             try:
                 async with aiomqtt.Client(
@@ -196,14 +198,15 @@ class MqttDevice:
                         await client.subscribe(self.status_topic, qos=1)
                     self._client = client
                     self.connects += 1
-                    if failures:
+                    if backoff.failures:
                         log.info("mqtt_device_reconnected", device=self.name, host=self.host)
-                    failures = 0
+                    backoff.succeeded()
                     self._connected.set()
                     await self._consume(client, stop)
+                    continue
             except aiomqtt.MqttError as err:
-                failures += 1
-                if failures == 1:
+                delay = backoff.failed()
+                if backoff.failures == 1:
                     log.error(
                         "mqtt_device_disconnected",
                         device=self.name,
@@ -214,11 +217,8 @@ class MqttDevice:
             finally:
                 self._client = None
                 self._connected.clear()
-            if failures and not stop.is_set():
-                lo, hi = self._backoff
-                delay = min(hi, lo * 2 ** min(failures - 1, 20)) * random.uniform(0.5, 1.0)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
 
     async def _consume(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
         """Take messages until ``stop`` (returns) or the connection fails (raises)."""
@@ -290,19 +290,36 @@ class MqttDevice:
                 self.name, f"telemetry is {age:.1f} s old (limit {self.max_age_s:g} s): stale"
             )
         v = self._values
+        p_kw = v["p_kw"]
         if self.kind is DeviceKind.METER:
+            if self.rating_kw is not None and abs(p_kw) > self.rating_kw:
+                raise ImplausibleReading(
+                    self.name,
+                    point="p_kw",
+                    value=p_kw,
+                    low=-self.rating_kw,
+                    high=self.rating_kw,
+                    unit="kW",
+                )
             return MeterReading(
                 device=self.name,
-                p_kw=v["p_kw"],
+                p_kw=p_kw,
                 q_kvar=v.get("q_kvar"),
                 v_ll_v=v.get("v_ll_v"),
                 a=v.get("a"),
             )
         assert self.rating_kw is not None
+        # as the Modbus drivers do: a little below zero is noise, beyond the rating a fault
+        top = (PLAUSIBLE_LOAD if self.kind is DeviceKind.LOAD else PLAUSIBLE_PV) * self.rating_kw
+        low = -0.05 * self.rating_kw
+        if not low <= p_kw <= top:
+            raise ImplausibleReading(
+                self.name, point="p_kw", value=p_kw, low=low, high=top, unit="kW"
+            )
         if self.kind is DeviceKind.LOAD:
             return LoadReading(
                 device=self.name,
-                p_kw=max(0.0, min(v["p_kw"], 1.5 * self.rating_kw)),
+                p_kw=max(p_kw, 0.0),
                 rating_kw=self.rating_kw,
                 min_kw=self.min_kw,
                 limit_kw=v.get("limit_kw"),
@@ -310,7 +327,7 @@ class MqttDevice:
             )
         return PvReading(
             device=self.name,
-            p_kw=max(0.0, min(v["p_kw"], 1.2 * self.rating_kw)),
+            p_kw=max(p_kw, 0.0),
             w_max_kw=self.rating_kw,
             limit_pct=v.get("limit_pct"),
             limit_enabled=v.get("limit_pct") is not None,

@@ -53,6 +53,8 @@ _MAX_GAP = 16
 """Unread registers a request may span to join two points (fewer requests, same answer)."""
 
 BUNDLED_MAPS = ("three_phase_float_meter", "controllable_load")
+METER_POINTS = ("p_kw", "q_kvar", "v_ll_v", "a")
+"""The points a meter reading takes from a map (others in the map are read and ignored)."""
 
 
 class RegisterMapError(ValueError):
@@ -291,7 +293,7 @@ class RegisterMapMeter:
             q_kvar=values.get("q_kvar"),
             v_ll_v=values.get("v_ll_v"),
             a=values.get("a"),
-            dropped=dropped,
+            dropped=tuple(p for p in dropped if p in METER_POINTS),
         )
 
     async def write(self, setpoint: Setpoint) -> WriteResult:

@@ -8,15 +8,11 @@ last basis. CBC (through pulp) is the fallback when HiGHS fails, or the solver w
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
-import os
-import sys
 import time
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
-import highspy
 import numpy as np
 import numpy.typing as npt
 import pulp
@@ -40,24 +36,6 @@ __all__ = ["Dispatcher"]
 
 FloatArray = npt.NDArray[np.float64]
 Values = Callable[[str], FloatArray]
-
-
-@functools.cache
-def _quiet_highs_banner() -> None:
-    """Print HiGHS's once-per-process banner to nowhere, so it never lands in our output.
-
-    HiGHS writes its copyright banner to file descriptor 1 when the first ``Highs`` object of
-    a process is made, whatever the options; ``feederd solve --json`` must print JSON alone.
-    """
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 1)
-            highspy.Highs()  # type: ignore[no-untyped-call]
-    finally:
-        os.dup2(saved, 1)
-        os.close(saved)
 
 
 class Dispatcher:
@@ -88,7 +66,6 @@ class Dispatcher:
         self.time_limit_s = time_limit_s
         self.passes = passes
         self.solver_name = "HiGHS" if solver == "highs" else "CBC"
-        _quiet_highs_banner()
         self._session: HighsSession | None = None
         self._key: Hashable = None
         self.builds = 0
@@ -118,10 +95,6 @@ class Dispatcher:
             unknown = sorted(b for b in loads if not net.has_bus(b))
             if unknown:
                 raise ValueError(f"{label} names bus(es) {unknown} not in network {net.name!r}")
-
-    def operating_point(self, inp: DispatchInput) -> PowerFlowResult:
-        """AC power flow at the current injections, where step 0's loss cuts are linearised."""
-        return self.operating_points(inp)[0]
 
     def operating_points(self, inp: DispatchInput) -> list[PowerFlowResult]:
         """One AC power flow per step of the horizon at the current (or forecast) injections."""

@@ -860,8 +860,3 @@ def operating_injections(
         p[f.bus] += now
         q[f.bus] += now * f.q_per_kw
     return p, q
-
-
-def is_finite_number(value: float | None) -> bool:
-    """Whether a solver value is a usable number."""
-    return value is not None and math.isfinite(value)

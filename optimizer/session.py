@@ -14,6 +14,7 @@ import enum
 import math
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import highspy
 import numpy as np
@@ -55,9 +56,28 @@ def _bounds(sense: int, rhs: FloatArray) -> tuple[FloatArray, FloatArray]:
     return rhs, np.full_like(rhs, INF)
 
 
-def _quiet(h: highspy.Highs, time_limit_s: float) -> None:
+def _solver_core() -> Any:
+    """highspy's C++ solver class (``_Highs``), beneath its Python ``Highs``."""
+    for cls in highspy.Highs.__mro__[1:]:
+        if cls.__name__ == "_Highs":
+            return cls
+    return highspy.Highs  # pragma: no cover - a highspy without the split: may print a banner
+
+
+def quiet_highs(time_limit_s: float) -> Any:
+    """A HiGHS solver that writes nothing to the process's standard output.
+
+    HiGHS writes its banner ("Running HiGHS ...") to file descriptor 1 at the first call made
+    while ``output_flag`` is on (HiGHS issues 1702 and 2749), and highspy's ``Highs()`` makes
+    such a call in its constructor (it enables its callbacks), before any option can be set.
+    The solver is therefore made from highspy's C++ core, which logs nothing until asked, and
+    ``output_flag`` is turned off first: each instance is quiet on its own, and nothing else
+    of the process (``feederd solve --json`` prints JSON alone) is touched.
+    """
+    h = _solver_core()()
     h.setOptionValue("output_flag", False)
     h.setOptionValue("time_limit", float(time_limit_s))
+    return h
 
 
 class HighsSession:
@@ -102,8 +122,7 @@ class HighsSession:
         lp.a_matrix_.start_ = np.array(starts, dtype=np.int32)
         lp.a_matrix_.index_ = np.array(index, dtype=np.int32)
         lp.a_matrix_.value_ = np.array(value, dtype=float)
-        self.highs = highspy.Highs()  # type: ignore[no-untyped-call]
-        _quiet(self.highs, time_limit_s)
+        self.highs = quiet_highs(time_limit_s)
         self.highs.passModel(lp)
         self.n_col, self.n_row = n_col, len(constraints)
         self.col_idx = {
@@ -168,7 +187,7 @@ class HighsSession:
                 row_lo.append(low.reshape(-1))
                 row_hi.append(up.reshape(-1))
         if len(self._ordinary_rows):
-            h.changeRowsBounds(  # type: ignore[attr-defined]
+            h.changeRowsBounds(
                 len(self._ordinary_rows),
                 self._ordinary_rows,
                 np.concatenate(row_lo),
@@ -220,8 +239,7 @@ class HighsSession:
         """Milliseconds a fresh HiGHS takes to load and solve the current LP from scratch."""
         lp = self.highs.getLp()
         start = time.perf_counter()
-        fresh = highspy.Highs()  # type: ignore[no-untyped-call]
-        _quiet(fresh, self.time_limit_s)
+        fresh = quiet_highs(self.time_limit_s)
         fresh.passModel(lp)
         fresh.run()
         return (time.perf_counter() - start) * 1000.0

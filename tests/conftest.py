@@ -2,15 +2,30 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import structlog
 
+from hil import HilRig
+
 
 @pytest.fixture(autouse=True)
-def _plain_structlog() -> Iterator[None]:
-    """Each test starts from structlog's defaults, whatever an earlier one configured."""
+def _plain_logging() -> Iterator[None]:
+    """Each test starts from structlog's defaults, whatever an earlier one configured, and
+    without the handler ``configure_logging`` puts on the standard library's root logger."""
     structlog.reset_defaults()
     yield
     structlog.reset_defaults()
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == "feederd"]:
+        root.removeHandler(handler)
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[HilRig]:
+    """The 33-bus rig in real time on loopback (nominal load, 80% sun), for a daemon that runs
+    as a separate process (``feederd run``) on the system clock."""
+    async with HilRig(load_scale=lambda _t: 1.0, pv_available_frac=lambda _t: 0.8) as r:
+        yield r

@@ -157,6 +157,9 @@ async def _bench(n: int, cycles: int, timeout_s: float) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from controller.logs import configure_logging  # noqa: PLC0415
+
+    configure_logging(level="warning")  # on stderr: stdout is the JSON alone
     result = asyncio.run(_bench(args.devices, args.cycles, args.timeout))
     print(json.dumps(result))
     return 0

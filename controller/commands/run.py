@@ -131,6 +131,8 @@ async def _generation(
             f"running {cfg.site}: {len(cfg.devices)} devices, interval {cfg.interval_s:g} s"
         )
         log.info("started", site=cfg.site, devices=len(cfg.devices), config=loaded.source)
+        for note in loaded.notes:
+            log.warning("config_note", note=note, config=loaded.source)
         try:
             successor = await _next(control, signals, path, loaded, notifier)
         finally:

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
         MqttSettings,
         parse_mqtt_url,
     )
-    from controller.dr.resolve import (
+    from controller.dr.overlap import (
         StoredEvent,
         resolve,
     )
@@ -49,10 +49,10 @@ _EXPORTS = {
     "EventType": "controller.dr.events",
     "MqttIntake": "controller.dr.intake",
     "MqttSettings": "controller.dr.intake",
-    "StoredEvent": "controller.dr.resolve",
+    "StoredEvent": "controller.dr.overlap",
     "parse_mqtt_url": "controller.dr.intake",
     "parse_payload": "controller.dr.events",
-    "resolve": "controller.dr.resolve",
+    "resolve": "controller.dr.overlap",
 }
 
 

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import inspect
 import json
-import random
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from aiomqtt.exceptions import MqttConnectError
 
 from controller.metrics import Metrics
 from controller.records import CycleRecord
+from devices.backoff import Backoff
 from devices.tasks import cancel_and_wait
 
 __all__ = ["MqttIntake", "MqttSettings", "connect_failure_kind", "parse_mqtt_url"]
@@ -177,7 +177,7 @@ class MqttIntake:
     async def run(self, stop: asyncio.Event) -> None:
         """Connect, serve and reconnect with backoff until ``stop`` is set."""
         s = self.settings
-        backoff = s.backoff_min_s
+        backoff = Backoff(s.backoff_min_s, s.backoff_max_s)
         while not stop.is_set():
             self._was_up = False
             try:
@@ -190,9 +190,8 @@ class MqttIntake:
             if stop.is_set():
                 break
             if self._was_up:  # it was connected: start the backoff again from the bottom
-                backoff = s.backoff_min_s
-            delay = backoff * random.uniform(0.5, 1.0)  # jitter
-            backoff = min(backoff * 2, s.backoff_max_s)
+                backoff.succeeded()
+            delay = backoff.failed()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), delay)
         self._set_connected(False, reason="stopping")

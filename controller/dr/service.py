@@ -19,7 +19,7 @@ import structlog
 
 from controller.clock import Clock
 from controller.dr.events import Cancel, DrEvent, EventRejected, EventType, parse_payload
-from controller.dr.resolve import StoredEvent, resolve
+from controller.dr.overlap import StoredEvent, resolve
 from controller.journal import Journal
 from controller.metrics import Metrics
 from controller.records import ActiveLimits, CycleRecord

@@ -39,6 +39,9 @@ def _broken(tmp_path: Path, old: str, new: str) -> subprocess.CompletedProcess[s
     return feederd("check", "--config", str(write_config(tmp_path, text.replace(old, new, 1))))
 
 
+_TYPE_ERR = "devices[1].transport: type must be one of tcp, tls, rtu, mqtt (got 'can')"
+
+
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
     [
@@ -61,9 +64,27 @@ def _broken(tmp_path: Path, old: str, new: str) -> subprocess.CompletedProcess[s
             "devices[1].revert_s: revert timeout 6 s must be at least twice",
         ),
         (
-            "unit = 1\nrating_kw = 250.0",
-            "unit = 1\nrating_kw = 250.0\ncolour = 3",
+            "rating_kw = 250.0",
+            "rating_kw = 250.0\ncolour = 3",
             "devices[3].colour: unknown key",
+        ),
+        ("interval_s = 5.0", "interval_s = nan", "interval_s: must be a finite number"),
+        ('type = "tcp", host = "192.0.2.21"', 'type = "can", host = "192.0.2.21"', _TYPE_ERR),
+        ('type = "tcp", host = "192.0.2.21"', 'host = "192.0.2.21"', "missing 'type'"),
+        (
+            'transport = { type = "tcp", host = "192.0.2.21", port = 502, unit = 1 }',
+            'transport = { type = "tcp", port = 502, unit = 1 }',
+            "devices[1].transport.host: missing required key",
+        ),
+        (
+            'transport = { type = "tcp", host = "192.0.2.21", port = 502, unit = 1 }',
+            'transport = { type = "tcp", host = "192.0.2.21", port = 70000, unit = 1 }',
+            "devices[1].transport.port: Input should be less than or equal to 65535",
+        ),
+        (
+            'transport = { type = "tcp", host = "192.0.2.21", port = 502, unit = 1 }',
+            'unit = 1\ntransport = { type = "tcp", host = "192.0.2.21" }',
+            "devices[1]: 'unit' belongs in the [devices.transport] table",
         ),
     ],
 )
@@ -144,15 +165,39 @@ def test_bad_usage_exits_2_without_traceback() -> None:
 
 def test_check_names_each_device_by_its_transport(tmp_path: Path) -> None:
     text = EXAMPLE.read_text(encoding="utf-8")
-    old = 'host = "192.0.2.21"'
+    old = 'transport = { type = "tcp", host = "192.0.2.21", port = 502, unit = 1 }'
     assert old in text
-    text = text.replace(old, 'transport = "modbus-rtu"\nserial_port = "/dev/ttyUSB0"', 1)
+    text = text.replace(old, 'transport = { type = "rtu", serial_port = "/dev/ttyUSB0" }', 1)
     proc = feederd("check", "--config", str(write_config(tmp_path, text)))
     assert proc.returncode == 0, proc.stderr
     line = next(ln for ln in proc.stdout.splitlines() if "pv-bus18" in ln)
     assert "rtu /dev/ttyUSB0 unit 1" in line
     assert "None" not in proc.stdout
     assert "tcp 192.0.2.22:502 unit 1" in proc.stdout
+    assert "deprecated" not in proc.stdout
+
+
+def test_the_first_formats_flat_transport_keys_still_work_with_a_note(tmp_path: Path) -> None:
+    text = EXAMPLE.read_text(encoding="utf-8")
+    for old, new in (
+        (
+            'transport = { type = "tcp", host = "192.0.2.21", port = 502, unit = 1 }',
+            'transport = "modbus-rtu"\nserial_port = "/dev/ttyUSB1"\nunit = 4',
+        ),
+        (
+            'transport = { type = "tcp", host = "192.0.2.22", port = 502, unit = 1 }',
+            'host = "192.0.2.22"\nport = 1502',
+        ),
+    ):
+        assert old in text
+        text = text.replace(old, new, 1)
+    proc = feederd("check", "--config", str(write_config(tmp_path, text)))
+    assert proc.returncode == 0, proc.stderr
+    assert "rtu /dev/ttyUSB1 unit 4" in proc.stdout
+    assert "tcp 192.0.2.22:1502 unit 1" in proc.stdout
+    note = next(ln for ln in proc.stdout.splitlines() if "deprecated" in ln)
+    assert note.startswith("note: devices[1], devices[2]: the flat transport keys"), note
+    assert "[devices.transport]" in note
 
 
 def test_hil_commands_without_pandapower_say_which_extra_to_install() -> None:

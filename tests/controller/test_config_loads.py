@@ -11,18 +11,23 @@ from typing import Any
 import pytest
 
 from controller.config import ConfigError, parse_config
-from controller.fleet import build_fleet
-from devices import MqttDevice, RegisterMapLoad
+from controller.fleet import Fleet
+from devices import DeviceKind, MqttDevice, RegisterMapLoad
 
 FEEDERD = shutil.which("feederd", path=str(Path(sys.executable).parent)) or "feederd"
 
-HEAD = {"name": "head", "kind": "meter", "bus": 1, "host": "192.0.2.1", "head": True}
+HEAD = {
+    "name": "head",
+    "kind": "meter",
+    "bus": 1,
+    "transport": {"type": "tcp", "host": "192.0.2.1"},
+    "head": True,
+}
 LOAD = {
     "name": "heaters",
     "kind": "load",
     "bus": 25,
-    "host": "192.0.2.41",
-    "unit": 3,
+    "transport": {"type": "tcp", "host": "192.0.2.41", "unit": 3},
     "register_map": "builtin:controllable_load",
     "rating_kw": 120.0,
     "min_kw": 20.0,
@@ -42,7 +47,7 @@ def test_a_modbus_load_is_accepted_and_built_with_its_floor() -> None:
     loaded = _config(LOAD)
     dev = loaded.config.devices[1]
     assert (dev.kind, dev.min_kw, dev.shed_cost_per_kwh) == ("load", 20.0, 0.50)
-    fleet = build_fleet(loaded.config, clock=lambda: 0.0)
+    fleet = Fleet.build(loaded, monotonic=lambda: 0.0)
     drv = fleet["heaters"]
     assert isinstance(drv, RegisterMapLoad)
     assert (drv.rating_kw, drv.min_kw, drv.revert_s) == (120.0, 20.0, 60)
@@ -50,16 +55,19 @@ def test_a_modbus_load_is_accepted_and_built_with_its_floor() -> None:
 
 def test_an_mqtt_load_is_accepted() -> None:
     mqtt = {
+        "type": "mqtt",
+        "host": "192.0.2.50",
         "telemetry_topic": "site/heaters/state",
         "paths": {"p_kw": "p_kw"},
         "setpoint_topic": "site/heaters/set",
     }
-    entry = {**LOAD, "transport": "mqtt", "mqtt": mqtt}
+    entry = {**LOAD, "transport": mqtt}
     del entry["register_map"]
     loaded = _config(entry)
-    drv = build_fleet(loaded.config, clock=lambda: 0.0)["heaters"]
+    drv = Fleet.build(loaded, monotonic=lambda: 0.0)["heaters"]
     assert isinstance(drv, MqttDevice)
-    assert (drv.kind, drv.min_kw) == ("load", 20.0)
+    assert (drv.kind, drv.min_kw) == (DeviceKind.LOAD, 20.0)
+    assert drv.capabilities.writable
 
 
 @pytest.mark.parametrize(
@@ -91,11 +99,15 @@ def test_an_mqtt_load_is_accepted() -> None:
         ),
         (
             {
-                "transport": "mqtt",
+                "transport": {
+                    "type": "mqtt",
+                    "host": "192.0.2.50",
+                    "telemetry_topic": "a/b",
+                    "paths": {"p_kw": "p"},
+                },
                 "register_map": None,
-                "mqtt": {"telemetry_topic": "a/b", "paths": {"p_kw": "p"}},
             },
-            "f.toml: devices[1]: an mqtt load needs 'setpoint_topic' in [devices.mqtt]",
+            "f.toml: devices[1]: an mqtt load needs 'setpoint_topic' in [devices.transport]",
         ),
     ],
 )
@@ -107,7 +119,13 @@ def test_bad_load_entries_get_one_precise_line(change: dict[str, Any], expected:
 
 
 def test_load_keys_on_other_kinds_and_maps_on_pv_are_refused() -> None:
-    pv = {"name": "pv", "kind": "pv", "bus": 18, "host": "192.0.2.2", "rating_kw": 100.0}
+    pv = {
+        "name": "pv",
+        "kind": "pv",
+        "bus": 18,
+        "transport": {"type": "tcp", "host": "192.0.2.2"},
+        "rating_kw": 100.0,
+    }
     with pytest.raises(ConfigError, match=r"devices\[1\]: 'min_kw' is for loads only"):
         _config({**pv, "min_kw": 5.0})
     with pytest.raises(ConfigError, match=r"'register_map' is for Modbus meters and loads only"):
@@ -134,8 +152,10 @@ def test_check_lists_the_load(tmp_path: Path) -> None:
     path = tmp_path / "feederd.toml"
     path.write_text(
         'site = "t"\n[feeder]\ncase = "builtin:case33bw"\n[dr]\nimport_limit_kw = 2500.0\n'
-        '[[devices]]\nname = "head"\nkind = "meter"\nbus = 1\nhost = "192.0.2.1"\nhead = true\n'
-        '[[devices]]\nname = "heaters"\nkind = "load"\nbus = 25\nhost = "192.0.2.41"\nunit = 3\n'
+        '[[devices]]\nname = "head"\nkind = "meter"\nbus = 1\nhead = true\n'
+        'transport = { type = "tcp", host = "192.0.2.1" }\n'
+        '[[devices]]\nname = "heaters"\nkind = "load"\nbus = 25\n'
+        'transport = { type = "tcp", host = "192.0.2.41", unit = 3 }\n'
         'register_map = "builtin:controllable_load"\nrating_kw = 120.0\nmin_kw = 20.0\n',
         encoding="utf-8",
     )

@@ -46,3 +46,30 @@ def test_readable_console_on_a_terminal_and_level_filter() -> None:
     assert "device_down" in text
     assert "device=pv07" in text
     assert not text.lstrip().startswith("{")
+
+
+def test_devices_and_libraries_log_through_the_same_json_renderer() -> None:
+    """An MQTT device's line (structlog) and a library's line (the standard ``logging``
+    module) come out as JSON objects of the same shape; pymodbus's own noise does not."""
+    import logging  # noqa: PLC0415
+
+    from devices import MqttDevice  # noqa: PLC0415
+
+    out = io.StringIO()
+    configure_logging(level="info", stream=out)
+    dev = MqttDevice(
+        "pv9", "pv", host="127.0.0.1", telemetry_topic="t", paths={"p_kw": "p"}, rating_kw=10.0,
+        monotonic=lambda: 0.0,
+    )  # fmt: skip
+    dev.handle("t", b"not json")
+    dev.handle("t", b"still not json")  # counted, not logged again
+    logging.getLogger("paho.mqtt.client").warning("socket error %s", "reset")
+    logging.getLogger("pymodbus.logging").error("connection refused")
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [e["event"] for e in lines] == ["mqtt_device_bad_payload", "socket error reset"]
+    assert lines[0]["device"] == "pv9"
+    assert lines[0]["level"] == "warning"
+    assert lines[1]["logger"] == "paho.mqtt.client"
+    assert lines[1]["level"] == "warning"
+    assert all("timestamp" in e for e in lines)
+    assert dev.bad_payloads == 2

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from controller.clock import FakeClock
 from controller.config import parse_config
-from controller.daemon import Controller, CycleRecord
+from controller.loop import Controller
+from controller.records import CycleRecord
 
 
 def _config(interval_s: float) -> dict[str, object]:
@@ -33,7 +34,7 @@ class TimedController(Controller):
 
     def __init__(self, durations: list[float], clock: FakeClock) -> None:
         loaded = parse_config(_config(1.0), source="<test>", base_dir=Path.cwd())
-        super().__init__(loaded, clock=clock)
+        super().__init__(loaded, clock=clock, fleet={})
         self.fake = clock
         self.durations = durations
         self.starts: list[float] = []
@@ -62,12 +63,18 @@ async def test_stop_interrupts_the_wait_for_the_next_tick() -> None:
     class SlowSleepClock(FakeClock):
         """Time that passes for real: a sleep until the next tick takes an hour."""
 
+        def __init__(self) -> None:
+            super().__init__()
+            self.sleeping = asyncio.Event()
+
         async def sleep(self, seconds: float) -> None:
+            self.sleeping.set()
             await asyncio.sleep(3600)
 
-    ctl = TimedController([0.1] * 100, SlowSleepClock())
+    clock = SlowSleepClock()
+    ctl = TimedController([0.1] * 100, clock)
     task = asyncio.create_task(ctl.run(ctl.stop))
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(clock.sleeping.wait(), 10)  # the first cycle ran; now it waits
     ctl.stop.set()
-    await asyncio.wait_for(task, 1.0)
+    await asyncio.wait_for(task, 10)  # a hang guard: the stop ends the wait for the tick
     assert len(ctl.starts) == 1

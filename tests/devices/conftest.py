@@ -1,5 +1,5 @@
 """Fixtures of the device tests (defined in ``dev_helpers``)."""
 
-from tests.devices.dev_helpers import certs, mosquitto, pty_pair
+from tests.devices.dev_helpers import certs, clock, mosquitto, pty_pair, rig
 
-__all__ = ["certs", "mosquitto", "pty_pair"]
+__all__ = ["certs", "clock", "mosquitto", "pty_pair", "rig"]

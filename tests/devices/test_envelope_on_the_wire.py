@@ -15,6 +15,7 @@ from devices import (
     BatterySetpoint,
     ModbusTcpLink,
     PvSetpoint,
+    Ramp,
     SunSpecBattery,
     SunSpecInverter,
     UnsafeWriteError,
@@ -75,7 +76,8 @@ async def test_ramp_limit_holds_across_writes() -> None:
     sim = SimInverter("pv", 2, 100.0, available_kw=80.0)
     async with SunSpecServer(sim) as server:
         link = ModbusTcpLink("127.0.0.1", server.port)
-        drv = SunSpecInverter("pv", link, 1, rating_kw=100.0, revert_s=30, ramp_kw_per_interval=10)
+        ramp = Ramp(kw_per_s=2.0, interval_s=5.0)  # 10 kW per write
+        drv = SunSpecInverter("pv", link, 1, rating_kw=100.0, revert_s=30, ramp=ramp)
         try:
             await drv.write(PvSetpoint(device="pv", p_max_kw=90.0))
             second = await drv.write(PvSetpoint(device="pv", p_max_kw=5.0))  # a cliff

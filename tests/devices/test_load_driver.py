@@ -22,12 +22,15 @@ from pymodbus.constants import ExcCodes
 from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
+from controller.clock import FakeClock
 from devices import (
+    BadReading,
     DeviceProtocolError,
+    ImplausibleReading,
     LoadReading,
     LoadSetpoint,
     ModbusTcpLink,
-    MqttDevice,
+    Ramp,
     RegisterMapError,
     RegisterMapLoad,
     UnsafeWriteError,
@@ -38,7 +41,7 @@ from devices.register_map import parse_register_map
 from devices.safety import load_command
 from hil import SimLoad
 from hil.server import DeviceFault, SunSpecServer
-from tests.devices.dev_helpers import Mosquitto, free_port
+from tests.devices.dev_helpers import HANG_GUARD_S, Mosquitto, WatchedMqttDevice, free_port, serving
 
 RATING_KW = 120.0
 MIN_KW = 20.0
@@ -50,6 +53,7 @@ def _float(value: float) -> list[int]:
 
 
 def _driver(port: int, *, ramp_kw: float | None = None, revert_s: int = 60) -> RegisterMapLoad:
+    """The driver on a link of its own; ``ramp_kw`` per write (writes one second apart)."""
     return RegisterMapLoad(
         "ld1",
         ModbusTcpLink("127.0.0.1", port, timeout_s=1.0),
@@ -58,8 +62,14 @@ def _driver(port: int, *, ramp_kw: float | None = None, revert_s: int = 60) -> R
         rating_kw=RATING_KW,
         min_kw=MIN_KW,
         revert_s=revert_s,
-        ramp_kw_per_interval=ramp_kw,
+        ramp=None if ramp_kw is None else Ramp(kw_per_s=ramp_kw, interval_s=1.0),
     )
+
+
+async def _close(drv: RegisterMapLoad) -> None:
+    """``close`` never closes a link (the fleet owns links): the test closes the one it made."""
+    await drv.close()
+    await drv.link.close()
 
 
 @pytest.fixture
@@ -166,7 +176,13 @@ def test_load_command_never_leaves_floor_rating_or_ramp(
 ) -> None:
     try:
         cmd = load_command(
-            "ld", p, min_kw=MIN_KW, rating_kw=RATING_KW, revert_s=60, last_kw=last, ramp_kw=ramp
+            "ld",
+            p,
+            min_kw=MIN_KW,
+            rating_kw=RATING_KW,
+            revert_s=60,
+            last_kw=last,
+            ramp=None if ramp is None else Ramp(kw_per_s=ramp, interval_s=1.0),
         )
     except UnsafeWriteError:
         assert not math.isfinite(p)
@@ -201,7 +217,7 @@ async def test_reads_and_sheds_the_simulated_load(sim_load: tuple[SimLoad, SunSp
         await drv.release()
         assert load.p_kw == pytest.approx(90.0)
     finally:
-        await drv.close()
+        await _close(drv)
 
 
 @pytest.mark.parametrize(
@@ -219,7 +235,7 @@ async def test_hostile_setpoints_are_clamped_to_floor_and_rating(
         assert res.clamped
         assert load.limit_kw == pytest.approx(written)
     finally:
-        await drv.close()
+        await _close(drv)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -233,7 +249,7 @@ async def test_a_setpoint_that_is_not_a_number_writes_nothing(
             await drv.write(LoadSetpoint(device="ld1", p_max_kw=bad))
         assert regs.writes == []
     finally:
-        await drv.close()
+        await _close(drv)
 
 
 async def test_the_ramp_limit_holds_between_writes(
@@ -259,7 +275,7 @@ async def test_the_ramp_limit_holds_between_writes(
         fourth = await drv.write(LoadSetpoint(device="ld1", p_max_kw=RATING_KW))
         assert fourth.written == pytest.approx(60.0)
     finally:
-        await drv.close()
+        await _close(drv)
 
 
 async def test_a_device_that_does_not_hold_the_write_is_an_error(
@@ -272,7 +288,7 @@ async def test_a_device_that_does_not_hold_the_write_is_an_error(
         with pytest.raises(UnsafeWriteError, match="read-back at 4 differs"):
             await drv.write(LoadSetpoint(device="ld1", p_max_kw=50.0))
     finally:
-        await drv.close()
+        await _close(drv)
 
 
 async def test_read_back_mismatch_of_the_ceiling(raw: tuple[Registers, int]) -> None:
@@ -285,15 +301,15 @@ async def test_read_back_mismatch_of_the_ceiling(raw: tuple[Registers, int]) -> 
             await drv.write(LoadSetpoint(device="ld1", p_max_kw=50.0))
         assert [a for a, _ in regs.writes] == [4, 2]  # the watchdog first, then the ceiling
     finally:
-        await drv.close()
+        await _close(drv)
 
 
 @pytest.mark.parametrize(
     ("p_kw", "match"),
     [
-        (math.nan, "not a number: point p_kw"),
-        (-50.0, "implausible p_kw = -50.0"),
-        (1000.0, "implausible p_kw = 1000.0"),
+        (math.nan, "point p_kw is implausible or not a number"),
+        (-50.0, r"implausible p_kw = -50\.0 kW, outside -6\.0\.\.180\.0 kW"),
+        (1000.0, r"implausible p_kw = 1000\.0 kW, outside -6\.0\.\.180\.0 kW"),
     ],
 )
 async def test_hostile_readings_are_dropped(
@@ -303,10 +319,20 @@ async def test_hostile_readings_are_dropped(
     regs.words[0:2] = _float(p_kw)
     drv = _driver(port)
     try:
-        with pytest.raises(DeviceProtocolError, match=match):
+        with pytest.raises(DeviceProtocolError, match=match) as info:
             await drv.read()
+        err = info.value
+        # typed: the controller counts it as a bad reading by its type, never by its wording
+        assert isinstance(err, BadReading)
+        assert err.point == "p_kw"
+        assert err.device == "ld1"
+        assert not str(err).startswith("ld1")  # the message alone; whoever logs names it
+        if math.isfinite(p_kw):
+            assert isinstance(err, ImplausibleReading)
+            assert (err.value, err.low, err.high) == (p_kw, -0.05 * RATING_KW, 1.5 * RATING_KW)
+            assert err.unit == "kW"
     finally:
-        await drv.close()
+        await _close(drv)
 
 
 async def test_only_writable_points_are_written(raw: tuple[Registers, int]) -> None:
@@ -336,7 +362,7 @@ async def test_only_writable_points_are_written(raw: tuple[Registers, int]) -> N
             await drv.write(LoadSetpoint(device="ld1", p_max_kw=50.0))
         assert [a for a, _ in regs.writes] == [4]
     finally:
-        await drv.close()
+        await _close(drv)
 
 
 # --- MQTT ----------------------------------------------------------------------------------
@@ -346,7 +372,7 @@ async def test_an_mqtt_load_reads_telemetry_and_publishes_its_ceiling(
     mosquitto: Mosquitto,
 ) -> None:
     root = f"test/{uuid.uuid4().hex[:8]}"
-    dev = MqttDevice(
+    dev = WatchedMqttDevice(
         "ld-mqtt",
         "load",
         host="127.0.0.1",
@@ -358,27 +384,24 @@ async def test_an_mqtt_load_reads_telemetry_and_publishes_its_ceiling(
         rating_kw=RATING_KW,
         min_kw=MIN_KW,
         revert_s=30,
+        monotonic=FakeClock().monotonic,
     )
-    try:
-        assert await dev.wait_connected(5)
+    async with serving(dev):
+        assert await dev.wait_connected(HANG_GUARD_S)
         async with aiomqtt.Client("127.0.0.1", mosquitto.port) as client:
             await client.subscribe(f"{root}/setpoint", qos=1)
             await client.publish(
                 f"{root}/telemetry", json.dumps({"p_w": 75_000, "limit_kw": 120}), qos=1
             )
-            for _ in range(100):
-                if dev.age_s() is not None:
-                    break
-                await asyncio.sleep(0.05)
+            await dev.until(lambda: dev.age_s() is not None)  # the telemetry arrived
             reading = await dev.read()
             assert isinstance(reading, LoadReading)
-            assert (reading.p_kw, reading.limit_kw) == (pytest.approx(75.0), 120.0)
+            assert reading.p_kw == pytest.approx(75.0)
+            assert reading.limit_kw == 120.0
             res = await dev.write(LoadSetpoint(device="ld-mqtt", p_max_kw=-5.0))
             assert res.written == MIN_KW
             assert res.clamped
-            message = await asyncio.wait_for(anext(aiter(client.messages)), 5)
-            assert json.loads(bytes(message.payload)) == {"p_max_kw": MIN_KW, "revert_s": 30}  # type: ignore[arg-type]
+            message = await asyncio.wait_for(anext(aiter(client.messages)), HANG_GUARD_S)
+            assert json.loads(bytes(message.payload)) == {"p_max_kw": MIN_KW, "revert_s": 30}
             with pytest.raises(UnsafeWriteError, match="not a finite number"):
                 await dev.write(LoadSetpoint(device="ld-mqtt", p_max_kw=math.nan))
-    finally:
-        await dev.close()

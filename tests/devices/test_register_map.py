@@ -15,8 +15,10 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from devices import (
+    BadReading,
     DeviceProtocolError,
     ModbusTcpLink,
+    PvSetpoint,
     RegisterMapError,
     RegisterMapMeter,
     UnsafeWriteError,
@@ -108,10 +110,20 @@ async def test_implausible_values_are_dropped_and_counted(
     try:
         reading = await drv.read()
         assert reading.v_ll_v is None  # dropped, never passed on
-        assert drv.dropped == 2
+        # was: the driver's counter said 2. Both are dropped from the raw read; the reading
+        # names those of its own fields (the controller counts them as bad readings and marks
+        # the device degraded); Hz is not a field of a meter reading
+        values, dropped = await drv.read_points()
+        assert dropped == ("hz", "v_ll_v")
+        assert values["hz"] is None
+        assert values["v_ll_v"] is None
+        assert reading.dropped == ("v_ll_v",)
+        assert values["p_kw"] == pytest.approx(12.345)
         meter.words[0x34:0x36] = list(struct.unpack(">HH", struct.pack(">f", math.inf)))
-        with pytest.raises(DeviceProtocolError, match="p_kw"):
+        with pytest.raises(DeviceProtocolError, match="p_kw") as info:
             await drv.read()
+        assert isinstance(info.value, BadReading)
+        assert info.value.point == "p_kw"
     finally:
         await link.close()
 
@@ -119,14 +131,19 @@ async def test_implausible_values_are_dropped_and_counted(
 async def test_only_declared_writable_points_are_written(
     meter_server: tuple[InputRegisterMeter, int],
 ) -> None:
-    _meter, port = meter_server
+    # was: write_point("p_kw", ...) refused as read-only. A meter no longer has a write path
+    # at all: whatever it is asked to write is refused before the wire.
+    meter, port = meter_server
     link = ModbusTcpLink("127.0.0.1", port)
     drv = RegisterMapMeter(
         "m1", link, 3, load_register_map("builtin:three_phase_float_meter"), p_limit_kw=10_000
     )
     try:
-        with pytest.raises(UnsafeWriteError, match="read-only"):
-            await drv.write_point("p_kw", 1.0)
+        assert not drv.capabilities.writable
+        with pytest.raises(UnsafeWriteError, match="takes no setpoint; nothing written"):
+            await drv.write(PvSetpoint(device="m1", p_max_kw=1.0))
+        assert meter.requests == []
+        assert link.stats.requests == 0
     finally:
         await link.close()
 

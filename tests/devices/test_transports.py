@@ -20,7 +20,13 @@ from devices import (
 )
 from hil.server import DeviceFault, SunSpecServer
 from hil.sim_devices import SimInverter
-from tests.devices.dev_helpers import Certs, PtyPair, SunSpecRtuServer, SunSpecTlsServer
+from tests.devices.dev_helpers import (
+    HANG_GUARD_S,
+    Certs,
+    PtyPair,
+    SunSpecRtuServer,
+    SunSpecTlsServer,
+)
 
 
 def _inverters(n: int) -> dict[int, SimInverter]:
@@ -49,6 +55,32 @@ class _PeakLink(ModbusTcpLink):
                 self.in_flight -= 1
 
         client.read_holding_registers = counted  # type: ignore[method-assign]
+        return client
+
+
+class _WatchedRtuLink(ModbusRtuLink):
+    """An RTU link that notes every reply arriving while no request waits for it (a late
+    one), with the unit that sent it: the test awaits it instead of sleeping."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.late_replies: list[int] = []
+        self.late_reply = asyncio.Event()
+
+    def _new_client(self) -> Any:
+        client = super()._new_client()
+        ctx = client.ctx
+        received: Callable[..., int] = ctx.callback_data
+
+        def watched(data: bytes, addr: Any = None) -> int:
+            waited_for = not ctx.response_future.done()
+            used = received(data, addr=addr)
+            if not waited_for and ctx.last_pdu is not None:
+                self.late_replies.append(ctx.last_pdu.dev_id)
+                self.late_reply.set()
+            return used
+
+        ctx.callback_data = watched  # type: ignore[method-assign]
         return client
 
 
@@ -101,7 +133,7 @@ async def test_one_late_unit_does_not_close_the_serial_port(pty_pair: PtyPair) -
     sims = _inverters(2)
     server = SunSpecRtuServer(sims, tty=pty_pair.server)
     await server.start()
-    link = ModbusRtuLink(pty_pair.client, baudrate=115200, timeout_s=0.3)
+    link = _WatchedRtuLink(pty_pair.client, baudrate=115200, timeout_s=0.3)
     pv1 = SunSpecInverter("pv1", link, 1, rating_kw=100.0, revert_s=30)
     pv2 = SunSpecInverter("pv2", link, 2, rating_kw=100.0, revert_s=30)
     try:
@@ -111,7 +143,10 @@ async def test_one_late_unit_does_not_close_the_serial_port(pty_pair: PtyPair) -
         with pytest.raises(DeviceUnavailable):
             await pv2.read()
         server.set_fault(2, DeviceFault())
-        await asyncio.sleep(0.4)  # the late reply arrives and is discarded
+        # was: a 0.4 s sleep. Await the late reply itself: it arrives on the open port, with
+        # no request waiting for it, and is discarded
+        await asyncio.wait_for(link.late_reply.wait(), HANG_GUARD_S)
+        assert link.late_replies == [2]
         # the other unit on the bus still answers, on the same port, with its own values
         assert (await pv1.read()).p_kw == pytest.approx(10.0, abs=0.1)
         assert (await pv2.read()).p_kw == pytest.approx(20.0, abs=0.1)
@@ -161,8 +196,13 @@ async def test_tls_with_a_wrong_certificate_is_refused_quickly(certs: Certs, wro
     link = ModbusTlsLink("127.0.0.1", server.port, sslctx=ctx, timeout_s=0.5)
     pv = SunSpecInverter("pv1", link, 1, rating_kw=100.0, revert_s=30)
     try:
+        # was: refused within 3 s of wall time. What that protects: the refusal costs one
+        # connection attempt and at most one request, each bounded by the link's timeout
+        # (the guard only keeps a hang from blocking the suite)
         with pytest.raises(DeviceUnavailable, match=r"tls://127\.0\.0\.1"):
-            await asyncio.wait_for(pv.read(), 3.0)  # never a hang
+            await asyncio.wait_for(pv.read(), HANG_GUARD_S)
+        assert link.stats.connects == 1
+        assert link.stats.requests <= 1
     finally:
         await link.close()
         await server.stop()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from hil import FeederPhysics, PhysicsState, case33bw_path
@@ -80,11 +78,18 @@ def test_bad_inputs_are_refused(physics: FeederPhysics) -> None:
         physics.load_scale = -1.0
 
 
-def test_warm_solve_is_fast(physics: FeederPhysics) -> None:
-    physics.solve()
-    runs = 20
-    start = time.perf_counter()
-    for _ in range(runs):
-        physics.solve()
-    per_solve_ms = (time.perf_counter() - start) * 1000.0 / runs
-    assert per_solve_ms < 50.0
+def test_a_re_solve_starts_from_the_last_solution(physics: FeederPhysics) -> None:
+    """What keeps the rig's solve per interval cheap (timing lives in the benchmarks): each
+    solve starts from the last solution, so an unchanged feeder needs no Newton iteration."""
+    physics.load_scale = 1.0
+    first = physics.solve()
+    for _ in range(3):
+        again = physics.solve()
+        assert physics._net._ppc["iterations"] == 0  # converged at the starting point
+        assert again.head_p_kw == pytest.approx(first.head_p_kw, abs=1e-6)
+        assert again.v_pu == pytest.approx(first.v_pu, abs=1e-9)
+    physics.load_scale = 0.9  # a changed feeder takes iterations, and moves
+    changed = physics.solve()
+    physics.load_scale = 1.0
+    assert physics._net._ppc["iterations"] >= 1
+    assert changed.head_p_kw < first.head_p_kw

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
@@ -27,6 +27,18 @@ def _clock(start_s: float) -> FakeClock:
 
 
 pytestmark = pytest.mark.asyncio
+
+HANG_GUARD_S = 30.0
+"""Real seconds to wait for the rig's background work before calling it a hang."""
+
+
+async def _until(done: Callable[[], bool], what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HANG_GUARD_S
+    while not done():
+        if loop.time() > deadline:
+            raise AssertionError(f"gave up after {HANG_GUARD_S:g} s waiting for {what}")
+        await asyncio.sleep(0.005)
 
 
 def _s16(value: int) -> int:
@@ -149,11 +161,8 @@ async def test_write_triggers_physics_without_a_step(rig: HilRig) -> None:
         await client.write_registers(limit, [0, 0, 0, 0, 1], device_id=pv.unit)
     finally:
         client.close()
-    for _ in range(200):
-        if rig.solves > solves:
-            break
-        await asyncio.sleep(0.01)
-    assert rig.solves > solves
+    # the write's own (debounced) solve, in the background: wait for it, not for a set time
+    await _until(lambda: rig.solves > solves, "the solve after the write")
     assert rig.state.der_kw == pytest.approx(1440.0 - 120.0, abs=0.1)
 
 
@@ -246,8 +255,6 @@ async def test_background_physics_follows_the_profiles() -> None:
     ) as rig:
         assert rig.state.der_kw == pytest.approx(0.0)
         clock.advance(10.0)
-        for _ in range(100):
-            if rig.state.der_kw > 0.0:
-                break
-            await asyncio.sleep(0.01)
+        # the background ticker (real time, by nature) picks up the new time on its own
+        await _until(lambda: rig.state.der_kw > 0.0, "the background physics step")
         assert rig.state.der_kw == pytest.approx(1800.0, abs=0.1)

@@ -1,4 +1,5 @@
-"""Scenario files, day profiles and KPIs: pure code, no sockets."""
+"""Scenario files, day profiles and KPIs: pure code, no sockets (but for the last tests: the
+config a run builds from a scenario's ``[controller]`` needs a real rig's devices)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,15 @@ from typing import Any
 
 import pytest
 
+from controller.clock import FakeClock
+from controller.commands.rig.scenario import case_path, run_scenario, scenario_config
+from controller.config import PollConfig
+from hil import HilRig
 from hil.kpis import Sample, compliant, kpis
 from hil.profiles import CloudPass, LoadStep, clear_sky, load, load_shape, sun
 from hil.scenario import (
     BUNDLED_SCENARIOS,
+    Scenario,
     ScenarioError,
     bundled_scenario,
     load_scenario,
@@ -186,9 +192,55 @@ def test_compression_scales_the_whole_timeline() -> None:
             {**MINIMAL, "fault": [{"device": "pv07", "kind": "outage", "start_s": 0, "end_s": 9}]},
             "<t.toml>: fault[0]: kind 'outage' goes with device 'broker', and only it",
         ),
+        # [controller] is a partial feederd.toml: the first format's keys name their new place
         (
             {**MINIMAL, "controller": {"interval_s": 5, "revert_s": 8}},
-            "<t.toml>: controller.revert_s (8) must be at least twice interval_s (5)",
+            "<t.toml>: controller: 'revert_s' is now nothing (the rig's devices revert after ten"
+            " intervals, at least 30 s)",
+        ),
+        (
+            {**MINIMAL, "controller": {"poll_timeout_s": 0.5}},
+            "<t.toml>: controller: 'poll_timeout_s' is now [controller.poll] timeout_s",
+        ),
+        (
+            {**MINIMAL, "controller": {"stale_after_intervals": 2}},
+            "<t.toml>: controller: 'stale_after_intervals' is now [controller.poll]"
+            " stale_after_intervals",
+        ),
+        (
+            {**MINIMAL, "controller": {"v_min_pu": 0.9}},
+            "<t.toml>: controller: 'v_min_pu' is now [controller.feeder] v_min_pu",
+        ),
+        (
+            {**MINIMAL, "controller": {"price_per_kwh": 0.2}},
+            "<t.toml>: controller: 'price_per_kwh' is now [controller.dr] price_per_kwh",
+        ),
+        # what the rig decides, a scenario may not
+        (
+            {**MINIMAL, "controller": {"site": "elsewhere"}},
+            "<t.toml>: controller: 'site' is the rig's to set, not the scenario's",
+        ),
+        (
+            {**MINIMAL, "controller": {"devices": []}},
+            "<t.toml>: controller: 'devices' is the rig's to set, not the scenario's",
+        ),
+        (
+            {**MINIMAL, "controller": {"interval_s": 0}},
+            "<t.toml>: controller: 'interval_s' must be a number of seconds in 0.2..3600 (got 0)",
+        ),
+        (
+            {**MINIMAL, "controller": {"interval_s": 7200}},
+            "<t.toml>: controller: 'interval_s' must be a number of seconds in 0.2..3600"
+            " (got 7200)",
+        ),
+        (
+            {**MINIMAL, "controller": {"interval_s": "5"}},
+            "<t.toml>: controller: 'interval_s' must be a number of seconds in 0.2..3600 (got '5')",
+        ),
+        (
+            {**MINIMAL, "controller": {"interval_s": True}},
+            "<t.toml>: controller: 'interval_s' must be a number of seconds in 0.2..3600"
+            " (got True)",
         ),
     ],
 )
@@ -205,3 +257,73 @@ def test_a_file_that_is_not_toml_is_named(tmp_path: Path) -> None:
     bad.write_text("name = \n", encoding="utf-8")
     with pytest.raises(ScenarioError, match=r"bad\.toml: not valid TOML"):
         load_scenario(bad)
+
+
+# --- [controller]: a partial feederd config, validated when the run builds the config ------
+
+
+def test_the_interval_is_feederds_default_unless_the_scenario_sets_it() -> None:
+    assert parse_scenario(MINIMAL, source="<t.toml>").interval_s == 5.0
+    two = parse_scenario({**MINIMAL, "controller": {"interval_s": 2}}, source="<t.toml>")
+    assert two.interval_s == 2.0
+
+
+BAD_CONFIGS: list[tuple[dict[str, Any], str]] = [
+    (
+        {"poll": {"timeout_s": -1}},
+        "<t.toml>: controller.poll.timeout_s: Input should be greater than 0 (got -1)",
+    ),
+    (
+        {"poll": {"timeout_s": float("nan")}},
+        "<t.toml>: controller.poll.timeout_s: must be a finite number",
+    ),
+    ({"poll": {"retries": 3}}, "<t.toml>: controller.poll.retries: unknown key"),
+    ({"colour": "red"}, "<t.toml>: controller.colour: unknown key"),
+    (
+        {"feeder": {"v_min_pu": 1.2}},
+        "<t.toml>: controller.feeder.v_min_pu: Input should be less than 1",
+    ),
+]
+
+
+def _scenario(controller: dict[str, Any]) -> Scenario:
+    return parse_scenario({**MINIMAL, "controller": controller}, source="<t.toml>")
+
+
+async def test_a_bad_partial_config_is_one_line_naming_the_key_under_controller() -> None:
+    clock = FakeClock()
+    async with HilRig(
+        monotonic=clock.monotonic, physics_period_s=None, solve_on_write=False
+    ) as rig:
+        for controller, message in BAD_CONFIGS:
+            scenario = _scenario(controller)  # the scenario's own checks let it through ...
+            with pytest.raises(ScenarioError) as info:  # ... feederd's config does not
+                scenario_config(rig, scenario, case_path(scenario, Path.cwd()), "<t.toml>")
+            text = str(info.value)
+            assert text.startswith(message), text
+            assert "\n" not in text
+            assert info.value.key == message.split(": ")[1]
+        # a good one is merged into the rig's config, the rest from the rig's base
+        scenario = _scenario({"interval_s": 2, "poll": {"timeout_s": 0.25}})
+        loaded = scenario_config(rig, scenario, case_path(scenario, Path.cwd()), "<t.toml>")
+        assert loaded.config.interval_s == 2.0
+        assert loaded.config.poll.timeout_s == 0.25
+        assert loaded.config.site == "sim"
+        assert {d.name for d in loaded.config.devices} == {d.name for d in rig.devices}
+        # and so is every bundled scenario's
+        for name in BUNDLED_SCENARIOS:
+            bundled = load_scenario(bundled_scenario(name))
+            loaded = scenario_config(rig, bundled, case_path(bundled, Path.cwd()), name)
+            assert loaded.config.interval_s == bundled.interval_s
+            poll = bundled.controller.get("poll", {})
+            default = PollConfig().timeout_s
+            assert loaded.config.poll.timeout_s == poll.get("timeout_s", default), name
+
+
+async def test_a_run_with_a_bad_partial_config_stops_with_that_line() -> None:
+    scenario = _scenario({"poll": {"timeout_s": -1}})
+    with pytest.raises(ScenarioError) as info:
+        await run_scenario(scenario, source="<t.toml>")
+    assert str(info.value) == (
+        "<t.toml>: controller.poll.timeout_s: Input should be greater than 0 (got -1)"
+    )

@@ -24,6 +24,13 @@ description = "a one-minute check"
 start = "18:00"
 duration_s = 60
 
+[controller]
+interval_s = 5
+
+[controller.poll]
+timeout_s = 0.5
+stale_after_intervals = 3
+
 [[dr]]
 start_s = 10
 end_s = 60
@@ -54,9 +61,15 @@ def test_sim_runs_a_scenario_and_writes_results(
     assert kpis["device_missed_intervals"] >= 2
     assert (out / "overview.png").stat().st_size > 10_000
     log_lines = (out / "feederd.log").read_text(encoding="utf-8").splitlines()
-    events = [json.loads(line)["event"] for line in log_lines]
+    records = [json.loads(line) for line in log_lines]
+    events = [r["event"] for r in records]
     assert events.count("cycle") == 12
-    assert "device_down" in events
+    # the silent PV's outage: one line on each change of its health, never a repetition
+    pv18 = [r["event"] for r in records if r.get("device") == "pv18"]
+    assert pv18 == ["device_degraded", "device_stale", "device_recovered"], pv18
+    stale = next(r for r in records if r["event"] == "device_stale")
+    assert stale["missed_intervals"] == 3
+    assert stale["level"] == "error"
 
 
 @pytest.mark.parametrize(
@@ -114,6 +127,7 @@ def _free_block(size: int) -> int:
     raise RuntimeError("no block of free ports")
 
 
+@pytest.mark.integration
 async def test_serve_announces_devices_that_answer_and_stops_on_sigterm() -> None:
     base = _free_block(19)
     proc = await asyncio.create_subprocess_exec(

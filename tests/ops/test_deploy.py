@@ -7,16 +7,17 @@ import json
 import re
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
-from ops_helpers import FEEDERD, free_port, wait_port
+from ops_helpers import FEEDERD, free_port, poll_until, wait_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+
+pytestmark = pytest.mark.integration
 
 
 def _tool(name: str) -> str:
@@ -83,15 +84,34 @@ def _query(port: int, expr: str) -> dict[str, Any]:
     return result
 
 
+def _get(url: str) -> bytes | None:
+    """The body at ``url``, or None while nothing (ready) answers there."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            body: bytes = resp.read()
+    except OSError:
+        return None
+    return body
+
+
+def _sample(text: bytes, name: str, labels: str = "") -> float | None:
+    """The value of one sample in the text exposition format, None when it is not there."""
+    pattern = rf"^{re.escape(name)}{re.escape(labels)} (\S+)$".encode()
+    m = re.search(pattern, text, flags=re.MULTILINE)
+    return float(m.group(1)) if m else None
+
+
 def test_prometheus_scrapes_the_demo_and_every_expression_evaluates(tmp_path: Path) -> None:
     prometheus, promtool = _tool("prometheus"), _tool("promtool")
     metrics_port, prom_port = free_port(), free_port()
+    # real time (Prometheus scrapes on its clock); it is stopped as soon as the test has its
+    # answers, long before the end of this duration
     demo = subprocess.Popen(
         [
             FEEDERD,
             "demo",
             "--duration",
-            "40",
+            "600",
             "--interval",
             "1",
             "--metrics-port",
@@ -101,11 +121,18 @@ def test_prometheus_scrapes_the_demo_and_every_expression_evaluates(tmp_path: Pa
         stderr=subprocess.DEVNULL,
     )
     prom: subprocess.Popen[bytes] | None = None
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
-        wait_port(metrics_port, 30)
-        time.sleep(2)
-        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5) as r:
-            text = r.read()
+        wait_port(metrics_port, 60)
+
+        def dispatched() -> bool:  # an interval dispatched and its compliance judged
+            text = _get(metrics_url) or b""
+            optimal = _sample(text, "feederd_cycles_total", '{status="optimal"}')
+            return bool(optimal) and _sample(text, "feederd_dr_compliant") is not None
+
+        poll_until(dispatched, f"a dispatched interval on {metrics_url}", 60)
+        text = _get(metrics_url)
+        assert text is not None
         lint = subprocess.run(
             [promtool, "check", "metrics"], input=text, capture_output=True, timeout=30, check=False
         )
@@ -127,18 +154,15 @@ def test_prometheus_scrapes_the_demo_and_every_expression_evaluates(tmp_path: Pa
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        wait_port(prom_port, 30)
-        for _ in range(150):  # the port opens before the TSDB is ready (503 until then)
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{prom_port}/-/ready", timeout=2):
-                    break
-            except OSError:
-                time.sleep(0.2)
-        for _ in range(100):  # until a few scrapes are in
+        # the port opens before the TSDB is ready (503 until then)
+        ready = f"http://127.0.0.1:{prom_port}/-/ready"
+        poll_until(lambda: _get(ready) is not None, f"Prometheus ready at {ready}", 60)
+
+        def scrapes() -> float:
             res = _query(prom_port, "count_over_time(feederd_feeder_import_kw[1m])")
-            if res["data"]["result"] and float(res["data"]["result"][0]["value"][1]) >= 6:
-                break
-            time.sleep(0.2)
+            return float(res["data"]["result"][0]["value"][1]) if res["data"]["result"] else 0.0
+
+        poll_until(lambda: scrapes() >= 3, "three scrapes of the demo in Prometheus", 60)
         panel, alerts = _expressions()
         for expr in panel:
             concrete = expr.replace("$__rate_interval", "30s").replace("$__range", "1m")
@@ -151,8 +175,13 @@ def test_prometheus_scrapes_the_demo_and_every_expression_evaluates(tmp_path: Pa
             assert res["status"] == "success", (expr, res)
         up = _query(prom_port, 'up{job="feederd"}')["data"]["result"]
         assert up[0]["value"][1] == "1"
+        assert demo.poll() is None  # the demo was live throughout
     finally:
         for p in (prom, demo):
             if p is not None:
                 p.terminate()
-                p.wait(10)
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()

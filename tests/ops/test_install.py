@@ -5,6 +5,11 @@ checked by ``systemd-analyze verify``, and the journal the installed feederd cre
 Not run here, because they would change the machine the tests run on: ``useradd``/``usermod``
 (the system user ``feederd``), ``chown`` to it, and ``systemctl daemon-reload/enable`` — the
 script skips exactly these under ``DESTDIR`` and says so.
+
+The checkout is only read: the install builds from a copy (pip would leave ``build/`` and
+``*.egg-info`` in the source tree), and the refusal test runs the script as ``nobody`` from its
+standard input, since ``nobody`` cannot open a file in a checkout under a 0700 directory
+(``/root`` on Debian).
 """
 
 from __future__ import annotations
@@ -21,28 +26,59 @@ REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "deploy" / "install.sh"
 
 
+def _pip_environment() -> dict[str, str]:
+    """pip's own settings of the caller (index, find-links, certificates), and the caller's
+    download cache, so the staged install finds the packages as the caller's pip would, and
+    fetches each one once however often the test runs."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("PIP_")}
+    env.setdefault("PIP_CACHE_DIR", str(Path.home() / ".cache" / "pip"))
+    for key in ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE"):
+        if key in os.environ:
+            env[key] = os.environ[key]
+    return env
+
+
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def _build_artefacts() -> dict[str, int]:
+    """What pip leaves in a source tree it builds in (each file, with its mtime)."""
+    found = [REPO / "build", REPO / "dist", *REPO.glob("*.egg-info")]
+    return {
+        str(p): p.stat().st_mtime_ns
+        for top in found
+        if top.exists()
+        for p in (top, *top.rglob("*"))
+    }
+
+
 @pytest.fixture(scope="module")
 def staged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """One install into a fresh root (it builds a venv: ~15 s), shared by the tests here."""
+    """One install into a fresh root (it builds a venv: ~35 s), shared by the tests here."""
     root = tmp_path_factory.mktemp("root")
+    scratch = tmp_path_factory.mktemp("install-tmp")
     python = shutil.which("python3") or "python3"
+    before = _build_artefacts()
     out = subprocess.run(
         ["sh", str(INSTALL)],
         env={"PATH": os.environ["PATH"], "HOME": str(root), "DESTDIR": str(root),
-             "PYTHON": python},
+             "PYTHON": python, "TMPDIR": str(scratch), **_pip_environment()},
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr
+    # the checkout was only read: no build/ or *.egg-info made or touched in it ...
+    assert _build_artefacts() == before
+    # ... and the copy it built from is gone
+    assert list(scratch.iterdir()) == []
     return root, out.stdout
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_install_lays_down_venv_config_state_and_unit(staged: tuple[Path, str]) -> None:
     root, stdout = staged
     # it says what it skipped
@@ -78,6 +114,8 @@ def test_install_lays_down_venv_config_state_and_unit(staged: tuple[Path, str]) 
     assert unit.read_text() == (REPO / "deploy/feederd.service").read_text()
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_installed_unit_passes_systemd_analyze_verify(
     staged: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -102,6 +140,8 @@ def test_installed_unit_passes_systemd_analyze_verify(
     assert out.stderr.strip() == ""
 
 
+@pytest.mark.slow
+@pytest.mark.integration
 def test_installed_feederd_creates_an_owner_only_journal(staged: tuple[Path, str]) -> None:
     root, _ = staged
     state = root / "var/lib/feederd"
@@ -121,22 +161,33 @@ def test_installed_feederd_creates_an_owner_only_journal(staged: tuple[Path, str
     assert _mode(state) == 0o750
 
 
-def test_install_refuses_without_root_or_destdir(tmp_path: Path) -> None:
+@pytest.mark.integration
+def test_install_refuses_without_root_or_destdir() -> None:
+    env = {"PATH": "/usr/bin:/bin"}  # no DESTDIR, whatever the caller's environment has
     if os.geteuid() != 0:
-        out = subprocess.run(["sh", str(INSTALL)], capture_output=True, text=True, check=False)
-        assert out.returncode == 2
-        assert "run as root" in out.stderr
+        out = subprocess.run(
+            ["sh", str(INSTALL)], capture_output=True, text=True, env=env, timeout=60, check=False
+        )
+        assert out.returncode == 2, out.stdout + out.stderr
+        assert "run as root (or set DESTDIR" in out.stderr
         return
-    # as root, run it as nobody (setpriv drops the ids) so the check itself is exercised
+    # as root, run it as nobody (setpriv drops the ids) so the check itself is exercised. The
+    # script comes on standard input (`sh -s`), read by this process: nobody may not be allowed
+    # to open it where the checkout is (under a 0700 home). Its working directory is /, where
+    # every user may go, for the script's `cd "$(dirname "$0")/.."`.
     setpriv = shutil.which("setpriv")
     if setpriv is None:
         pytest.skip("setpriv is not installed (util-linux)")
     out = subprocess.run(
-        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "sh", str(INSTALL)],
+        [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-s"],
+        input=INSTALL.read_text(),
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd="/",
+        env=env,
+        timeout=60,
         check=False,
     )
     assert out.returncode == 2, out.stdout + out.stderr
     assert "run as root (or set DESTDIR" in out.stderr
+    assert out.stdout == ""  # refused before it did anything

@@ -3,6 +3,7 @@ systemd credential), bound to 127.0.0.1 unless configured otherwise."""
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import shutil
 import ssl
@@ -17,6 +18,8 @@ from ops_helpers import FEEDERD, Daemon, daemon_toml, free_port
 from controller.config import MetricsConfig
 from hil import HilRig
 from tests.support.tls import Certs, make_certs
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -60,20 +63,21 @@ async def test_metrics_over_https_on_loopback(rig: HilRig, certs: Certs, tmp_pat
         )
     )
     async with Daemon(config, env={"CREDENTIALS_DIRECTORY": str(creds)}) as daemon:
-        await daemon.wait_log("cycle", 30)
+        await daemon.wait_log("cycle", 60)
         # no host in the config: only 127.0.0.1 listens
         assert _listening_addresses(port) == {"0100007F"}
         trusting = ssl.create_default_context(cafile=str(certs.ca))
-        body = _get(f"https://127.0.0.1:{port}/metrics", trusting)
+        # (urllib blocks: in a thread, so the rig on this event loop keeps answering)
+        body = await asyncio.to_thread(_get, f"https://127.0.0.1:{port}/metrics", trusting)
         assert "feederd_cycles_total" in body
         # a client that does not trust the test CA refuses the server ...
         stranger = ssl.create_default_context(cafile=str(certs.rogue_ca))
         with pytest.raises(urllib.error.URLError) as refused:
-            _get(f"https://127.0.0.1:{port}/metrics", stranger)
+            await asyncio.to_thread(_get, f"https://127.0.0.1:{port}/metrics", stranger)
         assert isinstance(refused.value.reason, ssl.SSLCertVerificationError)
         # ... and plain HTTP gets no metrics
         with pytest.raises((OSError, http.client.HTTPException)):
-            _get(f"http://127.0.0.1:{port}/metrics")
+            await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/metrics")
 
 
 def test_an_unreadable_metrics_key_is_a_config_error(

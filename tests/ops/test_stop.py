@@ -1,17 +1,19 @@
 """SIGTERM against the HIL rig: ``on_stop = "release"`` disables every control before exiting;
 the default ``"revert"`` leaves them to expire on the devices' own revert timers. And each
-driver's ``release()`` on a 700-series device (models 704/713)."""
+driver's ``release()`` on a 700-series device (models 704/713).
+
+How fast feederd stops is a figure for the benchmarks, not a test: here it must stop, exit 0,
+say so, and leave the controls as ``on_stop`` asks. The revert timers lapse on the rig's clock,
+moved ahead once the daemon is gone (no waiting for them)."""
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import stat
-import time
 from pathlib import Path
 
 import pytest
-from ops_helpers import Daemon, daemon_toml
+from ops_helpers import Daemon, RigClock, daemon_toml, eventually
 
 from devices import (
     BatterySetpoint,
@@ -24,7 +26,10 @@ from hil import HilRig
 from hil.server import SunSpecServer
 from tests.support.der700 import Der700
 
-REVERT_S = 3
+REVERT_S = 30
+"""Longer than anything here takes: a control reverts only when the test moves the rig's clock."""
+STOP_GUARD_S = 20.0
+"""A hang guard for the exit after SIGTERM (the stop time itself is a benchmark figure)."""
 
 
 def _controls(rig: HilRig) -> dict[str, tuple[object, ...]]:
@@ -52,19 +57,16 @@ def _modes(folder: Path, pattern: str) -> dict[str, int]:
     return {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.glob(pattern)}
 
 
-async def _until(predicate: object, timeout_s: float) -> bool:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return bool(predicate())
+async def _revert_timers_lapse(rig: HilRig, rig_clock: RigClock) -> None:
+    """Move the rig past every revert timer the daemon wrote, and let the devices see it."""
+    rig_clock.advance(REVERT_S + 1)
+    await rig.step()
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("on_stop", ["release", "release-one-silent", "revert"])
 async def test_sigterm_releases_or_leaves_controls_to_revert(
-    on_stop: str, rig: HilRig, tmp_path: Path
+    on_stop: str, rig: HilRig, rig_clock: RigClock, tmp_path: Path
 ) -> None:
     silent = next(d.name for d in rig.devices if d.kind == "pv") if "silent" in on_stop else None
     on_stop = on_stop.removesuffix("-one-silent")
@@ -74,30 +76,31 @@ async def test_sigterm_releases_or_leaves_controls_to_revert(
             rig,
             tmp_path / "journal.sqlite",
             revert_s=REVERT_S,
-            # a request to the silent device outlasts the 0.5 s the release may take
-            poll_timeout_s=0.2 if silent is None else 1.5,
-            extra=f'on_stop = "{on_stop}"',
+            # the release may take 5 s (a hang guard on a busy machine); a request to the silent
+            # device gives up after its own timeout, 0.7 s, inside the 0.8 s poll deadline
+            interval_s=1.0,
+            poll_timeout_s=0.7,
+            deadline_fraction=0.8,
+            extra=f'on_stop = "{on_stop}"\nrelease_timeout_s = 5.0',
         )
     )
     assert _all_released(rig)  # nothing engaged before the daemon writes
     async with Daemon(config) as daemon:
-        await daemon.wait_log("cycle", 30)
+        await daemon.wait_log("cycle", 60)
         # every PV limit enabled and every battery under control, rewritten each interval
-        assert await _until(lambda: _all_engaged(rig), 10), _controls(rig)
-        await daemon.wait_log("cycle", 5, after=len(daemon.logs))
+        await eventually(lambda: _all_engaged(rig), f"all controls engaged: {_controls(rig)}")
+        await daemon.wait_log("cycle", after=len(daemon.logs))
         # the journal the daemon writes, with its WAL companions, is owner-only
         journal = _modes(tmp_path, "journal*")
         assert {"journal.sqlite", "journal.sqlite-wal", "journal.sqlite-shm"} <= set(journal)
         assert set(journal.values()) == {0o600}, journal
-        assert daemon.proc is not None
         if silent is not None:  # it stops answering just before the stop
             rig.set_silent(silent)
-        started = time.monotonic()
         daemon.signal(signal.SIGTERM)
-        rc = await asyncio.wait_for(daemon.proc.wait(), 5)
-        stopped_s = time.monotonic() - started
-    assert rc == 0
-    assert stopped_s < 2.0, stopped_s
+        rc = await daemon.wait_exit("the exit after SIGTERM", STOP_GUARD_S)
+    assert rc == 0, daemon.stderr[-20:]
+    assert daemon.events("stopping"), daemon.stderr[-20:]
+    assert daemon.events("stopping")[0]["reason"] == "signal"
     assert not any("Traceback" in line for line in daemon.stderr), daemon.stderr[-20:]
     held = _controls(rig)
     if on_stop == "release":
@@ -112,13 +115,18 @@ async def test_sigterm_releases_or_leaves_controls_to_revert(
             assert held[silent][0] == 1
             assert released[0]["failed"] == 1
             failed = daemon.events("release_failed")
-            assert (failed[0]["device"], failed[0]["error"]) == (silent, "timed out")
+            assert failed[0]["device"] == silent
+            assert failed[0]["error"].startswith("DeviceUnavailable: "), failed
+            assert "No response received" in failed[0]["error"], failed  # pymodbus's timeout
+            await _revert_timers_lapse(rig, rig_clock)
+            assert _all_released(rig), _controls(rig)
     else:
         # the controls stay as last written ...
         assert all(c[0] != 0 for c in held.values()), held
         assert not daemon.events("released")
         # ... until each device's revert timer lapses (the PV limit fails open at 100 %)
-        assert await _until(lambda: _all_released(rig), REVERT_S + 1.5), _controls(rig)
+        await _revert_timers_lapse(rig, rig_clock)
+        assert _all_released(rig), _controls(rig)
         assert all(c[1] == 100.0 for n, c in _controls(rig).items() if len(c) == 2)
 
 

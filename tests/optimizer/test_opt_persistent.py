@@ -207,3 +207,33 @@ def test_branch_rating_is_a_soft_limit_reported_in_kva() -> None:
     assert res.status is DispatchStatus.LIMIT_RELAXED
     assert res.rating_slack_kva > 0
     assert "branch rating exceeded" in res.message
+
+
+def test_highs_writes_nothing_to_stdout_and_leaves_the_process_stdout_alone() -> None:
+    """Each HiGHS instance is made quiet (no banner on fd 1), without redirecting the
+    process's standard output around it: a line printed by another part of the program
+    while solvers are made still arrives."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    script = (
+        "import threading\n"
+        "from optimizer import Dispatcher, DispatchInput, synthetic_feeder, synthetic_ders\n"
+        "net = synthetic_feeder(20, seed=3)\n"
+        "ders = synthetic_ders(net, pv_available=0.5)\n"
+        "inp = DispatchInput(loads_kw=net.loads_kw, loads_kvar=net.loads_kvar, pv=ders.pv,\n"
+        "    batteries=ders.batteries, import_limit_kw=ders.import_limit_kw, interval_s=300.0,\n"
+        "    v_min_pu=0.9)\n"
+        "def talk():\n"
+        "    for i in range(200):\n"
+        "        print(f'line {i}', flush=True)\n"
+        "t = threading.Thread(target=talk); t.start()\n"
+        "for _ in range(3):\n"
+        "    assert Dispatcher(net).solve(inp).status.has_setpoints\n"
+        "t.join()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "HiGHS" not in out.stdout + out.stderr
+    assert out.stdout.splitlines() == [f"line {i}" for i in range(200)]

@@ -28,11 +28,15 @@ def feeder(
     *,
     import_limit_kw: float | None = None,
     rig: Mapping[str, Any] | None = None,
+    devices: Mapping[str, Mapping[str, Any]] | None = None,
     **overrides: Any,
 ) -> AbstractAsyncContextManager[Simulation]:
     """The daemon and the rig on a simulated clock; ``overrides`` is a partial feederd.toml
-    (``poll={"stale_after_intervals": 2}``), ``rig`` the ``HilRig`` options to change."""
+    (``poll={"stale_after_intervals": 2}``), ``rig`` the ``HilRig`` options to change,
+    ``devices`` settings for the rig's devices by kind or name (``{"load": {"min_kw": 20}}``)."""
     cfg = merge(TEST_DEFAULTS, overrides)
     if import_limit_kw is not None:
         cfg = merge(cfg, {"dr": {"import_limit_kw": import_limit_kw}})
-    return Simulation.open(overrides=cfg, rig_options={**RIG_DEFAULTS, **(rig or {})})
+    return Simulation.open(
+        overrides=cfg, rig_options={**RIG_DEFAULTS, **(rig or {})}, devices=devices
+    )

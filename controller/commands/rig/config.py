@@ -4,6 +4,8 @@
 ``[controller]`` table), the benchmarks and the tests use: the base a commissioning engineer
 would write for the rig (its devices, its case, the voltage band of the 33-bus feeder at peak,
 metrics off) with ``overrides`` merged in, then validated like any ``feederd.toml``.
+``devices`` adds settings to the rig's device entries, by kind (``"load"``) or by name
+(``"load12"``; a name wins over its kind): ``{"load": {"min_kw": 20.0}}``.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def rig_config(
     site: str = "hil",
     case: Path | None = None,
     source: str = "<rig>",
+    devices: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> LoadedConfig:
     """The rig's config with ``overrides`` (a partial ``feederd.toml``) merged in; every problem
     is a ``ConfigError`` naming the key."""
@@ -64,5 +67,10 @@ def rig_config(
             revert_s=revert_s_for(interval_s if isinstance(interval_s, int | float) else 5.0)
         ),
     }
+    settings = devices or {}
+    base["devices"] = [
+        merge(merge(entry, settings.get(entry["kind"], {})), settings.get(entry["name"], {}))
+        for entry in base["devices"]
+    ]
     data = merge(base, overrides)
     return parse_config(data, source=source, base_dir=Path.cwd() if case is None else case.parent)

@@ -2,7 +2,8 @@
 tests and anyone testing their own settings drive interval by interval.
 
 ``async with Simulation.open(overrides={...}) as sim`` starts a rig (``HilRig`` options in
-``rig_options``), builds its config (``rig_config`` with ``overrides``, a partial feederd.toml)
+``rig_options``), builds its config (``rig_config`` with ``overrides``, a partial feederd.toml,
+and ``devices``, settings for the rig's device entries by kind or name)
 and assembles the daemon (``Daemon.open``) on a ``FakeClock``. ``await sim.step()`` is one
 interval: the physics advanced to the tick, one control cycle, the clock moved on by the
 interval. Deadlines are on the clock, so what a step does never depends on how busy the machine
@@ -48,6 +49,7 @@ class Simulation:
         *,
         overrides: Mapping[str, Any] | None = None,
         rig_options: Mapping[str, Any] | None = None,
+        devices: Mapping[str, Mapping[str, Any]] | None = None,
         start: datetime | None = None,
         mqtt: MqttSettings | None = None,
         site: str = "sim",
@@ -55,7 +57,9 @@ class Simulation:
         clock = FakeClock(start)
         options = {"solve_on_write": False, **(rig_options or {})}
         async with HilRig(monotonic=clock.monotonic, physics_period_s=None, **options) as rig:
-            loaded = rig_config(rig, overrides=overrides, site=site, case=options.get("case"))
+            loaded = rig_config(
+                rig, overrides=overrides, site=site, case=options.get("case"), devices=devices
+            )
             async with Daemon.open(loaded, clock=clock, mqtt=mqtt) as daemon:
                 yield cls(rig=rig, daemon=daemon, clock=clock)
 
