@@ -35,13 +35,14 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
+# Two workers (the 2-core box): each test's ports and topics are its own (tests/support/net.py).
 pytest: venv apt
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist worksteal
 
 test: lint typecheck pytest
 
 test-fast: venv
-	$(BIN)/pytest -m "not slow and not integration"
+	$(BIN)/pytest -n 2 -m "not slow and not integration"
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

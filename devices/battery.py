@@ -112,7 +112,7 @@ class SunSpecBattery(SunSpecDevice):
         )
         if self.uses_704:
             model = layout(704)
-            ctl = await self.read_model(704)
+            ctl = await self.control_block(704)
             sf = ctl.get("WSet_SF")
             exponent = int(sf) if isinstance(sf, int) else 0
             words = (
@@ -127,7 +127,7 @@ class SunSpecBattery(SunSpecDevice):
             await self.write_points(704, "WSetEna", words, verify=True)
         else:
             model = layout(124)
-            storage = await self.read_model(124)
+            storage = await self.control_block(124)
             sf = storage.get("InOutWRte_SF")
             exponent = int(sf) if isinstance(sf, int) else 0
             words = (

@@ -115,7 +115,7 @@ class SunSpecInverter(SunSpecDevice):
         )
         ctl_id = self.control_model
         model = layout(ctl_id)
-        ctl = await self.read_model(ctl_id)
+        ctl = await self.control_block(ctl_id)
         sf = ctl.get("WMaxLimPct_SF")
         exponent = int(sf) if isinstance(sf, int) else 0
         if ctl_id == 123:

@@ -35,6 +35,7 @@ class SunSpecDevice:
         self.link = link
         self.unit = unit
         self._chain: ModelChain | None = None
+        self._polled: dict[int, dict[str, Value]] = {}
 
     @property
     def chain(self) -> ModelChain | None:
@@ -82,10 +83,18 @@ class SunSpecDevice:
                 block = registers[start - span_start : start - span_start + size]
                 try:
                     out[model.model_id] = decode_model(model, block)
+                    self._polled[model.model_id] = out[model.model_id]
                 except DecodeError as err:
                     self._chain = None  # the chain moved under us: walk it again next time
                     raise DeviceProtocolError(self.name, str(err), address=start) from err
         return out
+
+    async def control_block(self, model_id: int) -> dict[str, Value]:
+        """A control model's values to encode a write with (its scale factors): the block the
+        last read decoded, taken once (so it is never older than the last poll), else read
+        now."""
+        polled = self._polled.pop(model_id, None)
+        return polled if polled is not None else await self.read_model(model_id)
 
     async def read_span(self, start: int, count: int) -> list[int]:
         """``count`` holding registers from ``start``, in as many requests as the limit needs."""

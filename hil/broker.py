@@ -48,9 +48,15 @@ class MosquittoBroker:
             raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
         self.exe = exe
         self.host = "127.0.0.1"
-        self.port = port or _free_port()
         self._dir = tempfile.TemporaryDirectory(prefix="feederd-broker-")
         self._conf = Path(self._dir.name) / "mosquitto.conf"
+        self._proc: asyncio.subprocess.Process | None = None
+        self._chosen = port is None  # a port of our choosing may be chosen again
+        self._started = False
+        self._listen_on(port or _free_port())
+
+    def _listen_on(self, port: int) -> None:
+        self.port = port
         self._conf.write_text(
             f"listener {self.port} {self.host}\n"
             "allow_anonymous true\n"
@@ -59,27 +65,41 @@ class MosquittoBroker:
             "autosave_interval 1\n",
             encoding="utf-8",
         )
-        self._proc: asyncio.subprocess.Process | None = None
 
     @property
     def running(self) -> bool:
         return self._proc is not None and self._proc.returncode is None
 
     async def start(self, timeout_s: float = 10.0) -> None:
+        """Start mosquitto and wait until it listens. The first start of a broker whose port
+        was chosen here tries other ports if another program took it meanwhile; a restart
+        keeps its port (the clients reconnect to it)."""
         if self.running:
             return
-        self._proc = await asyncio.create_subprocess_exec(
+        for _ in range(5):
+            if await self._spawn(timeout_s):
+                self._started = True
+                return
+            if self._started or not self._chosen:
+                break
+            self._listen_on(_free_port())
+        raise BrokerError(f"mosquitto could not listen on {self.host}:{self.port}")
+
+    async def _spawn(self, timeout_s: float) -> bool:
+        proc = await asyncio.create_subprocess_exec(
             self.exe,
             "-c",
             str(self._conf),
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
         )
+        self._proc = proc
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         while loop.time() < deadline:
-            if self._proc.returncode is not None:
-                raise BrokerError(f"mosquitto exited with {self._proc.returncode} on start")
+            if proc.returncode is not None:  # e.g. the port is taken
+                self._proc = None
+                return False
             try:
                 _r, writer = await asyncio.open_connection(self.host, self.port)
             except OSError:
@@ -88,9 +108,13 @@ class MosquittoBroker:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
-            return
+            await asyncio.sleep(0.05)  # still ours: a program that answered instead exits now
+            if proc.returncode is None:
+                return True
+            self._proc = None
+            return False
         await self.stop()
-        raise BrokerError(f"mosquitto did not listen on {self.host}:{self.port}")
+        return False
 
     async def stop(self) -> None:
         """Stop the broker (SIGTERM, then SIGKILL after 5 s); its clients lose their sessions'

@@ -23,6 +23,8 @@ from hil.cases import case33bw_path
 __all__ = ["FeederPhysics", "PhysicsError", "PhysicsState"]
 
 _SQRT3 = math.sqrt(3.0)
+_RECYCLE = {"bus_pq": True, "trafo": False, "gen": False}
+"""pandapower keeps its internal model between solves; only the buses' P and Q are updated."""
 
 
 class PhysicsError(RuntimeError):
@@ -113,6 +115,7 @@ class FeederPhysics:
         if bus not in self._bus_numbers:
             raise ValueError(f"DER {name!r}: bus {bus} is not in the case")
         self._sgen[name] = int(pp.create_sgen(self._net, bus - 1, p_mw=0.0, q_mvar=0.0, name=name))
+        self._solved_once = False  # a new element: the next solve builds the model afresh
 
     def set_der(self, name: str, p_kw: float, q_kvar: float = 0.0) -> None:
         """Set a DER's injection: positive ``p_kw`` feeds the grid (PV, battery discharge)."""
@@ -127,6 +130,7 @@ class FeederPhysics:
         if bus not in self._bus_numbers:
             raise ValueError(f"load {name!r}: bus {bus} is not in the case")
         self._loads[name] = int(pp.create_load(self._net, bus - 1, p_mw=0.0, name=name))
+        self._solved_once = False
 
     def set_load(self, name: str, p_kw: float, q_kvar: float = 0.0) -> None:
         """Set what a controllable load draws (positive ``p_kw`` is consumed)."""
@@ -140,7 +144,10 @@ class FeederPhysics:
         net.load.loc[self._case_loads, "p_mw"] = self._base_load_p_mw * self._load_scale
         net.load.loc[self._case_loads, "q_mvar"] = self._base_load_q_mvar * self._load_scale
         try:
-            pp.runpp(net, numba=False, init="results" if self._solved_once else "auto")
+            if self._solved_once:  # same elements, new powers: reuse the model of the last solve
+                pp.runpp(net, numba=False, init="results", recycle=_RECYCLE)
+            else:
+                pp.runpp(net, numba=False, init="auto")
         except pp.LoadflowNotConverged:
             try:  # a bad warm start: once more from a flat start
                 pp.runpp(net, numba=False, init="flat")

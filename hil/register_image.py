@@ -98,8 +98,7 @@ class SimSunSpecDevice:
         self._image = [0] * (address + len(END_MARKER) - BASE_ADDRESS)
         self._image[: len(SUNS_MARKER)] = SUNS_MARKER
         self._image[-len(END_MARKER) :] = END_MARKER
-        for model_id in self._layouts:
-            self._encode(model_id)
+        self._dirty: set[int] = set(self._layouts)  # blocks to encode before they are read
 
     # --- the image -------------------------------------------------------------------------
 
@@ -127,18 +126,18 @@ class SimSunSpecDevice:
         """The current values of a model's points (engineering units), decoded from the image."""
         start = self._start[model_id] - BASE_ADDRESS
         model = self._layouts[model_id]
-        return decode_model(model, self._image[start : start + model.length + 2])
+        return decode_model(model, self._encoded()[start : start + model.length + 2])
 
     def registers(self) -> list[int]:
         """A copy of the whole image."""
-        return list(self._image)
+        return list(self._encoded())
 
     def registers_at(self, address: int, count: int) -> list[int]:
         """``count`` registers from ``address``; ``IndexError`` outside the image."""
         offset = address - BASE_ADDRESS
         if count < 0 or offset < 0 or offset + count > len(self._image):
             raise IndexError(f"{self.name}: registers {address}..{address + count - 1} not mapped")
-        return self._image[offset : offset + count]
+        return self._encoded()[offset : offset + count]
 
     # --- writes ----------------------------------------------------------------------------
 
@@ -202,9 +201,19 @@ class SimSunSpecDevice:
     # --- internals -------------------------------------------------------------------------
 
     def _encode(self, model_id: int) -> None:
-        block = encode_model(self._layouts[model_id], self._values[model_id], self._sf[model_id])
-        start = self._start[model_id] - BASE_ADDRESS
-        self._image[start : start + len(block)] = block
+        """The block's values changed: it is encoded when next read (values change every
+        physics step; a block is read at most a few times an interval)."""
+        self._dirty.add(model_id)
+
+    def _encoded(self) -> list[int]:
+        """The image, with every changed block encoded."""
+        while self._dirty:
+            model_id = self._dirty.pop()
+            values, sf = self._values[model_id], self._sf[model_id]
+            block = encode_model(self._layouts[model_id], values, sf)
+            start = self._start[model_id] - BASE_ADDRESS
+            self._image[start : start + len(block)] = block
+        return self._image
 
     def _locate(self, address: int, count: int) -> tuple[int, int] | None:
         """The model whose block holds all of ``address .. address+count-1`` and the offset."""
@@ -219,7 +228,7 @@ class SimSunSpecDevice:
     def _candidate(self, model_id: int, offset: int, values: Iterable[int]) -> dict[str, Value]:
         start = self._start[model_id] - BASE_ADDRESS
         model = self._layouts[model_id]
-        block = self._image[start : start + model.length + 2]
+        block = self._encoded()[start : start + model.length + 2]
         words = [int(v) & 0xFFFF for v in values]
         block[offset : offset + len(words)] = words
         return decode_model(model, block)

@@ -6,7 +6,6 @@ import asyncio
 import json
 import shutil
 import signal
-import socket
 import sys
 import urllib.request
 from pathlib import Path
@@ -14,14 +13,9 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from hil import HilRig
+from tests.support.net import free_port
 
 FEEDERD = shutil.which("feederd", path=str(Path(sys.executable).parent)) or "feederd"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _toml(rig: HilRig, metrics_port: int, journal: Path) -> str:
@@ -75,7 +69,7 @@ def _scrape(port: int) -> dict[str, float]:
 async def test_daemon_logs_json_serves_metrics_and_stops_on_sigterm(
     rig: HilRig, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "feederd.toml"
     journal = tmp_path / "state" / "journal.sqlite"
     config.write_text(_toml(rig, port, journal), encoding="utf-8")

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 
 from controller.cli import main
 from devices import ModbusTcpLink, RegisterMapLoad, load_register_map
+from tests.support.net import free_block
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -109,27 +109,9 @@ def test_compress_out_of_range_is_refused(capsys: pytest.CaptureFixture[str]) ->
     assert "must be within (0, 1]" in capsys.readouterr().err
 
 
-def _free_block(size: int) -> int:
-    """A base port with ``size`` free ports after it (checked, not reserved)."""
-    for _ in range(20):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            base = int(s.getsockname()[1])
-        if base + size >= 65535:
-            continue
-        try:
-            for p in range(base, base + size):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", p))
-        except OSError:
-            continue
-        return base
-    raise RuntimeError("no block of free ports")
-
-
 @pytest.mark.integration
 async def test_serve_announces_devices_that_answer_and_stops_on_sigterm() -> None:
-    base = _free_block(19)
+    base = free_block(19)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
