@@ -14,16 +14,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # loaded when a config is: `feederd event --journal` needs neither
     from devices import RegisterMap
+    from optimizer import Network
 
-from optimizer import (
-    Network,
-    NetworkError,
-    builtin_case,
-    load_matpower,
-    network_from_tables,
-)
 
 __all__ = [
     "TRANSPORT_TYPES",
@@ -527,6 +521,13 @@ def load_config(path: str | Path) -> LoadedConfig:
 
 
 def _network(feeder: FeederConfig, *, source: str, base_dir: Path) -> Network:
+    from optimizer import (  # noqa: PLC0415
+        NetworkError,
+        builtin_case,
+        load_matpower,
+        network_from_tables,
+    )
+
     try:
         if feeder.case is not None:
             if feeder.case.startswith("builtin:"):

@@ -422,10 +422,14 @@ class HilRig:
         return await self.settle(force=True)
 
     async def settle(self, *, force: bool = False) -> PhysicsState:
-        """Run any pending (debounced) solve now and return the latest state."""
+        """Run any pending (debounced) solve now, or wait for the one in flight, and return
+        the latest state: it includes every write accepted before the call."""
         if force or self._dirty.is_set() or self._state is None:
             self._dirty.clear()
             await self._solve()
+        else:
+            async with self._solve_lock:  # the debounced solve took the writes: let it finish
+                pass
         return self.state
 
     def _on_write(self, _device: SimSunSpecDevice, _model_id: int) -> None:

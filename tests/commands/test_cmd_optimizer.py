@@ -109,7 +109,36 @@ def test_bench_dispatch_horizon_on_a_synthetic_feeder(capsys: pytest.CaptureFixt
         ("negative", "branch 1-2: r_pu must be >= 0"),
     ],
 )
-def test_bad_cases_get_one_line(tmp_path: Path, text: str, message: str) -> None:
+def test_bad_cases_get_one_line(
+    tmp_path: Path, text: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    case = _bad_case(tmp_path, text)
+    for command in ("powerflow", "solve"):
+        assert main([command, "--case", str(case), "--json"]) == 2
+        out = capsys.readouterr()
+        assert out.out == ""
+        lines = out.err.strip().splitlines()
+        assert len(lines) == 1, out.err
+        assert message in lines[0]
+
+
+def test_a_bad_case_through_the_installed_command_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    case = _bad_case(tmp_path, "loop")
+    proc = subprocess.run(
+        [FEEDERD, "solve", "--case", str(case), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"feederd: {case}: network 'bad' is not radial: branch 2-3 closes a loop through bus 3"
+    ], proc.stderr
+
+
+def _bad_case(tmp_path: Path, text: str) -> Path:
     branches = {
         "": "",
         "loop": "1 2 0.01 0.01 0 0 0 0 0 0 1 -360 360;\n2 3 0.01 0.01 0 0 0 0 0 0 1 -360 360;\n"
@@ -126,15 +155,4 @@ def test_bad_cases_get_one_line(tmp_path: Path, text: str, message: str) -> None
             "mpc.gen = [\n1 0 0 10 -10 1 100 1 10 0 0 0 0 0 0 0 0 0 0 0 0;\n];\n"
             f"mpc.branch = [\n{branches}\n];\n"
         )
-    for command in ("powerflow", "solve"):
-        proc = subprocess.run(
-            [FEEDERD, command, "--case", str(case), "--json"],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert proc.returncode == 2, proc.stderr
-        assert proc.stdout == ""
-        lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1, proc.stderr
-        assert message in lines[0]
+    return case

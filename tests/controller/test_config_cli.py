@@ -1,7 +1,10 @@
-"""`feederd check` and config errors, run as a user runs them: the installed command."""
+"""`feederd check` and config errors: the installed command as a user runs it, and the same
+entry point in this process for the many error cases (one line, exit 2, never a traceback)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import shutil
 import subprocess
 import sys
@@ -9,13 +12,27 @@ from pathlib import Path
 
 import pytest
 
+from controller.cli import main
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "feederd.example.toml"
 FEEDERD = shutil.which("feederd", path=str(Path(sys.executable).parent)) or "feederd"
 
 
 def feederd(*args: str) -> subprocess.CompletedProcess[str]:
+    """The installed command, in its own process."""
     return subprocess.run([FEEDERD, *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``feederd``'s entry point in this process: its exit code, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exc:  # argparse's usage errors
+            code = int(exc.code or 0)
+    return subprocess.CompletedProcess(["feederd", *args], code, out.getvalue(), err.getvalue())
 
 
 def write_config(tmp_path: Path, text: str) -> Path:
@@ -36,7 +53,7 @@ def test_example_config_is_accepted() -> None:
 def _broken(tmp_path: Path, old: str, new: str) -> subprocess.CompletedProcess[str]:
     text = EXAMPLE.read_text(encoding="utf-8")
     assert old in text
-    return feederd("check", "--config", str(write_config(tmp_path, text.replace(old, new, 1))))
+    return cli("check", "--config", str(write_config(tmp_path, text.replace(old, new, 1))))
 
 
 _TYPE_ERR = "devices[1].transport: type must be one of tcp, tls, rtu, mqtt (got 'can')"
@@ -102,10 +119,10 @@ def test_config_errors_are_one_line_with_exit_2(
 
 
 def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
-    proc = feederd("check", "--config", str(tmp_path / "absent.toml"))
+    proc = cli("check", "--config", str(tmp_path / "absent.toml"))
     assert proc.returncode == 2
     assert "cannot read config" in proc.stderr
-    proc = feederd("check", "--config", str(write_config(tmp_path, "site = [")))
+    proc = cli("check", "--config", str(write_config(tmp_path, "site = [")))
     assert proc.returncode == 2
     assert "not valid TOML" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -148,7 +165,7 @@ head = true
 bus = 1
 host = "127.0.0.1"
 """
-    proc = feederd("check", "--config", str(write_config(tmp_path, text)))
+    proc = cli("check", "--config", str(write_config(tmp_path, text)))
     assert proc.returncode == 2
     assert "feeder:" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -168,7 +185,7 @@ def test_check_names_each_device_by_its_transport(tmp_path: Path) -> None:
     old = 'transport = { type = "tcp", host = "192.0.2.21", port = 502, unit = 1 }'
     assert old in text
     text = text.replace(old, 'transport = { type = "rtu", serial_port = "/dev/ttyUSB0" }', 1)
-    proc = feederd("check", "--config", str(write_config(tmp_path, text)))
+    proc = cli("check", "--config", str(write_config(tmp_path, text)))
     assert proc.returncode == 0, proc.stderr
     line = next(ln for ln in proc.stdout.splitlines() if "pv-bus18" in ln)
     assert "rtu /dev/ttyUSB0 unit 1" in line
@@ -191,7 +208,7 @@ def test_the_first_formats_flat_transport_keys_still_work_with_a_note(tmp_path: 
     ):
         assert old in text
         text = text.replace(old, new, 1)
-    proc = feederd("check", "--config", str(write_config(tmp_path, text)))
+    proc = cli("check", "--config", str(write_config(tmp_path, text)))
     assert proc.returncode == 0, proc.stderr
     assert "rtu /dev/ttyUSB1 unit 4" in proc.stdout
     assert "tcp 192.0.2.22:1502 unit 1" in proc.stdout
@@ -225,7 +242,7 @@ def test_a_voltage_margin_that_leaves_no_band_is_refused(tmp_path: Path) -> None
     ):
         assert old in text
         text = text.replace(old, new, 1)
-    proc = feederd("check", "--config", str(write_config(tmp_path, text)))
+    proc = cli("check", "--config", str(write_config(tmp_path, text)))
     assert proc.returncode == 2
     assert "feeder: v_margin_pu 0.02 leaves no band between v_min_pu 0.99 and v_max_pu 1.02" in (
         proc.stderr

@@ -258,3 +258,24 @@ async def test_background_physics_follows_the_profiles() -> None:
         # the background ticker (real time, by nature) picks up the new time on its own
         await _until(lambda: rig.state.der_kw > 0.0, "the background physics step")
         assert rig.state.der_kw == pytest.approx(1800.0, abs=0.1)
+
+
+async def test_settle_waits_for_the_solve_already_under_way(clock: FakeClock) -> None:
+    """A write accepted just before ``settle`` is in the state it returns, even when the
+    debounced solve took the write and is still running (it returned the old state)."""
+    async with HilRig(
+        monotonic=clock.monotonic,
+        load_scale=lambda _t: 1.0,
+        pv_available_frac=lambda _t: 0.8,
+        physics_period_s=None,
+        debounce_s=0.0,
+    ) as rig:
+        before = rig.state.head_p_kw
+        bat = rig.sim("bat30")
+        rates = bat.point_address(124, "OutWRte")
+        assert bat.apply_write(rates, [800, _s16(-800), 0, 600, 0])
+        assert bat.apply_write(bat.point_address(124, "StorCtl_Mod"), [3])
+        while rig._dirty.is_set():  # the debounced solve takes the writes and is under way
+            await asyncio.sleep(0)
+        state = await rig.settle()
+        assert before - state.head_p_kw == pytest.approx(200.0, abs=15.0)
