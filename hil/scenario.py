@@ -46,7 +46,14 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from hil.profiles import CloudPass, LoadStep
 from hil.rig import DEFAULT_BATTERY_BUSES, DEFAULT_PV_BUSES
@@ -81,6 +88,15 @@ class ScenarioError(Exception):
     def __init__(self, source: str, key: str, problem: str) -> None:
         super().__init__(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
         self.source = source
+        self.key = key
+        self.problem = problem
+
+
+class _At(ValueError):
+    """A problem found by a check across tables, with the key it is about."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}")
         self.key = key
         self.problem = problem
 
@@ -170,12 +186,12 @@ class FeederSpec(_Strict):
 
 
 _RENAMED = {
-    "poll_timeout_s": "[controller.poll] timeout_s",
-    "stale_after_intervals": "[controller.poll] stale_after_intervals",
-    "v_min_pu": "[controller.feeder] v_min_pu",
-    "v_max_pu": "[controller.feeder] v_max_pu",
-    "price_per_kwh": "[controller.dr] price_per_kwh",
-    "revert_s": "nothing (the rig's devices revert after ten intervals, at least 30 s)",
+    "poll_timeout_s": "is now [controller.poll] timeout_s",
+    "stale_after_intervals": "is now [controller.poll] stale_after_intervals",
+    "v_min_pu": "is now [controller.feeder] v_min_pu",
+    "v_max_pu": "is now [controller.feeder] v_max_pu",
+    "price_per_kwh": "is now [controller.dr] price_per_kwh",
+    "revert_s": "is no longer set here: the rig's devices revert after ten intervals (30 s at least)",
 }
 """Keys of the first scenario format's ``[controller]`` and what replaced them."""
 DEFAULT_INTERVAL_S = 5.0
@@ -187,7 +203,7 @@ def _controller(table: dict[str, Any]) -> dict[str, Any]:
     is validated as feederd.toml when the run merges it into the rig's config."""
     for key in table:
         if key in _RENAMED:
-            raise ValueError(f"{key!r} is now {_RENAMED[key]}")
+            raise ValueError(f"{key!r} {_RENAMED[key]}")
         if key in ("site", "devices"):
             raise ValueError(f"{key!r} is the rig's to set, not the scenario's")
     interval = table.get("interval_s", DEFAULT_INTERVAL_S)
@@ -224,31 +240,31 @@ class Scenario(_Strict):
     cloud: list[Cloud] = Field(default_factory=list)
     load_step: list[LoadStepSpec] = Field(default_factory=list)
 
+    @field_validator("controller")
+    @classmethod
+    def _partial_config(cls, table: dict[str, Any]) -> dict[str, Any]:
+        return _controller(table)
+
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
-        try:
-            _controller(self.controller)
-        except ValueError as err:
-            raise ValueError(f"controller: {err}") from None
         names = set(self.device_names)
         for i, fault in enumerate(self.fault):
             if fault.device == BROKER or fault.kind == "outage":
                 if (fault.device, fault.kind) != (BROKER, "outage"):
-                    raise ValueError(
-                        f"fault[{i}]: kind 'outage' goes with device 'broker', and only it"
-                    )
+                    raise _At(f"fault[{i}]", "kind 'outage' goes with device 'broker', and only it")
                 if not self.mqtt.enabled:
-                    raise ValueError(f"fault[{i}]: a broker outage needs [mqtt] enabled = true")
+                    raise _At(f"fault[{i}]", "a broker outage needs [mqtt] enabled = true")
             elif fault.device not in names:
-                raise ValueError(
-                    f"fault[{i}].device: no device {fault.device!r} on the rig "
-                    f"(devices: {', '.join(sorted(names))})"
+                raise _At(
+                    f"fault[{i}].device",
+                    f"no device {fault.device!r} on the rig (devices: {', '.join(sorted(names))})",
                 )
         events = sorted(self.dr, key=lambda e: e.start_s)
         for a, b in itertools.pairwise(events):
             if b.start_s < a.end_s:
-                raise ValueError(
-                    f"DR events overlap: {a.start_s:g}-{a.end_s:g} s and {b.start_s:g}-{b.end_s:g} s"
+                raise _At(
+                    "dr",
+                    f"DR events overlap: {a.start_s:g}-{a.end_s:g} s and {b.start_s:g}-{b.end_s:g} s",
                 )
         return self
 
@@ -349,6 +365,9 @@ def parse_scenario(data: dict[str, Any], *, source: str) -> Scenario:
         errors = err.errors()
         first = errors[0]
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        at = first.get("ctx", {}).get("error")
+        if isinstance(at, _At):  # a check across tables says which key it is about
+            raise ScenarioError(source, at.key, at.problem + more) from None
         raise ScenarioError(
             source, _key_path(first["loc"]), _describe(dict(first)) + more
         ) from None

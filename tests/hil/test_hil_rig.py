@@ -275,7 +275,10 @@ async def test_settle_waits_for_the_solve_already_under_way(clock: FakeClock) ->
         rates = bat.point_address(124, "OutWRte")
         assert bat.apply_write(rates, [800, _s16(-800), 0, 600, 0])
         assert bat.apply_write(bat.point_address(124, "StorCtl_Mod"), [3])
-        while rig._dirty.is_set():  # the debounced solve takes the writes and is under way
+        for _ in range(1000):  # the debounced solve takes the writes and gets under way
+            if not rig._dirty.is_set():
+                break
             await asyncio.sleep(0)
+        assert not rig._dirty.is_set()
         state = await rig.settle()
         assert before - state.head_p_kw == pytest.approx(200.0, abs=15.0)

@@ -170,7 +170,7 @@ def test_compression_scales_the_whole_timeline() -> None:
                     {"start_s": 200, "end_s": 400, "import_limit_kw": 900},
                 ],
             },
-            "<t.toml>: DR events overlap: 0-300 s and 200-400 s",
+            "<t.toml>: dr: DR events overlap: 0-300 s and 200-400 s",
         ),
         (
             {**MINIMAL, "fault": [{"device": "pv99", "kind": "silent", "start_s": 0, "end_s": 9}]},
@@ -195,8 +195,8 @@ def test_compression_scales_the_whole_timeline() -> None:
         # [controller] is a partial feederd.toml: the first format's keys name their new place
         (
             {**MINIMAL, "controller": {"interval_s": 5, "revert_s": 8}},
-            "<t.toml>: controller: 'revert_s' is now nothing (the rig's devices revert after ten"
-            " intervals, at least 30 s)",
+            "<t.toml>: controller: 'revert_s' is no longer set here: the rig's devices revert"
+            " after ten intervals (30 s at least)",
         ),
         (
             {**MINIMAL, "controller": {"poll_timeout_s": 0.5}},
@@ -250,6 +250,8 @@ def test_bad_scenarios_get_one_line_naming_the_key(data: dict[str, Any], message
     text = str(info.value)
     assert text.startswith(message), text
     assert "\n" not in text
+    # the key is an attribute too (what a caller shows next to a form field, say)
+    assert f"{info.value.source}: {info.value.key}: " in text
 
 
 def test_a_file_that_is_not_toml_is_named(tmp_path: Path) -> None:
