@@ -18,15 +18,18 @@ Leaving the block stops the background tasks (cooperatively, then by cancellatio
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import structlog
 
 from controller.clock import Clock
 from controller.config import LoadedConfig
+from controller.dr.events import EventBounds
 from controller.dr.intake import MqttIntake, MqttSettings
 from controller.dr.service import DrService
 from controller.fleet import Fleet
@@ -103,27 +106,41 @@ class Daemon:
             fleet = Fleet.build(loaded, monotonic=clock.monotonic)
             stack.push_async_callback(fleet.close)
             journal = Journal(
-                journal_path or config.journal.path or MEMORY,
+                journal_path or loaded.journal_path or MEMORY,
                 retention_days=config.journal.retention_days,
             )
             stack.callback(journal.close)
+            # the DR service's work (parsing, storing, looking up) runs on a thread of its
+            # own with a connection of its own: an intake's burst never stalls the loop
+            dr_journal = journal.sibling()
+            stack.callback(dr_journal.close)
+            worker = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"feederd[{config.site}].dr"
+            )
+            stack.callback(worker.shutdown, wait=True)
             dr = DrService(
-                journal,
+                dr_journal,
                 clock=clock,
                 site=config.site,
                 default_import_kw=config.dr.import_limit_kw,
                 default_export_kw=config.dr.export_limit_kw,
                 metrics=metrics,
+                bounds=EventBounds(
+                    max_kw=loaded.max_event_kw, horizon=timedelta(days=config.dr.horizon_days)
+                ),
+                max_events=config.dr.max_events,
+                worker=worker,
             )
+            stack.push_async_callback(dr.drain)
             intake = None
             if mqtt is not None:
                 intake = MqttIntake(
                     mqtt,
-                    lambda payload: dr.submit(payload, source="mqtt"),
+                    lambda payload: dr.submit_async(payload, source="mqtt"),
                     metrics=metrics,
                     initial_status=dr.status,
                 )
-                dr.listeners.append(intake.publish_status)
+                dr.listeners.append(intake.status_changed)
                 dr.record_listeners.append(intake.publish_telemetry)
             controller = Controller(
                 loaded,

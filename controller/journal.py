@@ -5,6 +5,12 @@ in flight and leaves a database that passes ``pragma integrity_check`` and that 
 continues. Interval rows use ``synchronous=NORMAL`` (durable across a process crash); DR event
 writes use ``synchronous=FULL`` (durable across a power cut too) because an accepted event is
 acknowledged only after its write returns. The file is created owner-only (0600).
+
+Events are indexed by their end (UTC seconds, ``end_ts``) and by ``rev``, a number every
+write of an event raises: the daemon reads only events not yet over (``live_events``) and
+what changed since it last looked (``changes_since``: an event added or cancelled by
+``feederd event``), never the whole table. A connection is used by one thread at a time: the
+daemon gives the DR service its own (``sibling()``), on its own worker thread.
 """
 
 from __future__ import annotations
@@ -13,7 +19,8 @@ import dataclasses
 import json
 import os
 import sqlite3
-from datetime import datetime, timedelta
+import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +31,8 @@ from controller.records import CycleRecord
 __all__ = ["Journal", "JournalError"]
 
 MEMORY = ":memory:"
-_VERSION = 2
+_VERSION = 3
+MAX_RETENTION_DAYS = 3650
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS interval (
@@ -48,9 +56,35 @@ CREATE TABLE IF NOT EXISTS dr_event (
     received_at TEXT NOT NULL,
     source TEXT NOT NULL,
     cancelled_at TEXT,
-    baseline_import_kw REAL
+    baseline_import_kw REAL,
+    end_ts REAL,
+    rev INTEGER NOT NULL DEFAULT 0
 );
 """
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS dr_event_end ON dr_event (end_ts);
+CREATE INDEX IF NOT EXISTS dr_event_rev ON dr_event (rev);
+"""
+_EVENT_COLUMNS = (
+    "seq, id, type, kw, start, end, priority, received_at, source, cancelled_at,"
+    " baseline_import_kw, rev"
+)
+
+
+def _ts(at: datetime) -> float:
+    return at.timestamp()
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """A journal of the first formats: events get their UTC end and a revision."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(dr_event)")}
+    with db:
+        if "end_ts" not in columns:
+            db.execute("ALTER TABLE dr_event ADD COLUMN end_ts REAL")
+            db.execute("UPDATE dr_event SET end_ts = (julianday(end) - 2440587.5) * 86400.0")
+        if "rev" not in columns:
+            db.execute("ALTER TABLE dr_event ADD COLUMN rev INTEGER NOT NULL DEFAULT 0")
+            db.execute("UPDATE dr_event SET rev = seq")
 
 
 class JournalError(Exception):
@@ -61,29 +95,41 @@ class Journal:
     """The daemon's journal; ``Journal(":memory:")`` keeps it in memory (the demo's default)."""
 
     def __init__(self, path: str | Path, *, retention_days: int = 30) -> None:
-        self.path = Path(path) if str(path) != MEMORY else None
+        if not 1 <= retention_days <= MAX_RETENTION_DAYS:
+            raise JournalError(f"retention of {retention_days} days is outside 1..3650")
+        self._scratch: tempfile.TemporaryDirectory[str] | None = None
+        if str(path) == MEMORY:
+            # "in memory": a file of its own in a private temporary folder, removed on close,
+            # so that a sibling connection (another thread) shares it with SQLite's own locking
+            self._scratch = tempfile.TemporaryDirectory(prefix="feederd-journal-")
+            path = Path(self._scratch.name) / "journal.sqlite"
+        self.path = Path(path)
         self.retention = timedelta(days=retention_days)
-        if self.path is not None:
-            self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-            if not self.path.exists():
-                # owner-only: the journal records the feeder's operation; SQLite gives the
-                # -wal and -shm files the database file's mode
-                fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
-                os.close(fd)
+        self.retention_days = retention_days
+        self.path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+        if not self.path.exists():
+            # owner-only: the journal records the feeder's operation; SQLite gives the -wal and
+            # -shm files the database file's mode
+            fd = os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600)
+            os.close(fd)
         try:
             self._db = sqlite3.connect(
-                MEMORY if self.path is None else self.path,
-                isolation_level=None,
-                check_same_thread=False,
-                timeout=5.0,
+                self.path, isolation_level=None, check_same_thread=False, timeout=5.0
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            _migrate(self._db)
+            self._db.executescript(_INDEXES)
             self._db.execute(f"PRAGMA user_version={_VERSION}")
         except sqlite3.DatabaseError as err:
+            self.close()
             raise JournalError(f"{path}: not a usable journal: {err}") from None
         self._writes = 0
+
+    def sibling(self) -> Journal:
+        """Another connection to the same journal (for another thread)."""
+        return Journal(self.path, retention_days=self.retention_days)
 
     # -- intervals ------------------------------------------------------------------------
 
@@ -110,10 +156,12 @@ class Journal:
 
     def prune(self, now: datetime) -> None:
         """Drop intervals, and events that ended, older than the retention."""
-        cutoff = (now - self.retention).isoformat()
+        cutoff = now - self.retention
         with self._db:
-            self._db.execute("DELETE FROM interval WHERE at < ?", (cutoff,))
-            self._db.execute("DELETE FROM dr_event WHERE end < ?", (cutoff,))
+            self._db.execute(
+                "DELETE FROM interval WHERE at < ?", (cutoff.astimezone(UTC).isoformat(),)
+            )
+            self._db.execute("DELETE FROM dr_event WHERE end_ts < ?", (_ts(cutoff),))
 
     def records(self, limit: int = 1000) -> list[dict[str, Any]]:
         rows = self._db.execute(
@@ -140,15 +188,20 @@ class Journal:
 
     # -- DR events ------------------------------------------------------------------------
 
+    def _next_rev(self) -> int:
+        row = self._db.execute("SELECT coalesce(max(rev), 0) + 1 FROM dr_event").fetchone()
+        return int(row[0])
+
     def put_event(self, event: DrEvent, *, received_at: datetime, source: str) -> StoredEvent:
         """Store an accepted event (replacing one with the same id) durably; returns it."""
         self._db.execute("PRAGMA synchronous=FULL")
         try:
             with self._db:
+                rev = self._next_rev()
                 self._db.execute("DELETE FROM dr_event WHERE id = ?", (event.id,))
                 cur = self._db.execute(
                     "INSERT INTO dr_event (id, type, kw, start, end, priority, received_at,"
-                    " source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    " source, end_ts, rev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         event.id,
                         event.type.value,
@@ -158,12 +211,16 @@ class Journal:
                         event.priority,
                         received_at.isoformat(),
                         source,
+                        _ts(event.end),
+                        rev,
                     ),
                 )
         finally:
             self._db.execute("PRAGMA synchronous=NORMAL")
         assert cur.lastrowid is not None
-        return StoredEvent(event=event, seq=cur.lastrowid, received_at=received_at, source=source)
+        return StoredEvent(
+            event=event, seq=cur.lastrowid, received_at=received_at, source=source, rev=rev
+        )
 
     def cancel_event(self, event_id: str, *, at: datetime) -> bool:
         """Mark a live event cancelled; False when there is none with that id."""
@@ -171,8 +228,9 @@ class Journal:
         try:
             with self._db:
                 cur = self._db.execute(
-                    "UPDATE dr_event SET cancelled_at = ? WHERE id = ? AND cancelled_at IS NULL",
-                    (at.isoformat(), event_id),
+                    "UPDATE dr_event SET cancelled_at = ?, rev = ? WHERE id = ?"
+                    " AND cancelled_at IS NULL",
+                    (at.isoformat(), self._next_rev(), event_id),
                 )
         finally:
             self._db.execute("PRAGMA synchronous=NORMAL")
@@ -181,14 +239,40 @@ class Journal:
     def set_baseline(self, event_id: str, import_kw: float) -> None:
         with self._db:
             self._db.execute(
-                "UPDATE dr_event SET baseline_import_kw = ? WHERE id = ?", (import_kw, event_id)
+                "UPDATE dr_event SET baseline_import_kw = ?, rev = ? WHERE id = ?",
+                (import_kw, self._next_rev(), event_id),
             )
 
     def events(self) -> list[StoredEvent]:
-        rows = self._db.execute(
-            "SELECT seq, id, type, kw, start, end, priority, received_at, source, cancelled_at,"
-            " baseline_import_kw FROM dr_event ORDER BY seq"
-        ).fetchall()
+        """Every event the journal keeps (the retention bounds them), in arrival order."""
+        return self._select("ORDER BY seq")
+
+    def live_events(self, now: datetime) -> list[StoredEvent]:
+        """The events not cancelled and not yet over at ``now`` (read by their index)."""
+        return self._select("WHERE end_ts > ? AND cancelled_at IS NULL ORDER BY seq", _ts(now))
+
+    def count_live(self, now: datetime) -> int:
+        row = self._db.execute(
+            "SELECT count(*) FROM dr_event WHERE end_ts > ? AND cancelled_at IS NULL", (_ts(now),)
+        ).fetchone()
+        return int(row[0])
+
+    def changes_since(self, rev: int) -> tuple[list[StoredEvent], int]:
+        """The events written (added, cancelled, given a baseline) after revision ``rev``, and
+        the revision to ask from next time."""
+        changed = self._select("WHERE rev > ? ORDER BY rev", rev)
+        return changed, max((s.rev for s in changed), default=rev)
+
+    def revision(self) -> int:
+        row = self._db.execute("SELECT coalesce(max(rev), 0) FROM dr_event").fetchone()
+        return int(row[0])
+
+    def event(self, event_id: str) -> StoredEvent | None:
+        found = self._select("WHERE id = ?", event_id)
+        return found[0] if found else None
+
+    def _select(self, where: str, *args: object) -> list[StoredEvent]:
+        rows = self._db.execute(f"SELECT {_EVENT_COLUMNS} FROM dr_event {where}", args)
         return [
             StoredEvent(
                 event=DrEvent(
@@ -204,12 +288,15 @@ class Journal:
                 source=r[8],
                 cancelled_at=None if r[9] is None else datetime.fromisoformat(r[9]),
                 baseline_import_kw=r[10],
+                rev=r[11],
             )
-            for r in rows
+            for r in rows.fetchall()
         ]
 
-    def event(self, event_id: str) -> StoredEvent | None:
-        return next((s for s in self.events() if s.event.id == event_id), None)
-
     def close(self) -> None:
-        self._db.close()
+        db = getattr(self, "_db", None)
+        if db is not None:
+            db.close()
+        if self._scratch is not None:
+            self._scratch.cleanup()
+            self._scratch = None

@@ -1,12 +1,66 @@
-"""Prometheus metrics (DESIGN.md §5): prefix ``feederd_``, units in the names."""
+"""Prometheus metrics (DESIGN.md §5): prefix ``feederd_``, units in the names.
+
+``/metrics`` is served by a thread-per-request WSGI server of our own rather than
+prometheus_client's ``start_http_server``: its listen backlog is ``LISTEN_BACKLOG`` (128, not
+socketserver's 5, which dropped connections under a burst of concurrent scrapes), a client
+that stalls is dropped after ``REQUEST_TIMEOUT_S``, and over HTTPS the handshake runs in the
+request's thread (a client that never finishes it cannot hold up the others).
+"""
 
 from __future__ import annotations
 
-from wsgiref.simple_server import WSGIServer
+import socket
+import ssl
+import threading
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
-__all__ = ["Metrics"]
+__all__ = ["LISTEN_BACKLOG", "REQUEST_TIMEOUT_S", "Metrics"]
+
+LISTEN_BACKLOG = 128
+"""Connections the kernel queues for the endpoint while its thread accepts the earlier ones."""
+REQUEST_TIMEOUT_S = 10.0
+"""A scrape that sends nothing (or no TLS handshake) for this long is dropped."""
+
+log = structlog.get_logger("feederd.metrics")
+
+
+class _Handler(WSGIRequestHandler):
+    timeout = REQUEST_TIMEOUT_S  # applied to the connection by StreamRequestHandler.setup
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log: Prometheus scrapes every few seconds."""
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """One thread per request; the backlog above; TLS per connection, in its thread."""
+
+    daemon_threads = True
+    request_queue_size = LISTEN_BACKLOG
+
+    def __init__(
+        self, address: tuple[str, int], *, family: int, tls: ssl.SSLContext | None
+    ) -> None:
+        self.address_family = family  # read by TCPServer.__init__ when it makes the socket
+        self.tls = tls
+        super().__init__(address, _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(REQUEST_TIMEOUT_S)
+        with self.tls.wrap_socket(request, server_side=True) as conn:  # the handshake
+            super().finish_request(conn, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that went away or failed its handshake: not worth a traceback."""
+        log.debug("metrics_request_failed", client=str(client_address), exc_info=True)
+
 
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
@@ -16,7 +70,7 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
-        self._servers: list[WSGIServer] = []
+        self._servers: list[_Server] = []
         r = self.registry
         self.cycle_duration = Histogram(
             "feederd_cycle_duration_seconds",
@@ -162,7 +216,9 @@ class Metrics:
         )
         self.mqtt_dropped = Counter(
             "feederd_mqtt_dropped_messages",
-            "Outgoing MQTT messages dropped because the bounded queue was full.",
+            "MQTT messages dropped because a bounded queue was full, by direction (in: not"
+            " acknowledged, redelivered after a reconnect; out: telemetry, oldest first).",
+            ["direction"],
             registry=r,
         )
 
@@ -171,9 +227,21 @@ class Metrics:
     ) -> int:
         """Serve ``/metrics`` on ``host:port`` (0 picks a free port), over TLS when given a
         certificate; returns the bound port."""
-        server, _thread = start_http_server(
-            port, addr=host, registry=self.registry, certfile=certfile, keyfile=keyfile
+        tls: ssl.SSLContext | None = None
+        if certfile and keyfile:
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.minimum_version = ssl.TLSVersion.TLSv1_2
+            tls.load_cert_chain(certfile, keyfile)
+        # the family of the address (an IPv6 one needs AF_INET6), as http.server does
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        server = _Server((str(sockaddr[0]), port), family=family, tls=tls)
+        server.set_app(make_wsgi_app(self.registry))
+        thread = threading.Thread(
+            target=server.serve_forever, name=f"feederd-metrics-{port}", daemon=True
         )
+        thread.start()
         self._servers.append(server)
         return int(server.server_port)
 

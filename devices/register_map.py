@@ -15,13 +15,16 @@ optimizer.
 from __future__ import annotations
 
 import math
+import os
+import re
+import stat
 import struct
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from devices.errors import BadReading, ImplausibleReading, UnsafeWriteError
 from devices.modbus_link import MAX_READ_REGISTERS, ModbusLink
@@ -85,6 +88,27 @@ class RegisterMap:
     points: dict[str, MapPoint]
 
 
+def _number(value: Any) -> float | None:
+    """``value`` as a finite float, or None (a bool, a string, NaN, an int too big)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _short(value: Any) -> str:
+    """``repr(value)`` cut short (a value may be a long string or deeply nested)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**30:
+        return "an integer of more than 30 digits"
+    if isinstance(value, list | dict):
+        return f"a {'table' if isinstance(value, dict) else 'list'}"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _point(source: str, i: int, raw: Any, default_order: str) -> MapPoint:
     where = f"{source}: points[{i}]"
     if not isinstance(raw, dict):
@@ -99,20 +123,30 @@ def _point(source: str, i: int, raw: Any, default_order: str) -> MapPoint:
         raise RegisterMapError(f"{where}.name: missing or not a string")
     where = f"{source}: points[{i}] ({name})"
     address = raw.get("address")
-    if not isinstance(address, int) or not 0 <= address <= 0xFFFF:
-        raise RegisterMapError(f"{where}.address: must be an integer 0..65535 (got {address!r})")
+    if isinstance(address, bool) or not isinstance(address, int) or not 0 <= address <= 0xFFFF:
+        raise RegisterMapError(
+            f"{where}.address: must be an integer 0..65535 (got {_short(address)})"
+        )
     table = raw.get("table", "holding")
     if table not in ("holding", "input"):
-        raise RegisterMapError(f"{where}.table: must be 'holding' or 'input' (got {table!r})")
+        raise RegisterMapError(f"{where}.table: must be 'holding' or 'input' (got {_short(table)})")
     kind = raw.get("type")
-    if kind not in _TYPES:
-        raise RegisterMapError(f"{where}.type: must be one of {', '.join(_TYPES)} (got {kind!r})")
+    if not isinstance(kind, str) or kind not in _TYPES:
+        raise RegisterMapError(
+            f"{where}.type: must be one of {', '.join(_TYPES)} (got {_short(kind)})"
+        )
     order = raw.get("word_order", default_order)
     if order not in ("big", "little"):
-        raise RegisterMapError(f"{where}.word_order: must be 'big' or 'little' (got {order!r})")
-    scale = raw.get("scale", 1.0)
-    if not isinstance(scale, int | float) or not math.isfinite(scale) or scale == 0:
-        raise RegisterMapError(f"{where}.scale: must be a non-zero number (got {scale!r})")
+        raise RegisterMapError(
+            f"{where}.word_order: must be 'big' or 'little' (got {_short(order)})"
+        )
+    if address + _TYPES[kind][0] > 0x10000:
+        raise RegisterMapError(f"{where}.address: a {kind} at {address} ends past 65535")
+    scale = _number(raw.get("scale", 1.0))
+    if scale is None or scale == 0:
+        raise RegisterMapError(
+            f"{where}.scale: must be a finite non-zero number (got {_short(raw.get('scale'))})"
+        )
     writable = raw.get("writable", False)
     if not isinstance(writable, bool):
         raise RegisterMapError(f"{where}.writable: must be true or false")
@@ -121,15 +155,16 @@ def _point(source: str, i: int, raw: Any, default_order: str) -> MapPoint:
     bounds: dict[str, float | None] = {}
     for key in ("min", "max"):
         value = raw.get(key)
-        if value is not None and not isinstance(value, int | float):
-            raise RegisterMapError(f"{where}.{key}: must be a number (got {value!r})")
-        bounds[key] = None if value is None else float(value)
+        bound = None if value is None else _number(value)
+        if value is not None and bound is None:
+            raise RegisterMapError(f"{where}.{key}: must be a finite number (got {_short(value)})")
+        bounds[key] = bound
     unit = raw.get("unit")
     return MapPoint(
         name=name,
         address=address,
         table=table,
-        type=kind,
+        type=cast(PointType, kind),
         word_order=order,
         scale=float(scale),
         unit=unit if isinstance(unit, str) else None,
@@ -159,27 +194,91 @@ def parse_register_map(data: Mapping[str, Any], *, source: str) -> RegisterMap:
     return RegisterMap(name=str(head.get("name", source)), points=points)
 
 
+MAP_MAX_BYTES = 1 << 20
+"""A map file is a regular file of at most 1 MiB (``/dev/zero`` is refused, not read)."""
+_MAX_KEY_PARTS = 32
+_KEY_PART = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"|'[^'\n]*')"""
+_DEEP_KEY = re.compile(
+    r"(?m)(?:^|[\[{,])[ \t]*"
+    + _KEY_PART
+    + r"(?:[ \t]*\.[ \t]*"
+    + _KEY_PART
+    + "){"
+    + str(_MAX_KEY_PARTS)
+    + "}"
+)
+
+
+def _read_map_file(path: str | Path, source: str) -> str:
+    """The text of a map file: a regular file (checked before it is opened, so a FIFO or a
+    device is never read), at most ``MAP_MAX_BYTES``, UTF-8."""
+    try:
+        st = os.stat(path)
+    except ValueError:  # a NUL byte in the path
+        raise RegisterMapError(f"{source!r}: a path cannot contain a NUL byte") from None
+    except OSError as err:
+        raise RegisterMapError(f"{source}: cannot read: {err.strerror or err}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise RegisterMapError(f"{source}: not a regular file")
+    if st.st_size > MAP_MAX_BYTES:
+        raise RegisterMapError(
+            f"{source}: {st.st_size} bytes, more than the {MAP_MAX_BYTES >> 20} MiB allowed"
+        )
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        try:
+            regular = stat.S_ISREG(os.fstat(fd).st_mode)
+            data = os.read(fd, MAP_MAX_BYTES + 1) if regular else b""
+            while regular and len(data) <= MAP_MAX_BYTES and (more := os.read(fd, 1 << 16)):
+                data += more
+        finally:
+            os.close(fd)
+    except OSError as err:
+        raise RegisterMapError(f"{source}: cannot read: {err.strerror or err}") from None
+    if not regular:
+        raise RegisterMapError(f"{source}: not a regular file")
+    if len(data) > MAP_MAX_BYTES:
+        raise RegisterMapError(f"{source}: more than the {MAP_MAX_BYTES >> 20} MiB allowed")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise RegisterMapError(f"{source}: not valid UTF-8 (byte {err.start})") from None
+
+
+def _parse_toml(text: str, source: str) -> dict[str, Any]:
+    deep = _DEEP_KEY.search(text)
+    if deep is not None:
+        line = text.count("\n", 0, deep.start()) + 1
+        raise RegisterMapError(
+            f"{source}: not valid TOML: a dotted key of more than {_MAX_KEY_PARTS} parts "
+            f"(line {line})"
+        )
+    try:
+        return tomllib.loads(text)
+    except RecursionError:
+        raise RegisterMapError(f"{source}: not valid TOML: nested too deeply") from None
+    except ValueError as err:  # TOMLDecodeError, and int() of more than 4300 digits
+        raise RegisterMapError(f"{source}: not valid TOML: {err}") from None
+
+
 def load_register_map(path: str | Path) -> RegisterMap:
-    """Read a map file; ``builtin:NAME`` names a bundled map (``BUNDLED_MAPS``)."""
+    """Read a map file; ``builtin:NAME`` names a bundled map (``BUNDLED_MAPS``). Every
+    problem (the file, its encoding, its TOML, a point) is a one-line ``RegisterMapError``."""
     text: str
     source = str(path)
     if source.startswith("builtin:"):
         name = source.removeprefix("builtin:")
         if name not in BUNDLED_MAPS:
             raise RegisterMapError(
-                f"{source}: no bundled register map {name!r} (have {', '.join(BUNDLED_MAPS)})"
+                f"{source!r}: no bundled register map {name!r} (have {', '.join(BUNDLED_MAPS)})"
             )
         text = resources.files("devices.maps").joinpath(f"{name}.toml").read_text("utf-8")
     else:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as err:
-            raise RegisterMapError(f"{source}: cannot read: {err.strerror or err}") from None
+        text = _read_map_file(path, source)
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise RegisterMapError(f"{source}: not valid TOML: {err}") from None
-    return parse_register_map(data, source=source)
+        return parse_register_map(_parse_toml(text, source), source=source)
+    except RecursionError:
+        raise RegisterMapError(f"{source}: nested too deeply") from None
 
 
 def _words_to_bytes(words: Sequence[int], order: str) -> bytes:

@@ -42,7 +42,7 @@ def _free_port() -> int:
 class MosquittoBroker:
     """One mosquitto process; see the module docstring."""
 
-    def __init__(self, *, port: int | None = None) -> None:
+    def __init__(self, *, port: int | None = None, extra_config: str = "") -> None:
         exe = find_mosquitto()
         if exe is None:
             raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
@@ -51,6 +51,7 @@ class MosquittoBroker:
         self._dir = tempfile.TemporaryDirectory(prefix="feederd-broker-")
         self._conf = Path(self._dir.name) / "mosquitto.conf"
         self._proc: asyncio.subprocess.Process | None = None
+        self._extra = extra_config  # more mosquitto.conf lines (e.g. max_queued_messages 0)
         self._chosen = port is None  # a port of our choosing may be chosen again
         self._started = False
         self._listen_on(port or _free_port())
@@ -62,7 +63,7 @@ class MosquittoBroker:
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self._dir.name}/\n"
-            "autosave_interval 1\n",
+            "autosave_interval 1\n" + self._extra,
             encoding="utf-8",
         )
 

@@ -8,6 +8,8 @@ feeding branch, children, and a root-first order) is derived once, at constructi
 from __future__ import annotations
 
 import math
+import os
+import stat
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -304,51 +306,87 @@ def network_from_tables(
     )
 
 
+CASE_MAX_BYTES = 50 << 20
+"""A case file is a regular file of at most 50 MiB (checked before it is read)."""
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _check_case_file(path: Path) -> None:
+    try:
+        st = os.stat(path)
+    except ValueError:  # a NUL byte
+        raise NetworkError(f"{str(path)!r}: a path cannot contain a NUL byte") from None
+    except OSError as err:
+        raise NetworkError(f"{path}: cannot read MATPOWER case: {err.strerror or err}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise NetworkError(f"{path}: cannot read MATPOWER case: not a regular file")
+    if st.st_size > CASE_MAX_BYTES:
+        raise NetworkError(
+            f"{path}: cannot read MATPOWER case: {st.st_size} bytes, more than the "
+            f"{CASE_MAX_BYTES >> 20} MiB allowed"
+        )
+
+
 def load_matpower(path: str | Path) -> Network:
-    """A network from a MATPOWER case file (`.m` or `.mat`).
+    """A network from a MATPOWER case file (`.m`, or `.xlsx` as matpowercaseframes reads it).
 
     Loads are read from PD/QD (MW, MVAr), the slack bus is the first bus of type 3,
     out-of-service branches are dropped, a tap of 0 means 1, RATE_A of 0 means unrated. Bus
-    shunts, line charging and phase shifts are not modelled.
+    shunts, line charging and phase shifts are not modelled. The file is a regular file of at
+    most `CASE_MAX_BYTES`; every problem is a one-line `NetworkError`.
     """
     path = Path(path)
+    _check_case_file(path)
     try:
         frames = CaseFrames(str(path))
         base_mva = float(frames.baseMVA)
         bus_table = frames.bus
         branch_table = frames.branch
     except Exception as err:  # any parser failure means a bad case file
-        raise NetworkError(f"{path}: cannot read MATPOWER case: {err}") from err
-    slack = bus_table.index[bus_table["BUS_TYPE"] == 3]
-    if len(slack) != 1:
-        raise NetworkError(f"{path}: expected exactly one slack bus (type 3), found {len(slack)}")
-    buses = tuple(
-        Bus(
-            id=int(row.BUS_I),
-            p_load_kw=float(row.PD) * 1000.0,
-            q_load_kvar=float(row.QD) * 1000.0,
-            base_kv=float(row.BASE_KV) if float(row.BASE_KV) > 0 else 1.0,
-            v_min_pu=float(row.VMIN),
-            v_max_pu=float(row.VMAX),
+        raise NetworkError(f"{path}: cannot read MATPOWER case: {_one_line(err)}") from err
+    try:
+        slack = bus_table.index[bus_table["BUS_TYPE"] == 3]
+        if len(slack) != 1:
+            raise NetworkError(
+                f"{path}: expected exactly one slack bus (type 3), found {len(slack)}"
+            )
+        buses = tuple(
+            Bus(
+                id=int(row.BUS_I),
+                p_load_kw=float(row.PD) * 1000.0,
+                q_load_kvar=float(row.QD) * 1000.0,
+                base_kv=float(row.BASE_KV) if float(row.BASE_KV) > 0 else 1.0,
+                v_min_pu=float(row.VMIN),
+                v_max_pu=float(row.VMAX),
+            )
+            for row in bus_table.itertuples()
         )
-        for row in bus_table.itertuples()
-    )
-    branches = tuple(
-        Branch(
-            from_bus=int(row.F_BUS),
-            to_bus=int(row.T_BUS),
-            r_pu=float(row.BR_R),
-            x_pu=float(row.BR_X),
-            rating_kva=float(row.RATE_A) * 1000.0 if float(row.RATE_A) > 0 else None,
-            tap=float(row.TAP) if float(row.TAP) != 0 else 1.0,
+        branches = tuple(
+            Branch(
+                from_bus=int(row.F_BUS),
+                to_bus=int(row.T_BUS),
+                r_pu=float(row.BR_R),
+                x_pu=float(row.BR_X),
+                rating_kva=float(row.RATE_A) * 1000.0 if float(row.RATE_A) > 0 else None,
+                tap=float(row.TAP) if float(row.TAP) != 0 else 1.0,
+            )
+            for row in branch_table.itertuples()
+            if float(row.BR_STATUS) != 0
         )
-        for row in branch_table.itertuples()
-        if float(row.BR_STATUS) != 0
-    )
+        slack_bus = int(bus_table.loc[slack[0], "BUS_I"])
+    except NetworkError:
+        raise
+    except (ValueError, TypeError, OverflowError, KeyError, AttributeError, IndexError) as err:
+        # a NaN bus number, a missing column, text where a number belongs
+        raise NetworkError(f"{path}: bad MATPOWER case: {_one_line(err)}") from None
     return Network(
         name=path.stem,
         base_mva=base_mva,
-        slack_bus=int(bus_table.loc[slack[0], "BUS_I"]),
+        slack_bus=slack_bus,
         buses=buses,
         branches=branches,
     )

@@ -41,51 +41,81 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sqlite3  # noqa: PLC0415
+    from datetime import timedelta  # noqa: PLC0415
+
     from controller.cli import UsageError  # noqa: PLC0415
     from controller.clock import SystemClock  # noqa: PLC0415
     from controller.config import load_config  # noqa: PLC0415
+    from controller.dr.events import EventBounds  # noqa: PLC0415
     from controller.dr.service import DrService  # noqa: PLC0415
     from controller.journal import Journal, JournalError  # noqa: PLC0415
     from controller.logs import configure_logging  # noqa: PLC0415
 
-    configure_logging(level="error")  # the decision is the output (a rejection: exit 2)
+    # the decision is the output, on one line (a rejection, a journal that cannot be
+    # written: exit 2); the service's own log lines would repeat it
+    configure_logging(level="critical")
+    bounds = EventBounds()
+    max_events = 1000
     if args.journal:
         path, retention, site = args.journal, 30, "-"
     else:
-        cfg = load_config(args.config).config
-        if not cfg.journal.path:
+        loaded = load_config(args.config)
+        cfg = loaded.config
+        if loaded.journal_path is None:
             raise UsageError(f"{args.config}: journal.path: the config has no journal")
-        path, retention, site = cfg.journal.path, cfg.journal.retention_days, cfg.site
-    try:
-        journal = Journal(path, retention_days=retention)
-    except (JournalError, OSError) as err:
-        raise UsageError(str(err)) from None
+        path, retention, site = str(loaded.journal_path), cfg.journal.retention_days, cfg.site
+        # the bounds the daemon applies to an event from MQTT
+        bounds = EventBounds(
+            max_kw=loaded.max_event_kw, horizon=timedelta(days=cfg.dr.horizon_days)
+        )
+        max_events = cfg.dr.max_events
     clock = SystemClock()
     try:
-        service = DrService(
-            journal, clock=clock, site=site, default_import_kw=None, default_export_kw=None
-        )
-        if args.action == "list":
-            return _list(journal, clock.now(), show_all=args.all)
-        payload: dict[str, Any]
-        if args.action == "cancel":
-            payload = {"id": args.id, "cancel": True}
-        else:
-            payload = {
-                "id": args.id,
-                "type": args.type,
-                "kw": args.kw,
-                "start": args.start or clock.now().isoformat(),
-                "end": args.end,
-                "priority": args.priority,
-            }
-        decision = service.submit(payload, source="cli")
-    finally:
-        journal.close()
+        journal = Journal(path, retention_days=retention)
+        try:
+            service = DrService(
+                journal,
+                clock=clock,
+                site=site,
+                default_import_kw=None,
+                default_export_kw=None,
+                bounds=bounds,
+                max_events=max_events,
+            )
+            if args.action == "list":
+                return _list(journal, clock.now(), show_all=args.all)
+            payload: dict[str, Any]
+            if args.action == "cancel":
+                payload = {"id": args.id, "cancel": True}
+            else:
+                payload = {
+                    "id": args.id,
+                    "type": args.type,
+                    "kw": args.kw,
+                    "start": args.start or clock.now().isoformat(),
+                    "end": args.end,
+                    "priority": args.priority,
+                }
+            decision = service.submit(payload, source="cli")
+        finally:
+            journal.close()
+    except (JournalError, sqlite3.Error, OSError, ValueError) as err:
+        # a full disk, a read-only file or folder, a file that is not a journal: one line
+        raise UsageError(f"journal {path}: cannot {_WHAT[args.action]}: {_reason(err)}") from None
     if decision.result == "rejected":
         raise UsageError(f"event {decision.id or '?'} rejected: {decision.reason}")
     print(f"{decision.result} {decision.id}")
     return 0
+
+
+_WHAT = {"add": "add the event", "cancel": "cancel the event", "list": "list the events"}
+
+
+def _reason(err: BaseException) -> str:
+    if isinstance(err, OSError) and err.strerror:
+        return err.strerror
+    return " ".join(str(err).split()) or type(err).__name__
 
 
 def _list(journal: Any, now: datetime, *, show_all: bool) -> int:

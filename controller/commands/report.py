@@ -34,9 +34,10 @@ def run(args: argparse.Namespace) -> int:
 
     path = args.journal
     if path is None:
-        path = load_config(args.config).config.journal.path
-        if not path:
+        configured = load_config(args.config).journal_path
+        if configured is None:
             raise UsageError(f"{args.config}: journal.path: the config has no journal")
+        path = str(configured)
     if not Path(path).is_file():
         raise UsageError(f"{path}: no such journal file")
     try:

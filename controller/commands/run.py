@@ -44,23 +44,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from controller.logs import configure_logging  # noqa: PLC0415
 
-    loaded = load_config(args.config)
-    _settings(loaded)  # secrets and certificates are checked before anything starts
+    # the validation of `feederd check` (secrets and certificates included), and here a
+    # systemd credential must be there
+    loaded = load_config(args.config, require_credentials=True)
     configure_logging(level=args.log_level)
     asyncio.run(_serve(loaded, Path(args.config)))
     return 0
 
 
 def _settings(loaded: LoadedConfig) -> MqttSettings | None:
-    """The MQTT settings (secrets read, TLS loaded) and the metrics certificate, checked;
-    every problem is a ``ConfigError``."""
+    """The MQTT settings (secrets read, TLS loaded) and the metrics certificate, checked
+    (``load_config`` checked them already, through the same functions); every problem is a
+    ``ConfigError``."""
     from controller.dr.connect import metrics_tls_files, mqtt_settings  # noqa: PLC0415
 
     if loaded.config.metrics.enabled:
-        metrics_tls_files(loaded.config, source=loaded.source)
+        metrics_tls_files(loaded.config, source=loaded.source, base_dir=loaded.base_dir)
     if not loaded.config.mqtt.enabled:
         return None
-    return mqtt_settings(loaded.config, source=loaded.source)
+    return mqtt_settings(loaded.config, source=loaded.source, base_dir=loaded.base_dir)
 
 
 class _Endpoint:
@@ -70,20 +72,40 @@ class _Endpoint:
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
         self._served: tuple[str, int, tuple[str, str] | None] | None = None
+        self._first = True
 
     def follow(self, loaded: LoadedConfig) -> None:
         from controller.dr.connect import metrics_tls_files  # noqa: PLC0415
 
         m = loaded.config.metrics
-        tls = metrics_tls_files(loaded.config, source=loaded.source) if m.enabled else None
+        tls = (
+            metrics_tls_files(loaded.config, source=loaded.source, base_dir=loaded.base_dir)
+            if m.enabled
+            else None
+        )
         endpoint = (m.host, m.port, tls) if m.enabled else None
         if endpoint == self._served:
             return
+        old = self._served
         self.metrics.shutdown()
-        if endpoint is not None:
-            certfile, keyfile = tls or (None, None)
-            self.metrics.serve(m.host, m.port, certfile=certfile, keyfile=keyfile)
+        try:
+            self._listen(endpoint)
+        except OSError as err:
+            problem = f"cannot serve metrics on {m.host}:{m.port}: {err.strerror or err}"
+            if old is None and self._first:  # at start: the config cannot be used as it is
+                raise ConfigError(loaded.source, "metrics.port", problem) from None
+            log.error("metrics_endpoint_failed", error=problem, kept=old is not None)
+            self._listen(old)  # a reload that cannot serve keeps the endpoint it had
+            endpoint = old
+        finally:
+            self._first = False
         self._served = endpoint
+
+    def _listen(self, endpoint: tuple[str, int, tuple[str, str] | None] | None) -> None:
+        if endpoint is not None:
+            host, port, tls = endpoint
+            certfile, keyfile = tls or (None, None)
+            self.metrics.serve(host, port, certfile=certfile, keyfile=keyfile)
 
 
 async def _serve(loaded: LoadedConfig, path: Path) -> None:
@@ -168,7 +190,7 @@ async def _next(
             return None
         notifier.reloading()
         try:
-            candidate = load_config(path)
+            candidate = load_config(path, require_credentials=True)
             _settings(candidate)
         except ConfigError as err:
             log.error("reload_refused", error=str(err), kept=current.source)

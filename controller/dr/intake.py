@@ -4,11 +4,19 @@ Usable as a library: ``MqttIntake(settings, handler)`` where ``handler(payload)`
 one ``<root>/dr/event`` payload (``DrService.submit`` in the daemon; any callable, sync or
 async, in a test or a scenario). Around aiomqtt's pitfalls (DESIGN.md §6):
 
-- incoming and outgoing queues are bounded (``queue_size``); when the outgoing queue is full
-  the oldest message is dropped (each status message is complete, so only history is lost);
-- QoS 1 messages are acknowledged by hand, *after* the handler returned, so an event is on disk
-  before the broker forgets it (a persistent session, ``clean_session=False``, redelivers the
-  rest after a reconnect);
+- every message ends in a decision of the handler, and is acknowledged once the handler has
+  returned (an accepted event is on disk by then), whatever the payload: a handler that raises
+  is a bug, logged and counted as a rejection, and the message is acknowledged all the same, so
+  a poisonous message can never hold the broker's in-flight window;
+- incoming and outgoing queues are bounded (``queue_size``). A message the client must drop is
+  counted (``feederd_mqtt_dropped_messages_total{direction}``) and logged. An incoming QoS 1
+  message dropped that way was not acknowledged: once the queue has drained the intake
+  reconnects, and the persistent session (``clean_session=False`` with a fixed client id) has
+  the broker redeliver it: processed or redelivered, never lost. Keep ``queue_size`` at least
+  the broker's in-flight window (Mosquitto's ``max_inflight_messages``, 20) and drops do not
+  happen at all;
+- ``dr/status`` is retained and complete: only the latest is published (never a backlog of
+  stale ones); telemetry is a bounded queue that drops its oldest, counted;
 - the TLS context is built once by the caller, before the loop runs;
 - a keepalive notices a dead broker on an idle connection;
 - reconnection is this loop's job: back off with jitter (capped), resubscribe on every connect.
@@ -53,7 +61,7 @@ class MqttSettings:
     tls: ssl.SSLContext | None = None
     client_id: str | None = None
     keepalive_s: int = 30
-    queue_size: int = 100
+    queue_size: int = 1000
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
 
@@ -116,6 +124,14 @@ def connect_failure_kind(err: BaseException) -> str:
     return "network"
 
 
+STATUS_EVERY_S = 0.2
+"""The least time between two ``dr/status`` publications (each is the complete, latest one)."""
+
+
+class _Redeliver(aiomqtt.MqttError):
+    """End the session so the broker redelivers what the full queue dropped."""
+
+
 class MqttIntake:
     """Subscribes to ``<root>/dr/event``; publishes ``dr/status`` (retained) and telemetry."""
 
@@ -136,14 +152,27 @@ class MqttIntake:
         self._out: asyncio.Queue[tuple[str, bytes, int, bool]] = asyncio.Queue(
             maxsize=settings.queue_size
         )
+        self._status_due = False  # dr/status changed since it was last published
+        self._wake = asyncio.Event()
+        self.dropped_in = 0
+        self._dropped_unacked = False
         self._down_logged = False
         self._was_up = False
         self._last_failure: tuple[str, str] | None = None
 
     # -- publishing (non-blocking, bounded) -----------------------------------------------
 
-    def publish_status(self, doc: dict[str, Any]) -> None:
-        self._enqueue(self.settings.status_topic, doc, qos=1, retain=True)
+    def status_changed(self) -> None:
+        """``dr/status`` changed: the writer publishes the latest (built then, from
+        ``initial_status``), at most every ``STATUS_EVERY_S``, however often it changes."""
+        self._status_due = True
+        self._wake.set()
+
+    def _status_body(self) -> bytes | None:
+        if not self._status_due or self.initial_status is None:
+            return None
+        self._status_due = False
+        return json.dumps(self.initial_status(), separators=(",", ":")).encode()
 
     def publish_telemetry(self, record: CycleRecord) -> None:
         doc = {
@@ -159,18 +188,27 @@ class MqttIntake:
             "devices_up": record.devices_up,
             "setpoints_kw": dict(record.setpoints_kw),
         }
-        self._enqueue(self.settings.telemetry_topic, doc, qos=0, retain=False)
-
-    def _enqueue(self, topic: str, doc: dict[str, Any], *, qos: int, retain: bool) -> None:
-        item = (topic, json.dumps(doc, separators=(",", ":")).encode(), qos, retain)
+        item = (self.settings.telemetry_topic, json.dumps(doc, separators=(",", ":")).encode())
         while True:
             try:
-                self._out.put_nowait(item)
-                return
+                self._out.put_nowait((*item, 0, False))
+                break
             except asyncio.QueueFull:
                 self._out.get_nowait()  # drop the oldest
-                if self.metrics is not None:
-                    self.metrics.mqtt_dropped.inc()
+                self._dropped("out", "telemetry queue full: the oldest interval dropped")
+        self._wake.set()
+
+    def _dropped(self, direction: str, what: str) -> None:
+        if self.metrics is not None:
+            self.metrics.mqtt_dropped.labels(direction).inc()
+        log.warning("mqtt_message_dropped", direction=direction, reason=what)
+
+    def _incoming_dropped(self) -> None:
+        """aiomqtt's incoming queue was full: the message (not acknowledged) is redelivered
+        after the reconnect that follows once the queue has drained."""
+        self.dropped_in += 1
+        self._dropped_unacked = True
+        self._dropped("in", "incoming queue full: redelivered after a reconnect")
 
     # -- the connection loop --------------------------------------------------------------
 
@@ -182,6 +220,10 @@ class MqttIntake:
             self._was_up = False
             try:
                 await self._session(stop)
+            except _Redeliver:
+                log.info("mqtt_reconnect", reason="to have the dropped messages redelivered")
+                self._set_connected(False, reason="stopping")
+                continue
             except aiomqtt.MqttError as err:
                 if self._was_up:
                     self._set_connected(False, reason=str(err))
@@ -198,6 +240,14 @@ class MqttIntake:
 
     def _client(self) -> aiomqtt.Client:
         s = self.settings
+        intake = self
+
+        class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                if self.full():
+                    intake._incoming_dropped()
+                super().put_nowait(item)  # raises QueueFull: aiomqtt discards the message
+
         client = aiomqtt.Client(
             s.host,
             s.port,
@@ -210,6 +260,7 @@ class MqttIntake:
             timeout=10.0,
             max_queued_incoming_messages=s.queue_size,
             max_queued_outgoing_messages=s.queue_size,
+            queue_type=_CountingQueue,
             tls_context=s.tls,
             will=aiomqtt.Will(s.online_topic, b"false", qos=1, retain=True),
         )
@@ -225,8 +276,7 @@ class MqttIntake:
             self.connects += 1
             self._was_up = True
             self._set_connected(True)
-            if self.initial_status is not None:
-                self.publish_status(self.initial_status())
+            self.status_changed()
             name = f"feederd[{s.topic_root}].mqtt"
             tasks = {
                 asyncio.create_task(self._read(client), name=f"{name}.read"),
@@ -252,18 +302,41 @@ class MqttIntake:
                 result = self.handler(bytes(raw))
                 if inspect.isawaitable(result):
                     await result
-            except Exception as err:  # the daemon keeps running; the broker redelivers
+            except Exception as err:  # a bug in the handler: said, counted, and acknowledged
                 log.error("dr_event_handler_failed", error=f"{type(err).__name__}: {err}")
-                continue
+                if self.metrics is not None:
+                    self.metrics.dr_events.labels("rejected").inc()
             if message.qos > 0:
                 client._client.ack(message.mid, message.qos)
+            if self._dropped_unacked and client._queue.empty():
+                # what was dropped unacknowledged comes back on a new connection
+                self._dropped_unacked = False
+                raise _Redeliver
 
     async def _write(self, client: aiomqtt.Client) -> None:
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        next_status = 0.0
         while True:
-            topic, body, qos, retain = await self._out.get()
-            await client.publish(topic, body, qos=qos, retain=retain)
+            await self._wake.wait()
+            self._wake.clear()
+            while not self._out.empty():
+                topic, body, qos, retain = self._out.get_nowait()
+                await client.publish(topic, body, qos=qos, retain=retain)
+            if self._status_due:
+                wait = next_status - loop.time()
+                if wait > 0:  # a burst of decisions: one status for all of them
+                    await asyncio.sleep(wait)
+                status = self._status_body()
+                if status is not None:
+                    await client.publish(s.status_topic, status, qos=1, retain=True)
+                next_status = loop.time() + STATUS_EVERY_S
 
     async def _flush(self, client: aiomqtt.Client) -> None:
+        s = self.settings
+        status = self._status_body()
+        if status is not None:
+            await client.publish(s.status_topic, status, qos=1, retain=True, timeout=1.0)
         while not self._out.empty():
             topic, body, qos, retain = self._out.get_nowait()
             await client.publish(topic, body, qos=qos, retain=retain, timeout=1.0)

@@ -29,6 +29,8 @@ class StoredEvent:
     source: str
     cancelled_at: datetime | None = None
     baseline_import_kw: float | None = None
+    rev: int = 0
+    """The journal's revision of its last write."""
 
     @property
     def live(self) -> bool:

@@ -1,35 +1,61 @@
 """The DR service: decides on events, keeps them in the journal, sets the active limits.
 
-``submit`` validates a payload, persists an accepted event (or a cancel) and only then returns
-the decision, so an intake acknowledges a message after it is safe on disk. ``limits_for_cycle``
-is what the controller asks at the start of every interval; ``cycle_done`` records the
-interval's compliance. ``status()`` is the retained ``dr/status`` document. Every decision and
-every change of the active limits is handed to the listeners (the MQTT intake publishes them).
+Every payload ends in a ``Decision`` (accepted, cancelled or rejected with its reason), counted
+in ``feederd_dr_events_total{result}``, whatever the payload holds and whatever the journal
+does: a journal that cannot store an event rejects it ("journal unavailable"); nothing raises.
+An accepted event is on disk before the decision is returned, so an intake acknowledges a
+message only once it is safe.
+
+Two ways to use it:
+
+- ``submit(payload)`` decides in the caller's thread (``feederd event``);
+- in the daemon, ``await submit_async(payload)`` decides on the service's own worker thread,
+  with its own connection to the journal, so the intake's work never runs on the control
+  loop's thread; the loop thread then updates the in-memory index.
+
+The index holds the events not yet over (at most ``max_events``: a new one is refused when the
+store is full). ``limits_for_cycle`` resolves the interval's limits from it, in memory;
+``refresh`` (each interval, on the worker thread) picks up what ``feederd event`` wrote from
+another process and prunes what is over. ``status()`` is the bounded, retained ``dr/status``
+document: the active limits, the events in force and the next few, the recent decisions.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
+import sqlite3
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
 
 from controller.clock import Clock
-from controller.dr.events import Cancel, DrEvent, EventRejected, EventType, parse_payload
+from controller.dr.events import (
+    Cancel,
+    DrEvent,
+    EventBounds,
+    EventRejected,
+    EventType,
+    parse_payload,
+)
 from controller.dr.overlap import StoredEvent, resolve
 from controller.journal import Journal
 from controller.metrics import Metrics
-from controller.records import ActiveLimits, CycleRecord
+from controller.records import COMPLIANCE_TOLERANCE, ActiveLimits, CycleRecord
 
-__all__ = ["COMPLIANCE_TOLERANCE", "Decision", "DrService"]
+__all__ = ["Decision", "DrService"]
 
 log = structlog.get_logger("feederd.dr")
 
-COMPLIANCE_TOLERANCE = 0.02  # measured import within limit + 2% counts as compliant
 _RECENT = 20
+"""Decisions kept for ``dr/status``."""
+_LISTED = 10
+"""Events listed in ``dr/status``: the active ones that win first, then the next to begin."""
+_REASON_MAX = 200
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -52,6 +78,15 @@ class Decision:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """A decision and what it changed in the store (for the index)."""
+
+    decision: Decision
+    stored: StoredEvent | None = None
+    cancelled: str | None = None
+
+
 class DrService:
     def __init__(
         self,
@@ -62,6 +97,9 @@ class DrService:
         default_import_kw: float | None,
         default_export_kw: float | None,
         metrics: Metrics | None = None,
+        bounds: EventBounds | None = None,
+        max_events: int = 1000,
+        worker: concurrent.futures.Executor | None = None,
     ) -> None:
         self.journal = journal
         self.clock = clock
@@ -69,74 +107,178 @@ class DrService:
         self.default_import_kw = default_import_kw
         self.default_export_kw = default_export_kw
         self.metrics = metrics
-        self.listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.bounds = bounds or EventBounds()
+        self.max_events = max_events
+        self._worker = worker
+        self.listeners: list[Callable[[], None]] = []
+        """Told that ``status()`` changed (they build it when they publish it)."""
         self.record_listeners: list[Callable[[CycleRecord], None]] = []
         self.recent: deque[Decision] = deque(maxlen=_RECENT)
         self.active = ActiveLimits(import_kw=default_import_kw, export_kw=default_export_kw)
         self.last_import_kw: float | None = None
         self.compliant: bool | None = None
-        self._known_seqs = {s.seq for s in journal.events()}
+        now = clock.now()
+        self._index: dict[str, StoredEvent] = {s.event.id: s for s in journal.live_events(now)}
+        self._rev = journal.revision()
+        self._pending: set[asyncio.Future[Any]] = set()
+        self._refreshing: asyncio.Future[None] | None = None
 
     # -- decisions ------------------------------------------------------------------------
 
     def submit(self, payload: bytes | str | dict[str, Any], *, source: str = "mqtt") -> Decision:
-        """Validate and persist one payload; never raises for bad input."""
-        now = self.clock.now()
+        """Decide on one payload in this thread (``feederd event``); never raises."""
+        outcome = self._decide(payload, source)
+        self._apply(outcome)
+        return outcome.decision
+
+    async def submit_async(
+        self, payload: bytes | str | dict[str, Any], *, source: str = "mqtt"
+    ) -> Decision:
+        """Decide on one payload on the worker thread (the daemon's intakes); never raises."""
+        loop = asyncio.get_running_loop()
         try:
-            parsed = parse_payload(payload, now=now)
+            outcome = await loop.run_in_executor(self._worker, self._decide, payload, source)
+        except Exception as err:  # the executor itself failed (shut down): still a decision
+            outcome = _Outcome(decision=self._internal_error(err, source, self.clock.now()))
+        self._apply(outcome)
+        return outcome.decision
+
+    def _decide(self, payload: bytes | str | dict[str, Any], source: str) -> _Outcome:
+        """Validate and persist; every path ends in a decision (runs on the worker thread)."""
+        now = self.clock.now()
+        event_id: str | None = None
+        try:
+            parsed = parse_payload(payload, now=now, bounds=self.bounds)
+            event_id = parsed.id
             if isinstance(parsed, Cancel):
                 if not self.journal.cancel_event(parsed.id, at=now):
-                    raise EventRejected(
-                        f"no live event with id {parsed.id!r} to cancel", event_id=parsed.id
-                    )
-                decision = Decision(id=parsed.id, result="cancelled", source=source, at=now)
-            else:
-                if self._is_new(parsed):
-                    stored = self.journal.put_event(parsed, received_at=now, source=source)
-                    self._known_seqs.add(stored.seq)
-                decision = Decision(id=parsed.id, result="accepted", source=source, at=now)
+                    raise EventRejected(f"no live event with id {parsed.id!r} to cancel")
+                return _Outcome(
+                    decision=Decision(id=parsed.id, result="cancelled", source=source, at=now),
+                    cancelled=parsed.id,
+                )
+            stored = self._store(parsed, now, source)
+            decision = Decision(id=parsed.id, result="accepted", source=source, at=now)
+            return _Outcome(decision=decision, stored=stored)
         except EventRejected as err:
-            decision = Decision(
-                id=err.event_id, result="rejected", reason=err.reason, source=source, at=now
+            reason = err.reason
+            event_id = event_id or err.event_id
+        except (sqlite3.Error, OSError) as err:
+            reason = f"journal unavailable: {err}"
+            if self.metrics is not None:
+                self.metrics.journal_errors.inc()
+            log.error("journal_unavailable", id=event_id, error=str(err))
+        except Exception as err:  # a bug: the sender still gets a decision, and it is said
+            return _Outcome(decision=self._internal_error(err, source, now, event_id))
+        return _Outcome(
+            decision=Decision(
+                id=event_id, result="rejected", reason=reason[:_REASON_MAX], source=source, at=now
             )
-            log.warning("dr_event_rejected", id=err.event_id, reason=err.reason, source=source)
-        else:
-            log.info("dr_event_" + decision.result, id=decision.id, source=source)
-        self._decided(decision)
-        self._refresh(now)
-        self._notify()
-        return decision
+        )
 
-    def _is_new(self, event: DrEvent) -> bool:
-        """False for a repeat of a stored event (QoS 1 redelivery, a retained message)."""
+    def _internal_error(
+        self, err: BaseException, source: str, now: datetime, event_id: str | None = None
+    ) -> Decision:
+        log.error("dr_event_failed", id=event_id, error=f"{type(err).__name__}: {err}")
+        return Decision(
+            id=event_id,
+            result="rejected",
+            reason=f"internal error ({type(err).__name__}); the event was not stored",
+            source=source,
+            at=now,
+        )
+
+    def _store(self, event: DrEvent, now: datetime, source: str) -> StoredEvent | None:
+        """Persist a new event; None for a repeat of a stored one (QoS 1 redelivery)."""
         old = self.journal.event(event.id)
-        if old is None:
-            return True
-        if not old.live:
+        if old is not None and old.cancelled_at is not None:
+            raise EventRejected(f"event {event.id!r} was cancelled; send a new id")
+        if old is not None and old.event == event:
+            return None
+        if old is None and self.journal.count_live(now) >= self.max_events:
             raise EventRejected(
-                f"event {event.id!r} was cancelled; send a new id", event_id=event.id
+                f"event store full ({self.max_events} events not yet over); cancel one or"
+                " wait for one to end"
             )
-        return old.event != event
+        return self.journal.put_event(event, received_at=now, source=source)
+
+    def _apply(self, outcome: _Outcome) -> None:
+        """The decision's effect on the index, the metrics, the log and the listeners."""
+        decision = outcome.decision
+        if outcome.stored is not None:
+            self._index[outcome.stored.event.id] = outcome.stored
+        if outcome.cancelled is not None:
+            self._index.pop(outcome.cancelled, None)
+        self._decided(decision)
+        if decision.result == "rejected":
+            log.warning(
+                "dr_event_rejected", id=decision.id, reason=decision.reason, source=decision.source
+            )
+        else:
+            log.info("dr_event_" + decision.result, id=decision.id, source=decision.source)
+        self._notify()
 
     def _decided(self, decision: Decision) -> None:
         self.recent.append(decision)
         if self.metrics is not None:
             self.metrics.dr_events.labels(decision.result).inc()
 
+    # -- what other processes wrote, and what is over --------------------------------------
+
+    async def refresh(self) -> None:
+        """Take in the events ``feederd event`` stored or cancelled since the last look, and
+        prune what is over (on the worker thread); an error is logged, never raised."""
+        loop = asyncio.get_running_loop()
+        try:
+            changed, rev = await loop.run_in_executor(self._worker, self._changes)
+        except Exception as err:
+            log.error("dr_refresh_failed", error=f"{type(err).__name__}: {err}")
+            return
+        self._merge(changed, rev)
+
+    async def drain(self) -> None:
+        """Wait for the worker's writes still under way (before closing the journal)."""
+        pending = [p for p in (*self._pending, self._refreshing) if p is not None]
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+    def refresh_now(self) -> None:
+        """``refresh`` in this thread (a process without a worker)."""
+        changed, rev = self._changes()
+        self._merge(changed, rev)
+
+    def _changes(self) -> tuple[list[StoredEvent], int]:
+        now = self.clock.now()
+        self.journal.prune(now)
+        return self.journal.changes_since(self._rev)
+
+    def _merge(self, changed: list[StoredEvent], rev: int) -> None:
+        now = self.clock.now()
+        for s in changed:
+            known = self._index.get(s.event.id)
+            if s.cancelled_at is not None or s.event.end <= now:
+                self._index.pop(s.event.id, None)
+            elif known is None or known.rev < s.rev:
+                if known is None or known.seq != s.seq:  # another process's new event
+                    self._decided(
+                        Decision(id=s.event.id, result="accepted", source=s.source, at=now)
+                    )
+                self._index[s.event.id] = s
+        self._rev = max(self._rev, rev)
+        for name in [n for n, s in self._index.items() if s.event.end <= now]:
+            del self._index[name]
+
     # -- the controller's side ------------------------------------------------------------
 
     def limits_for_cycle(self) -> ActiveLimits:
-        """The limits for the interval starting now (events added by the CLI are seen here)."""
-        now = self.clock.now()
-        stored = self.journal.events()
-        for s in stored:
-            if s.seq not in self._known_seqs:
-                self._known_seqs.add(s.seq)
-                self._decided(Decision(id=s.event.id, result="accepted", source=s.source, at=now))
-        self._refresh(now, stored)
+        """The limits for the interval starting now, from the in-memory index."""
+        self._refresh_limits(self.clock.now())
         return self.active
 
     def cycle_done(self, record: CycleRecord) -> None:
+        if self._worker is not None and (self._refreshing is None or self._refreshing.done()):
+            # what other processes wrote, and pruning: on the worker thread, once an interval
+            self._refreshing = asyncio.ensure_future(self.refresh())
         if record.import_kw is not None:
             self.last_import_kw = record.import_kw
         self.compliant = record.compliant
@@ -146,20 +288,17 @@ class DrService:
             listener(record)
         self._notify()
 
-    def _refresh(self, now: datetime, stored: list[StoredEvent] | None = None) -> None:
-        events = stored if stored is not None else self.journal.events()
+    def _refresh_limits(self, now: datetime) -> None:
         if self.last_import_kw is not None:
-            for s in events:
+            for s in list(self._index.values()):
                 if (
                     s.event.type is EventType.REDUCE_BY
-                    and s.live
                     and s.event.active_at(now)
                     and s.baseline_import_kw is None
                 ):
-                    self.journal.set_baseline(s.event.id, self.last_import_kw)
-                    events = self.journal.events()
+                    self._set_baseline(s, self.last_import_kw)
         active = resolve(
-            events,
+            self._index.values(),
             now,
             default_import_kw=self.default_import_kw,
             default_export_kw=self.default_export_kw,
@@ -174,14 +313,54 @@ class DrService:
             self.active = active
         if self.metrics is not None:
             self.metrics.dr_active_events.set(
-                sum(1 for s in events if s.live and s.event.active_at(now))
+                sum(1 for s in self._index.values() if s.event.active_at(now))
             )
+
+    def _set_baseline(self, s: StoredEvent, import_kw: float) -> None:
+        """A ``reduce_by`` event begins: its baseline is the import measured now (kept in the
+        index at once, written to the journal on the worker thread)."""
+        self._index[s.event.id] = StoredEvent(
+            event=s.event,
+            seq=s.seq,
+            received_at=s.received_at,
+            source=s.source,
+            cancelled_at=s.cancelled_at,
+            baseline_import_kw=import_kw,
+            rev=s.rev,
+        )
+        if self._worker is None:
+            self._write_baseline(s.event.id, import_kw)
+            return
+        future = asyncio.get_running_loop().run_in_executor(
+            self._worker, self._write_baseline, s.event.id, import_kw
+        )
+        self._pending.add(future)
+        future.add_done_callback(self._pending.discard)
+
+    def _write_baseline(self, event_id: str, import_kw: float) -> None:
+        try:
+            self.journal.set_baseline(event_id, import_kw)
+        except (sqlite3.Error, OSError) as err:
+            log.error("journal_unavailable", id=event_id, error=str(err))
 
     # -- status ---------------------------------------------------------------------------
 
+    def events_now(self) -> list[StoredEvent]:
+        """The events not yet over, soonest first."""
+        return sorted(self._index.values(), key=lambda s: (s.event.start, s.event.id))
+
     def status(self) -> dict[str, Any]:
+        """The retained ``dr/status`` document, bounded: up to ``_LISTED`` events in force
+        (those that win first) and as many of the next to begin, the counts of both, and the
+        last ``_RECENT`` decisions."""
         now = self.clock.now()
-        events = [s for s in self.journal.events() if s.live and s.event.end > now]
+        self._refresh_limits(now)
+        events = self.events_now()
+        active = sorted(
+            (s for s in events if s.event.active_at(now)),
+            key=lambda s: (-s.event.priority, -s.seq),
+        )
+        coming = [s for s in events if s.event.start > now]
         return {
             "site": self.site,
             "at": now.isoformat(),
@@ -195,8 +374,11 @@ class DrService:
             },
             "events": [
                 {**s.event.to_json(), "active": s.event.active_at(now), "source": s.source}
-                for s in events
+                for s in [*active[:_LISTED], *coming[:_LISTED]]
             ],
+            "events_active": len(active),
+            "events_coming": len(coming),
+            "events_stored": len(events),
             "compliance": {
                 "import_kw": self.last_import_kw,
                 "within_limit": self.compliant,
@@ -205,8 +387,9 @@ class DrService:
         }
 
     def _notify(self) -> None:
-        if not self.listeners:
-            return
-        doc = self.status()
         for listener in self.listeners:
-            listener(doc)
+            listener()
+
+
+def bounds_for(max_kw: float, horizon_days: float) -> EventBounds:
+    return EventBounds(max_kw=max_kw, horizon=timedelta(days=horizon_days))

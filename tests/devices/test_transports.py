@@ -210,7 +210,7 @@ async def test_tls_with_a_wrong_certificate_is_refused_quickly(certs: Certs, wro
 
 async def test_exception_responses_and_wrong_units_are_errors_not_crashes() -> None:
     async with SunSpecServer(_inverters(1)) as server:
-        link = ModbusTcpLink("127.0.0.1", server.port, timeout_s=0.5)
+        link = ModbusTcpLink("127.0.0.1", server.port, timeout_s=2.0)
         pv = SunSpecInverter("pv1", link, 1, rating_kw=100.0, revert_s=30)
         stranger = SunSpecInverter("pv9", link, 9, rating_kw=100.0, revert_s=30)
         try:

@@ -24,7 +24,7 @@ async def meter_server() -> AsyncIterator[tuple[SunSpecServer, SimMeter]]:
 
 
 async def _client(port: int) -> AsyncModbusTcpClient:
-    client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=0.5, retries=0)
+    client = AsyncModbusTcpClient("127.0.0.1", port=port, timeout=3.0, retries=0)
     assert await client.connect()
     return client
 
@@ -63,7 +63,7 @@ async def test_a_garbled_meter_is_refused_by_the_driver_not_believed(
     meter_server: tuple[SunSpecServer, SimMeter],
 ) -> None:
     server, _meter = meter_server
-    link = ModbusTcpLink("127.0.0.1", server.port, timeout_s=0.5)
+    link = ModbusTcpLink("127.0.0.1", server.port, timeout_s=3.0)
     driver = SunSpecMeter("head", link, unit=1, p_limit_kw=5000.0)
     try:
         assert (await driver.read()).p_kw == pytest.approx(1200.0)

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from controller.clock import FakeClock
-from controller.commands.rig.scenario import case_path, run_scenario, scenario_config
-from controller.config import PollConfig
+from controller.commands.rig.scenario import SIM_DEFAULTS, case_path, run_scenario, scenario_config
 from hil import HilRig
 from hil.kpis import Sample, compliant, kpis
 from hil.profiles import CloudPass, LoadStep, clear_sky, load, load_shape, sun
@@ -318,7 +317,7 @@ async def test_a_bad_partial_config_is_one_line_naming_the_key_under_controller(
             loaded = scenario_config(rig, bundled, case_path(bundled, Path.cwd()), name)
             assert loaded.config.interval_s == bundled.interval_s
             poll = bundled.controller.get("poll", {})
-            default = PollConfig().timeout_s
+            default = SIM_DEFAULTS["poll"]["timeout_s"]  # the run's own, generous default
             assert loaded.config.poll.timeout_s == poll.get("timeout_s", default), name
 
 

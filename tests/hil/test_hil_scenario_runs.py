@@ -151,7 +151,7 @@ SILENT_HEAD: dict[str, Any] = {
     "name": "silent-head",
     "start": "17:00",
     "duration_s": 60,
-    "controller": {"interval_s": 5, "poll": {"timeout_s": 0.3, "stale_after_intervals": 3}},
+    "controller": {"interval_s": 5, "poll": {"timeout_s": 1.5, "stale_after_intervals": 3}},
     "dr": [{"start_s": 0, "end_s": 60, "import_limit_kw": 3000}],
     "fault": [
         {"device": "head", "kind": "silent", "start_s": 0, "end_s": 15},

@@ -28,7 +28,7 @@ duration_s = 60
 interval_s = 5
 
 [controller.poll]
-timeout_s = 0.5
+timeout_s = 1.5
 stale_after_intervals = 3
 
 [[dr]]

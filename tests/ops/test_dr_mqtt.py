@@ -153,7 +153,7 @@ async def test_accepted_events_survive_a_restart(broker: int, site: str, tmp_pat
     journal = Journal(path)
     first = service(journal)
     intake = MqttIntake(settings, first.submit, initial_status=first.status)
-    first.listeners.append(intake.publish_status)
+    first.listeners.append(intake.status_changed)
     stop = asyncio.Event()
     task = asyncio.create_task(intake.run(stop))
     await asyncio.wait_for(intake.connected.wait(), GUARD_S)

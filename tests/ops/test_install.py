@@ -18,6 +18,7 @@ import os
 import shutil
 import stat
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -149,7 +150,7 @@ def test_installed_feederd_creates_an_owner_only_journal(staged: tuple[Path, str
     out = subprocess.run(
         [str(root / "opt/feederd/venv/bin/feederd"), "event", "add", "--journal", str(journal),
          "--id", "inst-1", "--type", "import_limit", "--kw", "1500",
-         "--end", "2099-01-01T00:00:00Z"],
+         "--end", (datetime.now(UTC) + timedelta(days=1)).isoformat()],
         capture_output=True, text=True, timeout=60, check=False,
         env={"PATH": "/usr/bin:/bin"},
     )  # fmt: skip

@@ -2,7 +2,7 @@
 
 ``feeder(...)`` opens a ``Simulation`` (the product's own: ``controller.commands.rig``) with the
 test defaults: the 33-bus rig at nominal load and 80% sun, a 5 s interval (simulated: it costs
-no wall time) and a 1 s request timeout (real: generous on a busy machine; only a silent
+no wall time) and a 2 s request timeout (real: generous on a busy machine; only a silent
 device pays it). ``await sim.step()`` is one interval.
 """
 
@@ -16,7 +16,7 @@ from controller.commands.rig.config import merge
 from controller.commands.rig.simulation import Simulation
 
 INTERVAL_S = 5.0
-TEST_DEFAULTS: dict[str, Any] = {"interval_s": INTERVAL_S, "poll": {"timeout_s": 1.0}}
+TEST_DEFAULTS: dict[str, Any] = {"interval_s": INTERVAL_S, "poll": {"timeout_s": 2.0}}
 RIG_DEFAULTS: dict[str, Any] = {
     "load_scale": lambda _t: 1.0,
     "pv_available_frac": lambda _t: 0.8,

@@ -32,7 +32,7 @@ import aiomqtt
 from pymodbus.constants import ExcCodes
 
 from controller.clock import FakeClock
-from controller.commands.rig.config import rig_config
+from controller.commands.rig.config import merge, rig_config
 from controller.config import ConfigError, LoadedConfig
 from controller.daemon import Daemon
 from controller.dr.intake import MqttSettings
@@ -46,6 +46,10 @@ __all__ = ["SIM_DATE", "SimResult", "case_path", "run_scenario", "scenario_confi
 
 SIM_DATE = datetime(2026, 7, 1, tzinfo=UTC)
 """The (arbitrary) day scenarios run on; ``start`` places them within it."""
+SIM_DEFAULTS: dict[str, Any] = {"poll": {"timeout_s": 2.0}}
+"""What a scenario's run sets unless its ``[controller]`` says otherwise: the devices' request
+timeout is real seconds (the rig's I/O is real, only the clock is simulated), so a generous one
+keeps a busy machine from making a healthy device miss; only a silent device pays it."""
 REAL_WAIT_S = 10.0
 """How long (real seconds) the runner waits for what MQTT must do within an interval."""
 
@@ -79,8 +83,9 @@ def case_path(scenario: Scenario, base_dir: Path, source: str = "<scenario>") ->
 def scenario_config(rig: HilRig, scenario: Scenario, case: Path, source: str) -> LoadedConfig:
     """The rig's config with the scenario's ``[controller]`` merged in; a problem in it is a
     ``ScenarioError`` naming the key under ``controller``."""
+    overrides = merge(SIM_DEFAULTS, scenario.controller)
     try:
-        return rig_config(rig, overrides=scenario.controller, site="sim", case=case, source=source)
+        return rig_config(rig, overrides=overrides, site="sim", case=case, source=source)
     except ConfigError as err:
         key = f"controller.{err.key}" if err.key else "controller"
         raise ScenarioError(source, key, err.problem) from None
@@ -304,7 +309,7 @@ class _Operator:
     async def _send(self, payload: dict[str, Any]) -> None:
         ident = payload["id"]
         if self.broker is None or self.daemon.intake is None:
-            decision = self.daemon.dr.submit(payload, source="scenario")
+            decision = await self.daemon.dr.submit_async(payload, source="scenario")
             if decision.result != "accepted":
                 raise ScenarioError("<scenario>", "dr", f"event {ident!r}: {decision.reason}")
             return
