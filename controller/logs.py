@@ -58,5 +58,7 @@ def configure_logging(*, level: str = "info", stream: TextIO | None = None) -> N
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
-    # pymodbus logs every failed connection at error level: the daemon reports those itself.
+    # pymodbus logs every failed connection at error level, aiomqtt every message its full
+    # queue drops: the daemon reports those itself, once per change (mqtt_messages_dropped)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    logging.getLogger("mqtt").setLevel(logging.ERROR)

@@ -156,6 +156,8 @@ class MqttIntake:
         self._wake = asyncio.Event()
         self.dropped_in = 0
         self._dropped_unacked = False
+        self._burst_in = 0
+        self._out_dropping = False
         self._down_logged = False
         self._was_up = False
         self._last_failure: tuple[str, str] | None = None
@@ -195,20 +197,29 @@ class MqttIntake:
                 break
             except asyncio.QueueFull:
                 self._out.get_nowait()  # drop the oldest
-                self._dropped("out", "telemetry queue full: the oldest interval dropped")
+                self._dropped(
+                    "out",
+                    "telemetry queue full: the oldest intervals dropped",
+                    first=not self._out_dropping,
+                )
+                self._out_dropping = True
         self._wake.set()
 
-    def _dropped(self, direction: str, what: str) -> None:
+    def _dropped(self, direction: str, what: str, *, first: bool) -> None:
+        """Count a drop; say so once a burst (on its first drop), not once a message."""
         if self.metrics is not None:
             self.metrics.mqtt_dropped.labels(direction).inc()
-        log.warning("mqtt_message_dropped", direction=direction, reason=what)
+        if first:
+            log.warning("mqtt_messages_dropped", direction=direction, reason=what)
 
     def _incoming_dropped(self) -> None:
         """aiomqtt's incoming queue was full: the message (not acknowledged) is redelivered
         after the reconnect that follows once the queue has drained."""
         self.dropped_in += 1
+        first = not self._dropped_unacked
         self._dropped_unacked = True
-        self._dropped("in", "incoming queue full: redelivered after a reconnect")
+        self._burst_in += 1
+        self._dropped("in", "incoming queue full: redelivered after a reconnect", first=first)
 
     # -- the connection loop --------------------------------------------------------------
 
@@ -221,7 +232,12 @@ class MqttIntake:
             try:
                 await self._session(stop)
             except _Redeliver:
-                log.info("mqtt_reconnect", reason="to have the dropped messages redelivered")
+                log.info(
+                    "mqtt_reconnect",
+                    reason="to have the dropped messages redelivered",
+                    dropped=self._burst_in,
+                )
+                self._burst_in = 0
                 self._set_connected(False, reason="stopping")
                 continue
             except aiomqtt.MqttError as err:
@@ -323,6 +339,7 @@ class MqttIntake:
             while not self._out.empty():
                 topic, body, qos, retain = self._out.get_nowait()
                 await client.publish(topic, body, qos=qos, retain=retain)
+            self._out_dropping = False  # drained: the next drop starts a new burst
             if self._status_due:
                 wait = next_status - loop.time()
                 if wait > 0:  # a burst of decisions: one status for all of them
