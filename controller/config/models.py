@@ -1,0 +1,483 @@
+"""The config's tables as pydantic models: every number bounded, NaN and infinity refused, a
+device's transport a tagged union (with the first format's flat keys still read)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+if TYPE_CHECKING:  # loaded when a config is: `feederd event --journal` needs neither
+    pass
+
+from controller.config.errors import short_value
+
+
+class _Strict(BaseModel):
+    # NaN and infinity are refused everywhere: no limit, rating or duration can be one
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+MAX_KW = 1e6
+"""No power in a feeder's config is a gigawatt or more: a bigger number is a typing error."""
+MAX_KWH = 1e7
+"""No energy (a battery's) is 10 GWh or more."""
+MIN_RATING_KW = 0.01
+"""A device's rating or energy is at least 10 W (10 Wh): smaller is a typing error (kW vs W)."""
+MAX_PRICE = 1000.0
+"""Prices and costs per kWh are within ±1000 (any currency)."""
+MAX_BUS_ID = 2**31 - 1
+Kw = Annotated[float, Field(ge=-MAX_KW, le=MAX_KW)]
+RatingKw = Annotated[float, Field(ge=MIN_RATING_KW, le=MAX_KW)]
+BusId = Annotated[int, Field(ge=0, le=MAX_BUS_ID)]
+PerUnit = Annotated[float, Field(gt=0, le=2.0)]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("a path cannot contain a NUL byte")
+    return value
+
+
+FilePath = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_no_nul)]
+"""A path in the config (relative ones start next to the config file)."""
+
+
+MIN_BASE_KV = 0.01
+MAX_BASE_KV = 1000.0
+MIN_BASE_MVA = 0.001
+MAX_BASE_MVA = 10_000.0
+MAX_OHM = 10_000.0
+MAX_BUSES = 100_000
+MAX_DEVICES = 10_000
+
+
+class BusTable(_Strict):
+    id: BusId
+    p_kw: Kw = 0.0
+    q_kvar: Kw = 0.0
+    base_kv: Annotated[float, Field(ge=MIN_BASE_KV, le=MAX_BASE_KV)]
+    v_min_pu: PerUnit = 0.95
+    v_max_pu: PerUnit = 1.05
+
+
+class BranchTable(_Strict):
+    from_bus: BusId
+    to_bus: BusId
+    r_ohm: Annotated[float, Field(ge=0, le=MAX_OHM)]
+    x_ohm: Annotated[float, Field(ge=0, le=MAX_OHM)]
+    rating_kva: Annotated[float, Field(gt=0, le=MAX_KW)] | None = None
+
+
+class FeederConfig(_Strict):
+    """Either ``case`` (a MATPOWER file, or ``builtin:case33bw``) or inline buses and branches."""
+
+    case: FilePath | None = None
+    # what the feeder can carry at its head, kW (DR events are bounded by a multiple of it);
+    # unset: the case's total load
+    rating_kw: Annotated[float, Field(gt=0, le=MAX_KW)] | None = None
+    base_mva: Annotated[float, Field(ge=MIN_BASE_MVA, le=MAX_BASE_MVA)] = 10.0
+    slack_bus: BusId = 1
+    buses: Annotated[list[BusTable], Field(max_length=MAX_BUSES)] = Field(default_factory=list)
+    branches: Annotated[list[BranchTable], Field(max_length=MAX_BUSES)] = Field(
+        default_factory=list
+    )
+    v_min_pu: Annotated[float, Field(gt=0.5, lt=1.0)] = 0.95
+    v_max_pu: Annotated[float, Field(gt=1.0, lt=1.5)] = 1.05
+    # The dispatch aims this far inside the band: the linear model's voltages differ from the
+    # AC ones by a few thousandths of a p.u., and a bus held at the band's edge in the model
+    # would sit just outside it on the feeder.
+    v_margin_pu: Annotated[float, Field(ge=0.0, le=0.02)] = 0.002
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FeederConfig:
+        if (self.case is None) == (not self.buses):
+            raise ValueError(
+                "give either 'case' (a MATPOWER file) or inline 'buses' and 'branches'"
+            )
+        if self.v_max_pu - self.v_min_pu <= 2 * self.v_margin_pu:
+            raise ValueError(
+                f"v_margin_pu {self.v_margin_pu:g} leaves no band between "
+                f"v_min_pu {self.v_min_pu:g} and v_max_pu {self.v_max_pu:g}"
+            )
+        return self
+
+    @property
+    def dispatch_band_pu(self) -> tuple[float, float]:
+        """The band the dispatch holds: the configured one, `v_margin_pu` inside each edge."""
+        return self.v_min_pu + self.v_margin_pu, self.v_max_pu - self.v_margin_pu
+
+
+_HOST_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?$")
+
+
+def _host(value: str) -> str:
+    """A DNS name (labels of ASCII letters, digits, '-' and '_', 63 at most each) or an IP
+    address: what the resolver takes without raising (it refuses an empty or long label)."""
+    try:
+        ipaddress.ip_address(value)  # an IPv6 address may name its zone (fe80::1%eth0)
+        if value.isprintable() and " " not in value:
+            return value
+    except ValueError:
+        pass
+    name = value.removesuffix(".")
+    if name and all(_HOST_NAME.match(label) for label in name.split(".")):
+        return value
+    raise ValueError("must be a host name or an IP address")
+
+
+Host = Annotated[str, Field(min_length=1, max_length=253), AfterValidator(_host)]
+Unit = Annotated[int, Field(ge=0, le=255)]
+# an MQTT topic: no wildcard, no NUL (the protocol forbids it), no other control character
+Topic = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^#+\x00-\x1f\x7f]+$")]
+TopicFilter = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class TcpTransport(_Strict):
+    """Modbus TCP to a device or a gateway (devices behind one gateway share a link)."""
+
+    type: Literal["tcp"]
+    host: Host
+    port: Annotated[int, Field(ge=1, le=65535)] = 502
+    unit: Unit = 1
+    connections: Annotated[int, Field(ge=1, le=16)] = 1  # parallel connections to a gateway
+
+    @property
+    def address(self) -> str:
+        return f"tcp {self.host}:{self.port} unit {self.unit}"
+
+    @property
+    def link_key(self) -> tuple[str, str, int]:
+        return (self.type, self.host, self.port)
+
+
+class TlsTransport(_Strict):
+    """Modbus/TCP Security: TLS with a client certificate (files next to the config)."""
+
+    type: Literal["tls"]
+    host: Host
+    port: Annotated[int, Field(ge=1, le=65535)] = 802
+    unit: Unit = 1
+    connections: Annotated[int, Field(ge=1, le=16)] = 1
+    cert_file: FilePath
+    key_file: FilePath
+    ca_file: FilePath | None = None
+
+    @property
+    def address(self) -> str:
+        return f"tls {self.host}:{self.port} unit {self.unit}"
+
+    @property
+    def link_key(self) -> tuple[str, str, int]:
+        return (self.type, self.host, self.port)
+
+
+class RtuTransport(_Strict):
+    """Modbus RTU on a serial line (devices on one line share it, one request at a time)."""
+
+    type: Literal["rtu"]
+    serial_port: FilePath
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 19200
+    parity: Literal["N", "E", "O"] = "N"
+    unit: Unit = 1
+
+    @property
+    def address(self) -> str:
+        return f"rtu {self.serial_port} unit {self.unit}"
+
+    @property
+    def link_key(self) -> tuple[str, str, int]:
+        return (self.type, self.serial_port, 0)
+
+
+_Field = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_]+$")]
+_JsonPath = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+def _scale(value: float) -> float:
+    if not 1e-6 <= abs(value) <= 1e6:
+        raise ValueError("a scale is not zero, and at most a million either way (1e-6..1e6)")
+    return value
+
+
+_Scale = Annotated[float, AfterValidator(_scale)]
+
+
+class MqttTransport(_Strict):
+    """An MQTT device: telemetry JSON on a topic, numbers at dotted paths (``ac.p_w``)."""
+
+    type: Literal["mqtt"]
+    host: Host
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    telemetry_topic: Topic
+    # reading field (p_kw, q_kvar, v_ll_v, a, limit_kw, limit_pct) -> dotted JSON path
+    paths: Annotated[dict[_Field, _JsonPath], Field(max_length=16)]
+    # e.g. {p_kw = 0.001} for watts (not zero, at most a million either way)
+    scale: Annotated[dict[_Field, _Scale], Field(max_length=16)] = Field(default_factory=dict)
+    setpoint_topic: Topic | None = None
+    status_topic: TopicFilter | None = None
+    max_age_s: Annotated[float, Field(ge=0.1, le=86400)] = 10.0
+
+    @model_validator(mode="after")
+    def _power(self) -> MqttTransport:
+        if "p_kw" not in self.paths:
+            raise ValueError("'paths' needs a JSON path for 'p_kw'")
+        return self
+
+    @property
+    def address(self) -> str:
+        return f"mqtt {self.host}:{self.port} {self.telemetry_topic}"
+
+    @property
+    def link_key(self) -> tuple[str, str, int]:
+        return (self.type, self.host, self.port)
+
+
+Transport = Annotated[
+    TcpTransport | TlsTransport | RtuTransport | MqttTransport, Field(discriminator="type")
+]
+TRANSPORT_TYPES = ("tcp", "tls", "rtu", "mqtt")
+
+# The flat keys of the first config format, and where each went in [devices.transport].
+_LEGACY_TRANSPORTS = {"modbus-tcp": "tcp", "modbus-tls": "tls", "modbus-rtu": "rtu", "mqtt": "mqtt"}
+_LEGACY_KEYS = {
+    "host": "host",
+    "port": "port",
+    "unit": "unit",
+    "connections": "connections",
+    "serial_port": "serial_port",
+    "baudrate": "baudrate",
+    "parity": "parity",
+    "tls_cert_file": "cert_file",
+    "tls_key_file": "key_file",
+    "tls_ca_file": "ca_file",
+}
+
+
+def _legacy_transport(data: dict[str, Any]) -> dict[str, Any]:
+    """A device written in the first format (``transport = "modbus-tcp"`` and flat ``host``,
+    ``port``, ``unit``, ... or an ``[devices.mqtt]`` table) in the current one."""
+    flat = [k for k in (*_LEGACY_KEYS, "mqtt") if k in data]
+    transport = data.get("transport")
+    if isinstance(transport, dict):
+        if flat:
+            raise ValueError(
+                f"'{flat[0]}' belongs in the [devices.transport] table (with type = "
+                f'"{transport.get("type", "tcp")}")'
+            )
+        return data
+    if transport is None and not flat:
+        return data  # the "missing transport" error says what to write
+    if transport is None:
+        transport = "modbus-tcp"
+    if not isinstance(transport, str) or transport not in _LEGACY_TRANSPORTS:
+        kinds = ", ".join(TRANSPORT_TYPES)
+        raise ValueError(
+            f"transport {short_value(transport)} is not known: write a [devices.transport] table "
+            f"with type = one of {kinds}"
+        )
+    out = {k: v for k, v in data.items() if k not in (*_LEGACY_KEYS, "mqtt", "transport")}
+    table: dict[str, Any] = {"type": _LEGACY_TRANSPORTS[transport]}
+    for old, new in _LEGACY_KEYS.items():
+        if old in data:
+            table[new] = data[old]
+    mqtt = data.get("mqtt")
+    if isinstance(mqtt, dict):
+        table.update(mqtt)
+    elif mqtt is not None:
+        raise ValueError("'mqtt' must be a table")
+    out["transport"] = table
+    return out
+
+
+class DeviceConfig(_Strict):
+    name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+    kind: Literal["meter", "pv", "battery", "load"]
+    bus: BusId
+    transport: Transport
+    register_map: FilePath | None = None  # a TOML map (or builtin:NAME): non-SunSpec meters, loads
+    rating_kw: RatingKw | None = None
+    energy_kwh: Annotated[float, Field(ge=MIN_RATING_KW, le=MAX_KWH)] | None = None
+    revert_s: Annotated[int, Field(ge=1, le=65534)] = 60
+    revert_limit_pct: Annotated[float, Field(ge=0.1, le=100.0)] = 100.0  # model 704's revert
+    ramp_kw_per_s: Annotated[float, Field(ge=0.001, le=MAX_KW)] | None = None
+    head: bool = False
+    # loads: rating_kw is the nominal draw; min_kw the floor it may be shed to; serving less
+    # than its demand costs shed_cost_per_kwh (default 0.50, five times the default energy
+    # price, so PV and batteries are used first and a load is shed only when a limit needs it)
+    min_kw: Annotated[float, Field(ge=0, le=MAX_KW)] = 0.0
+    shed_cost_per_kwh: Annotated[float, Field(ge=0, le=MAX_PRICE)] = 0.50
+
+    @model_validator(mode="before")
+    @classmethod
+    def _first_format(cls, data: Any) -> Any:
+        return _legacy_transport(data) if isinstance(data, dict) else data
+
+    @model_validator(mode="after")
+    def _ratings(self) -> DeviceConfig:
+        if self.kind in ("pv", "battery", "load") and self.rating_kw is None:
+            raise ValueError(f"a {self.kind} device needs 'rating_kw'")
+        if self.kind == "battery" and self.energy_kwh is None:
+            raise ValueError("a battery needs 'energy_kwh'")
+        if self.kind != "load":
+            for key in ("min_kw", "shed_cost_per_kwh"):
+                if key in self.model_fields_set:
+                    raise ValueError(f"'{key}' is for loads only (kind = \"load\")")
+        elif self.rating_kw is not None and self.min_kw > self.rating_kw:
+            raise ValueError(
+                f"'min_kw' {self.min_kw:g} exceeds 'rating_kw' {self.rating_kw:g}: "
+                "no setpoint can meet both"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _transport(self) -> DeviceConfig:
+        t = self.transport
+        if isinstance(t, MqttTransport):
+            if self.kind == "battery":
+                raise ValueError("a battery over mqtt is not supported; use Modbus (SunSpec)")
+            if self.kind == "load" and not t.setpoint_topic:
+                raise ValueError("an mqtt load needs 'setpoint_topic' in [devices.transport]")
+            if self.register_map is not None:
+                raise ValueError("'register_map' is for Modbus meters and loads only")
+            return self
+        if self.register_map is not None and self.kind not in ("meter", "load"):
+            raise ValueError("'register_map' is for Modbus meters and loads only")
+        if self.kind == "load" and self.register_map is None:
+            raise ValueError(
+                "a Modbus load needs 'register_map' with points p_kw, p_limit_kw (writable) and "
+                'revert_s (writable), e.g. "builtin:controllable_load"'
+            )
+        return self
+
+    @property
+    def address(self) -> str:
+        """Where the device is, as a commissioning engineer would write it down."""
+        return self.transport.address
+
+
+class PollConfig(_Strict):
+    # one attempt per request: it must fit inside the poll deadline (checked with interval_s)
+    timeout_s: Annotated[float, Field(gt=0, le=600)] = 1.0
+    deadline_fraction: Annotated[float, Field(gt=0.0, le=0.8)] = 0.4
+    stale_after_intervals: Annotated[int, Field(ge=1, le=1000)] = 3
+
+
+class DrConfig(_Strict):
+    import_limit_kw: Annotated[float, Field(ge=-MAX_KW, le=MAX_KW)] | None = None
+    export_limit_kw: Annotated[float, Field(ge=0, le=MAX_KW)] | None = None
+    price_per_kwh: Annotated[float, Field(ge=-MAX_PRICE, le=MAX_PRICE)] = 0.10
+    # bounds on what a DR event may ask (over MQTT, the CLI, OpenADR): a sender controls none
+    # of them. An event's kW is at most this multiple of the feeder's rating (feeder.rating_kw,
+    # else the case's total load) ...
+    max_event_kw_factor: Annotated[float, Field(gt=0, le=100)] = 5.0
+    # ... it ends within this many days of its arrival, and lasts at most as long ...
+    horizon_days: Annotated[float, Field(gt=0, le=366)] = 7.0
+    # ... and at most this many events not yet over are stored (a new one is refused when full)
+    max_events: Annotated[int, Field(ge=1, le=100_000)] = 1000
+
+
+class MqttTlsConfig(_Strict):
+    """TLS to the broker. Paths may be ``credential:NAME`` (systemd ``LoadCredential=``)."""
+
+    ca_file: FilePath | None = None  # None: the system's trust store
+    cert_file: FilePath | None = None  # client certificate (with key_file)
+    key_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> MqttTlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("give both 'cert_file' and 'key_file' for a client certificate")
+        return self
+
+
+class MqttConfig(_Strict):
+    enabled: bool = False
+    host: Host = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    topic_root: Annotated[Topic, Field(max_length=256)] | None = None
+    client_id: (
+        Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$")] | None
+    ) = None
+    username: (
+        Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")] | None
+    ) = None
+    # the password is read from a file (or ``credential:NAME``), never given inline
+    password_file: FilePath | None = None
+    tls: MqttTlsConfig | None = None
+    keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    queue_size: Annotated[int, Field(ge=1, le=10000)] = 1000
+
+    @model_validator(mode="after")
+    def _credentials(self) -> MqttConfig:
+        if self.password_file is not None and self.username is None:
+            raise ValueError("'password_file' needs a 'username'")
+        return self
+
+
+class MetricsConfig(_Strict):
+    enabled: bool = True
+    host: Host = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9410
+    tls_cert_file: FilePath | None = None  # serve /metrics over HTTPS (both files, or neither)
+    tls_key_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> MetricsConfig:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("give both 'tls_cert_file' and 'tls_key_file', or neither")
+        return self
+
+
+class JournalConfig(_Strict):
+    path: FilePath | None = None
+    retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
+
+
+class Config(_Strict):
+    site: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+    interval_s: Annotated[float, Field(ge=0.2, le=3600)] = 5.0
+    feeder: FeederConfig
+    devices: Annotated[list[DeviceConfig], Field(max_length=MAX_DEVICES)]
+    poll: PollConfig = PollConfig()
+    dr: DrConfig = DrConfig()
+    mqtt: MqttConfig = MqttConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    journal: JournalConfig = JournalConfig()
+    # on SIGTERM: "revert" leaves each control to its revert timer; "release" also disables
+    # the controls (PV limit off, battery idle) before exiting
+    on_stop: Literal["revert", "release"] = "revert"
+    # how long "release" waits for the devices; one that has not answered by then keeps its
+    # control until its revert timer lapses (the unit's stop budget: keep it under a second)
+    release_timeout_s: Annotated[float, Field(gt=0, le=10)] = 0.5
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_poll_timeout(cls, data: Any) -> Any:
+        """Unset, ``poll.timeout_s`` is 1 s, or the poll deadline when that is shorter (an
+        interval of 1 s polls within 0.4 s): a default always fits."""
+        if not isinstance(data, dict):
+            return data
+        poll = data.get("poll", {})
+        if not isinstance(poll, dict) or "timeout_s" in poll:
+            return data
+        interval, fraction = data.get("interval_s", 5.0), poll.get("deadline_fraction", 0.4)
+        try:
+            deadline = float(interval) * float(fraction)
+        except (TypeError, ValueError, OverflowError):
+            return data  # the fields' own checks say what is wrong
+        if isinstance(interval, bool) or isinstance(fraction, bool) or not deadline > 0:
+            return data
+        return {**data, "poll": {**poll, "timeout_s": min(PollConfig().timeout_s, deadline)}}
+
+    @property
+    def topic_root(self) -> str:
+        return self.mqtt.topic_root or f"feederd/{self.site}"
