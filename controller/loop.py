@@ -27,7 +27,13 @@ from controller.config import LoadedConfig
 from controller.metrics import Metrics
 from controller.records import ActiveLimits, CycleRecord, CycleStatus
 from controller.setpoints import setpoints
-from controller.snapshot import EstimatorState, Snapshot, dispatch_input
+from controller.snapshot import (
+    EstimatorState,
+    SlackVoltage,
+    Snapshot,
+    dispatch_input,
+    slack_voltage,
+)
 from devices import (
     BadReading,
     BatteryReading,
@@ -125,6 +131,8 @@ class Controller:
         self._shed_cost = {
             name: devices[name].shed_cost_per_kwh for name in fleet if fleet[name].kind == "load"
         }
+        self._bands = loaded.bus_bands_pu
+        self._slack: SlackVoltage | None = None  # the last interval's that dispatched
         self._cycle = 0
         self._armed = False  # no setpoint before the first complete, valid snapshot
         self.overruns = 0
@@ -312,8 +320,25 @@ class Controller:
                 last_good_age_s=_r(tracker.age_s()),
             )
 
+    def _slack_voltage(self, snapshot: Snapshot) -> SlackVoltage:
+        """This interval's slack voltage; a log line when its source changes (or why the head
+        meter's voltage is not believed, once per reason)."""
+        sv = slack_voltage(
+            snapshot.head, self.network, from_meter=self.config.feeder.v_slack_from_meter
+        )
+        last = self._slack
+        if sv.rejected is not None and (last is None or last.rejected != sv.rejected):
+            log.warning("slack_voltage_not_measured", reason=sv.rejected, using_pu=sv.v_pu)
+        elif last is not None and last.source != sv.source:
+            log.info("slack_voltage_source", source=sv.source, v_pu=round(sv.v_pu, 4))
+        self._slack = sv
+        self.metrics.slack_voltage_pu.set(sv.v_pu)
+        self.metrics.slack_voltage_measured.set(1 if sv.source == "meter" else 0)
+        return sv
+
     async def _dispatch(self, snapshot: Snapshot, t: _Timings) -> DispatchResult:
         started = time.perf_counter()
+        sv = self._slack_voltage(snapshot)
         inp = dispatch_input(
             snapshot,
             self.network,
@@ -329,6 +354,8 @@ class Controller:
             price_per_kwh=self.config.dr.price_per_kwh,
             load_bus=self._bus,
             shed_cost_per_kwh=self._shed_cost,
+            v_slack_pu=sv.v_pu,
+            v_band_pu=self._bands,
         )
         budget = self.config.interval_s * SOLVE_BUDGET_FRACTION
         result: DispatchResult | None = None
@@ -427,6 +454,7 @@ class Controller:
             losses_kw=result.losses_kw if result else None,
             curtailed_kw=result.curtailed_kw if result else None,
             v_min_pu=result.v_min_pu if result else None,
+            v_slack_pu=self._slack.v_pu if result and self._slack else None,
             setpoints_kw=written,
             devices_up=len(self.fleet) - len(snapshot.missing),
             devices_missing=tuple(sorted(snapshot.missing)),

@@ -165,6 +165,17 @@ class Metrics:
             ["limit"],
             registry=r,
         )
+        self.slack_voltage_pu = Gauge(
+            "feederd_slack_bus_voltage_pu",
+            "The slack (substation) bus's voltage the dispatch used, p.u.",
+            registry=r,
+        )
+        self.slack_voltage_measured = Gauge(
+            "feederd_slack_bus_voltage_measured",
+            "1 if the slack bus's voltage came from the head meter this interval, 0 if it was "
+            "the configured (or the case's) value.",
+            registry=r,
+        )
         self.voltage_slack_pu = Gauge(
             "feederd_voltage_slack_pu",
             "By how much the dispatch could not hold the voltage band (largest, p.u.).",

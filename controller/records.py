@@ -105,6 +105,8 @@ class CycleRecord:
     write_ms: float
     cycle_ms: float
     dr_events: tuple[str, ...] = ()
+    v_slack_pu: float | None = None
+    """The slack bus's voltage the interval dispatched with (measured, or the configured)."""
 
     @property
     def compliant(self) -> bool | None:

@@ -7,6 +7,7 @@ load estimate, anchored on the measured head import, absorbs what it really does
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,10 +24,12 @@ from optimizer import (
 
 __all__ = [
     "EstimatorState",
+    "SlackVoltage",
     "Snapshot",
     "dispatch_input",
     "estimate_load_scale",
     "flexible_loads",
+    "slack_voltage",
 ]
 
 BINDING_MARGIN = 0.02
@@ -47,6 +50,47 @@ class Snapshot:
     def valid(self) -> bool:
         """A snapshot can be dispatched on only with a fresh head-meter reading."""
         return self.head is not None
+
+
+SLACK_V_PLAUSIBLE_PU = (0.8, 1.2)
+"""A head-meter voltage outside this band (p.u. of the slack bus's base) is not believed: a
+wrong scale, a wrong base kV in the case, or a meter fault, never a substation busbar."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SlackVoltage:
+    """The slack bus's voltage an interval dispatches with, and where it came from."""
+
+    v_pu: float
+    source: str
+    """"meter" (the head meter measured it) or "config" (the config's or the case's value)."""
+    rejected: str | None = None
+    """Why the head meter's voltage was not used, when it gave one."""
+
+
+def slack_voltage(
+    head: MeterReading | None, network: Network, *, from_meter: bool = True
+) -> SlackVoltage:
+    """The head meter's line-to-line voltage in p.u. of the slack bus's base when it measures a
+    plausible one (and ``from_meter``), else the network's ``v_slack_pu`` (the config's
+    ``feeder.v_slack_pu``, else the case's)."""
+    fallback = SlackVoltage(v_pu=network.v_slack_pu, source="config")
+    if not from_meter or head is None or head.v_ll_v is None:
+        return fallback
+    base_v = network.bus(network.slack_bus).base_kv * 1000.0
+    v_pu = head.v_ll_v / base_v
+    low, high = SLACK_V_PLAUSIBLE_PU
+    if not (math.isfinite(v_pu) and low <= v_pu <= high):
+        return SlackVoltage(
+            v_pu=network.v_slack_pu,
+            source="config",
+            rejected=(
+                f"head meter {head.device!r} reads {head.v_ll_v:g} V line to line, "
+                f"{v_pu:.3g} p.u. of the slack bus's base {base_v / 1000.0:g} kV: outside "
+                f"{low:g}..{high:g} p.u. (check the case's BASE_KV)"
+            ),
+        )
+    return SlackVoltage(v_pu=v_pu, source="meter")
 
 
 @dataclass(slots=True)
@@ -120,7 +164,11 @@ def flexible_loads(
 
 
 def estimate_load_scale(
-    network: Network, *, head_import_kw: float, injections_kw: Mapping[int, float]
+    network: Network,
+    *,
+    head_import_kw: float,
+    injections_kw: Mapping[int, float],
+    v_slack_pu: float | None = None,
 ) -> float:
     """The factor on the case's bus loads that makes the AC power flow meet the measured import.
 
@@ -133,7 +181,7 @@ def estimate_load_scale(
     def imported(s: float) -> float:
         p = {b.id: s * b.p_load_kw - injections_kw.get(b.id, 0.0) for b in network.buses}
         q = {b.id: s * b.q_load_kvar for b in network.buses}
-        return solve_powerflow(network, p_kw=p, q_kvar=q).import_kw
+        return solve_powerflow(network, p_kw=p, q_kvar=q, v_slack_pu=v_slack_pu).import_kw
 
     s0 = max((head_import_kw + sum(injections_kw.values())) / total, 0.0)
     i0 = imported(s0)
@@ -160,6 +208,8 @@ def dispatch_input(
     price_per_kwh: float,
     load_bus: Mapping[str, int] | None = None,
     shed_cost_per_kwh: Mapping[str, float] | None = None,
+    v_slack_pu: float | None = None,
+    v_band_pu: Mapping[int, tuple[float, float]] | None = None,
 ) -> DispatchInput:
     """Translate a valid snapshot into the optimizer's input (loads estimated from the head).
 
@@ -210,7 +260,10 @@ def dispatch_input(
         state=state,
     )
     scale = estimate_load_scale(
-        network, head_import_kw=snapshot.head.p_kw, injections_kw=injections
+        network,
+        head_import_kw=snapshot.head.p_kw,
+        injections_kw=injections,
+        v_slack_pu=v_slack_pu,
     )
     return DispatchInput(
         loads_kw={b.id: scale * b.p_load_kw for b in network.buses},
@@ -223,5 +276,7 @@ def dispatch_input(
         export_limit_kw=export_limit_kw,
         v_min_pu=v_min_pu,
         v_max_pu=v_max_pu,
+        v_slack_pu=v_slack_pu,
+        v_band_pu=v_band_pu or {},
         price_per_kwh=price_per_kwh,
     )

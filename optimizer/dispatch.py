@@ -30,7 +30,7 @@ from optimizer.powerflow import PowerFlowResult, solve_powerflow
 from optimizer.result import DispatchResult, DispatchStatus
 from optimizer.session import HighsSession, SolveOutcome
 from optimizer.tree import tree
-from optimizer.units import BatteryUnit, DispatchInput, PvUnit
+from optimizer.units import BatteryUnit, DispatchInput, PvUnit, band_violation
 
 __all__ = ["Dispatcher"]
 
@@ -101,7 +101,11 @@ class Dispatcher:
         out = []
         for t in range(inp.horizon):
             p, q = operating_injections(self.network, inp, t)
-            out.append(solve_powerflow(self.network, p_kw=p, q_kvar=q, v_slack_pu=inp.v_slack_pu))
+            out.append(
+                solve_powerflow(
+                    self.network, p_kw=p, q_kvar=q, v_slack_pu=inp.slack_v(self.network)
+                )
+            )
         return out
 
     def build_model(
@@ -218,7 +222,11 @@ class Dispatcher:
         out = []
         for t in range(inp.horizon):
             p, q = _dispatched_injections(self.network, inp, values, t)
-            out.append(solve_powerflow(self.network, p_kw=p, q_kvar=q, v_slack_pu=inp.v_slack_pu))
+            out.append(
+                solve_powerflow(
+                    self.network, p_kw=p, q_kvar=q, v_slack_pu=inp.slack_v(self.network)
+                )
+            )
         return out
 
     def _read(
@@ -241,7 +249,7 @@ class Dispatcher:
         pv_kvar = {u.name: 0.0 for u in inp.pv}
         pv_kvar.update({name: float(pvq[0, j]) for j, name in enumerate(reactive)})
         v2 = values("v")[0]
-        v_pu = {net.slack_bus: inp.v_slack_pu}
+        v_pu = {net.slack_bus: inp.slack_v(net)}
         v_pu.update({b: math.sqrt(max(float(v2[k]), 0.0)) for k, b in enumerate(tr.ids)})
         v_min_bus = min(v_pu, key=lambda b: (v_pu[b], b))
         v_max_bus = max(v_pu, key=lambda b: (v_pu[b], -b))
@@ -252,17 +260,14 @@ class Dispatcher:
         rating_slack = (
             max(float(values("s_rate")[0]), 0.0) * net.base_kw if _has_rating(net) else 0.0
         )
-        v_under = max(inp.v_min_pu - v_pu[v_min_bus], 0.0)
-        v_over = max(v_pu[v_max_bus] - inp.v_max_pu, 0.0)
-        voltage_slack = max(v_under, v_over)
+        voltage_slack, v_bus = band_violation(inp, v_pu)
         relaxed: list[str] = []
         if import_slack > inp.slack_tol_kw:
             relaxed.append(f"import limit missed by {import_slack:.3f} kW")
         if export_slack > inp.slack_tol_kw:
             relaxed.append(f"export limit missed by {export_slack:.3f} kW")
         if voltage_slack > inp.slack_tol_pu:
-            bus = v_min_bus if v_under >= v_over else v_max_bus
-            relaxed.append(f"voltage band missed by {voltage_slack:.5f} pu at bus {bus}")
+            relaxed.append(f"voltage band missed by {voltage_slack:.5f} pu at bus {v_bus}")
         if rating_slack > inp.slack_tol_kw:
             relaxed.append(f"branch rating exceeded by {rating_slack:.3f} kVA")
         pv_kw = {u.name: float(pv[0, k]) for k, u in enumerate(inp.pv)}

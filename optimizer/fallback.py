@@ -22,7 +22,7 @@ from optimizer.lp import battery_bounds_kw, pv_bounds_kw
 from optimizer.network import Network
 from optimizer.powerflow import PowerFlowResult, solve_powerflow
 from optimizer.result import DispatchResult, DispatchStatus
-from optimizer.units import DispatchInput
+from optimizer.units import DispatchInput, band_violation
 
 __all__ = ["proportional_curtailment"]
 
@@ -39,7 +39,7 @@ def _flow(
         p[b.bus] -= bat_kw[b.name]
     for f in inp.flexible_loads:  # the rule leaves loads as they are: last setpoint or nominal
         p[f.bus] += f.p_nominal_kw if f.last_setpoint_kw is None else f.last_setpoint_kw
-    return solve_powerflow(net, p_kw=p, q_kvar=inp.loads_kvar, v_slack_pu=inp.v_slack_pu)
+    return solve_powerflow(net, p_kw=p, q_kvar=inp.loads_kvar, v_slack_pu=inp.slack_v(net))
 
 
 def proportional_curtailment(network: Network, inp: DispatchInput) -> DispatchResult:
@@ -87,7 +87,7 @@ def proportional_curtailment(network: Network, inp: DispatchInput) -> DispatchRe
         )
     import_slack = 0.0 if import_limit is None else max(flow.import_kw - import_limit, 0.0)
     export_slack = 0.0 if export_limit is None else max(-export_limit - flow.import_kw, 0.0)
-    voltage_slack = max(inp.v_min_pu - flow.v_min_pu, flow.v_max_pu - inp.v_max_pu, 0.0)
+    voltage_slack, _ = band_violation(inp, flow.v_pu)
     missed = [
         f"{label} missed by {value:.3f} kW"
         for label, value in (("import limit", import_slack), ("export limit", export_slack))

@@ -140,6 +140,18 @@ def step_profiles(inp: DispatchInput) -> tuple[FloatArray, FloatArray, FloatArra
     return fc.steps("load", h, 1.0), fc.steps("pv", h, 1.0), fc.steps("price", h, inp.price_per_kwh)
 
 
+def _net_loads(
+    net: Network, inp: DispatchInput, load_ratio: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Per step and position, the uncontrollable load (forecast applied) less the network's
+    fixed generation, kW and kvar."""
+    tr = tree(net)
+    base = net.base_kw
+    p = _bus_array(tr, inp.loads_kw)[None, :] * load_ratio[:, None] - base * tr.gen.real[None, :]
+    q = _bus_array(tr, inp.loads_kvar)[None, :] * load_ratio[:, None] - base * tr.gen.imag[None, :]
+    return p, q
+
+
 def _bus_array(tr: Tree, values: Mapping[int, float]) -> FloatArray:
     out = np.zeros(len(tr.ids))
     for bus_id, value in values.items():
@@ -199,8 +211,7 @@ def _reach_pu(
     tr = tree(net)
     base = net.base_kw
     load_ratio, _, _ = step_profiles(inp)
-    p_load = _bus_array(tr, inp.loads_kw)[None, :] * load_ratio[:, None]
-    q_load = _bus_array(tr, inp.loads_kvar)[None, :] * load_ratio[:, None]
+    p_load, q_load = _net_loads(net, inp, load_ratio)
     low, high = p_load.copy(), p_load.copy()
     q_span = np.zeros_like(q_load)
     reactive = [u for u in inp.pv if u.q_max_kvar > 0]
@@ -387,14 +398,17 @@ def lp_numbers(net: Network, inp: DispatchInput, ops: Sequence[PowerFlowResult])
     offset += dt_h * h * float(np.sum(shed * [f.p_nominal_kw for f in inp.flexible_loads]))
     offset += value_end * math.fsum(b.soc_kwh for b in inp.batteries)
 
-    # Right-hand sides.
-    p_load = _bus_array(tr, inp.loads_kw)[None, :] * load_ratio[:, None]
-    q_load = _bus_array(tr, inp.loads_kvar)[None, :] * load_ratio[:, None]
-    slack_p = inp.loads_kw.get(net.slack_bus, 0.0) * load_ratio
-    slack_q = inp.loads_kvar.get(net.slack_bus, 0.0) * load_ratio
+    # Right-hand sides (the slack bus's shunt draws at the slack voltage, known).
+    p_load, q_load = _net_loads(net, inp, load_ratio)
+    v_slack2 = inp.slack_v(net) ** 2
+    slack_p = inp.loads_kw.get(net.slack_bus, 0.0) * load_ratio + base * tr.y_slack.real * v_slack2
+    slack_q = (
+        inp.loads_kvar.get(net.slack_bus, 0.0) * load_ratio - base * tr.y_slack.imag * v_slack2
+    )
     vdrop = np.zeros((h, n))
     at_root = tr.parent_pos < 0
-    vdrop[:, at_root] = inp.v_slack_pu**2 / tr.tap[at_root] ** 2
+    vdrop[:, at_root] = v_slack2 / tr.tap[at_root] ** 2
+    band = np.array([inp.band(b) for b in tr.ids], dtype=float).reshape(n, 2)
     reactive = [u for u in inp.pv if u.q_max_kvar > 0]
     soc_rhs = np.zeros((h, n_bat))
     soc_rhs[0, :] = [b.soc_kwh for b in inp.batteries]
@@ -414,8 +428,8 @@ def lp_numbers(net: Network, inp: DispatchInput, ops: Sequence[PowerFlowResult])
         "Pbal": p_load / base,
         "Qbal": q_load / base,
         "vdrop": vdrop,
-        "vmin": np.full((h, n), inp.v_min_pu**2),
-        "vmax": np.full((h, n), inp.v_max_pu**2),
+        "vmin": np.tile(band[:, 0] ** 2, (h, 1)),
+        "vmax": np.tile(band[:, 1] ** 2, (h, 1)),
         "rate": np.tile(
             (tr.rating_kva[rated] * _COS15 / base)[:, None], (h, 1, len(RATING_FACETS_DEG))
         ).reshape(h, len(rated), len(RATING_FACETS_DEG)),
@@ -655,10 +669,12 @@ def _injections(
 def add_flow_balance(
     model: DispatchModel, net: Network, inp: DispatchInput, num: LpNumbers
 ) -> None:
-    """LinDistFlow balance at every non-slack bus i, with `L_i` the squared branch current:
+    """LinDistFlow balance at every non-slack bus i, with `L_i` the squared branch current and
+    `y_i = g_i + j b_i` the bus's shunt admittance (its own shunt and its branches' charging,
+    which draw `(g_i − j b_i)·v_i`: exact, linear in the squared voltage `v_i`):
 
-    `P_i − Σ_{c∈children(i)} P_c − r_i·L_i + p_gen_i/base = p_load_i/base`,
-    `Q_i − Σ_{c∈children(i)} Q_c − x_i·L_i + q_gen_i/base = q_load_i/base`."""
+    `P_i − Σ_{c∈children(i)} P_c − r_i·L_i − g_i·v_i + p_gen_i/base = p_load_i/base`,
+    `Q_i − Σ_{c∈children(i)} Q_c − x_i·L_i + b_i·v_i + q_gen_i/base = q_load_i/base`."""
     tr = tree(net)
     base = net.base_kw
     h, n = inp.horizon, len(tr.ids)
@@ -667,17 +683,22 @@ def add_flow_balance(
         if p >= 0:
             children[p].append(k)
     pbal, qbal = _rows(model, "Pbal", (h, n)), _rows(model, "Qbal", (h, n))
-    P, Q, L = model.cols["P"], model.cols["Q"], model.cols["L"]
+    P, Q, L, V = model.cols["P"], model.cols["Q"], model.cols["L"], model.cols["v"]
+    g, b = tr.y.real, tr.y.imag
     for t in range(h):
         gen_p, gen_q = _injections(model, net, inp, t)
         for k in range(n):
             pairs = [(P[t, k], 1.0), (L[t, k], -tr.r[k])]
             pairs += [(P[t, c], -1.0) for c in children[k]]
             pairs += [(v, c / base) for v, c in gen_p.get(k, [])]
+            if g[k]:
+                pairs.append((V[t, k], -float(g[k])))
             pbal[t, k] = model.row("Pbal", (t, k), _terms(*pairs), float(num.rhs["Pbal"][t, k]))
             pairs = [(Q[t, k], 1.0), (L[t, k], -tr.x[k])]
             pairs += [(Q[t, c], -1.0) for c in children[k]]
             pairs += [(v, c / base) for v, c in gen_q.get(k, [])]
+            if b[k]:
+                pairs.append((V[t, k], float(b[k])))
             qbal[t, k] = model.row("Qbal", (t, k), _terms(*pairs), float(num.rhs["Qbal"][t, k]))
 
 
@@ -748,7 +769,9 @@ def add_feeder_limits(
 ) -> None:
     """Feeder head import (signed) and its soft limits, `s_imp, s_exp >= 0`:
 
-    `imp − base·Σ_{c∈children(slack)} P_c + p_gen_slack = p_load_slack` (likewise `impq`),
+    `imp − base·Σ_{c∈children(slack)} P_c + p_gen_slack = p_load_slack + p_shunt_slack`
+    (likewise `impq`; the slack bus's shunt and its branches' charging draw at the known slack
+    voltage),
     `imp − s_imp <= L`, `imp + s_exp >= −E`."""
     tr = tree(net)
     base = net.base_kw

@@ -1,8 +1,14 @@
 """The feeder model: buses, branches and the radial tree they form, in per unit.
 
 A `Network` is validated when it is built: it must be a single radial tree rooted at the slack
-bus, with non-negative impedances and no branch to an unknown bus. The tree (each bus's parent,
+bus, with non-negative resistances and no branch to an unknown bus. The tree (each bus's parent,
 feeding branch, children, and a root-first order) is derived once, at construction.
+
+What the model holds is what an AC power flow of a MATPOWER case needs: loads, bus shunts
+(GS, BS), the branches' series impedance, charging (BR_B) and tap, the slack bus's voltage, and
+generators at other buses as fixed injections (as a radial power flow treats distributed
+generation). A transformer's phase shift (SHIFT) is kept but not used: on a radial feeder it
+turns the angles below it and changes no magnitude, flow or loss.
 """
 
 from __future__ import annotations
@@ -15,12 +21,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from matpowercaseframes import CaseFrames
 
 __all__ = [
     "Branch",
     "Bus",
+    "Generator",
     "Network",
     "NetworkError",
     "load_matpower",
@@ -35,22 +43,38 @@ class NetworkError(ValueError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Bus:
-    """One bus: its number as in the case file, its own load, and its voltage band."""
+    """One bus: its number as in the case file, its own load and shunt, and the voltage band
+    the file gives it, if any (the dispatch holds the config's band unless told otherwise)."""
 
     id: int
     p_load_kw: float
     q_load_kvar: float
     base_kv: float
-    v_min_pu: float = 0.9
-    v_max_pu: float = 1.1
+    v_min_pu: float | None = None
+    v_max_pu: float | None = None
+    gs_kw: float = 0.0
+    """Shunt conductance: the kW it draws at 1 p.u. (MATPOWER's GS, in kW)."""
+    bs_kvar: float = 0.0
+    """Shunt susceptance: the kvar it injects at 1 p.u. (MATPOWER's BS, in kvar; a capacitor
+    bank is positive)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Generator:
+    """A generator at a bus other than the slack: a fixed injection of `p_kw` and `q_kvar`."""
+
+    bus: int
+    p_kw: float
+    q_kvar: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Branch:
-    """A line or transformer in per unit on the network's base MVA.
-
-    A transformer is modelled as in MATPOWER: an ideal `tap`:1 transformer at the from-bus side
-    in series with the impedance `r_pu + j x_pu`. Line charging is not modelled.
+    """A line or transformer in per unit on the network's base MVA, as MATPOWER models it: an
+    ideal `tap`:1 transformer at the from-bus side, then a pi section of series impedance
+    `r_pu + j x_pu` with half the charging susceptance `b_pu` at each end. The tap may be at
+    either end of the branch as the feeder runs (upstream or downstream). `shift_deg` is kept
+    and not used (see the module docstring).
     """
 
     from_bus: int
@@ -59,6 +83,8 @@ class Branch:
     x_pu: float
     rating_kva: float | None = None
     tap: float = 1.0
+    b_pu: float = 0.0
+    shift_deg: float = 0.0
     in_service: bool = True
 
     @property
@@ -84,6 +110,9 @@ class Network:
     - `order`: every bus id, root first, breadth first.
 
     Out-of-service branches are kept in `branches` but take no part in the tree.
+    `v_slack_pu` is the slack bus's voltage as the case gives it (the daemon replaces it with
+    the head meter's measurement when it has one); `generators` are the fixed injections at
+    other buses.
     """
 
     name: str
@@ -91,6 +120,8 @@ class Network:
     slack_bus: int
     buses: tuple[Bus, ...]
     branches: tuple[Branch, ...]
+    v_slack_pu: float = 1.0
+    generators: tuple[Generator, ...] = ()
     parent: Mapping[int, int] = field(
         init=False, repr=False, compare=False, hash=False, default_factory=_empty_int_map
     )
@@ -116,6 +147,13 @@ class Network:
             by_id[bus.id] = bus
         if self.slack_bus not in by_id:
             raise NetworkError(f"network {self.name!r}: slack bus {self.slack_bus} is not a bus")
+        if not (math.isfinite(self.v_slack_pu) and 0.5 <= self.v_slack_pu <= 1.5):
+            raise NetworkError(
+                f"network {self.name!r}: slack voltage must be within 0.5..1.5 p.u., got "
+                f"{self.v_slack_pu}"
+            )
+        for gen in self.generators:
+            _check_generator(gen, by_id, self.slack_bus)
         adjacency: dict[int, list[tuple[int, int]]] = {b: [] for b in by_id}
         for index, branch in enumerate(self.branches):
             if not branch.in_service:
@@ -152,13 +190,6 @@ class Network:
                 f"network {self.name!r}: bus(es) {', '.join(map(str, islanded))} not connected "
                 f"to slack bus {self.slack_bus} (islanded)"
             )
-        for index in feeder.values():
-            branch = self.branches[index]
-            if branch.tap != 1.0 and parent[branch.to_bus] != branch.from_bus:
-                raise NetworkError(
-                    f"network {self.name!r}: transformer branch {branch.label} (tap "
-                    f"{branch.tap}) must be oriented from the slack side"
-                )
         object.__setattr__(self, "parent", MappingProxyType(parent))
         object.__setattr__(self, "feeder_branch", MappingProxyType(feeder))
         object.__setattr__(
@@ -212,19 +243,59 @@ class Network:
         """Each bus's own reactive load (kvar), by bus id."""
         return {b.id: b.q_load_kvar for b in self.buses}
 
+    @property
+    def fixed_gen_kw(self) -> Mapping[int, float]:
+        """The generators' fixed active injection (kW), summed by bus."""
+        out: dict[int, float] = {}
+        for g in self.generators:
+            out[g.bus] = out.get(g.bus, 0.0) + g.p_kw
+        return out
+
+    @property
+    def fixed_gen_kvar(self) -> Mapping[int, float]:
+        """The generators' fixed reactive injection (kvar), summed by bus."""
+        out: dict[int, float] = {}
+        for g in self.generators:
+            out[g.bus] = out.get(g.bus, 0.0) + g.q_kvar
+        return out
+
+    @property
+    def has_shunts(self) -> bool:
+        """Whether any bus shunt or in-service branch charging is modelled."""
+        return any(b.gs_kw or b.bs_kvar for b in self.buses) or any(
+            br.b_pu for br in self.branches if br.in_service
+        )
+
 
 def _check_bus(bus: Bus) -> None:
-    for name in ("p_load_kw", "q_load_kvar", "base_kv", "v_min_pu", "v_max_pu"):
+    for name in ("p_load_kw", "q_load_kvar", "base_kv", "gs_kw", "bs_kvar"):
         value = getattr(bus, name)
         if not math.isfinite(value):
             raise NetworkError(f"bus {bus.id}: {name} must be finite, got {value}")
     if not bus.base_kv > 0:
         raise NetworkError(f"bus {bus.id}: base_kv must be > 0, got {bus.base_kv}")
-    if not 0 < bus.v_min_pu <= bus.v_max_pu:
+    for name in ("v_min_pu", "v_max_pu"):
+        value = getattr(bus, name)
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise NetworkError(f"bus {bus.id}: {name} must be > 0 or absent, got {value}")
+    if bus.v_min_pu is not None and bus.v_max_pu is not None and bus.v_min_pu > bus.v_max_pu:
         raise NetworkError(
-            f"bus {bus.id}: voltage band must satisfy 0 < v_min_pu <= v_max_pu, got "
+            f"bus {bus.id}: voltage band must satisfy v_min_pu <= v_max_pu, got "
             f"[{bus.v_min_pu}, {bus.v_max_pu}]"
         )
+
+
+def _check_generator(gen: Generator, by_id: Mapping[int, Bus], slack_bus: int) -> None:
+    if gen.bus not in by_id:
+        raise NetworkError(f"generator at bus {gen.bus}: unknown bus")
+    if gen.bus == slack_bus:
+        raise NetworkError(
+            f"generator at bus {gen.bus}: the slack bus's generators are the slack, not fixed"
+        )
+    for name in ("p_kw", "q_kvar"):
+        value = getattr(gen, name)
+        if not math.isfinite(value):
+            raise NetworkError(f"generator at bus {gen.bus}: {name} must be finite, got {value}")
 
 
 def _check_branch(branch: Branch, by_id: Mapping[int, Bus]) -> None:
@@ -233,10 +304,13 @@ def _check_branch(branch: Branch, by_id: Mapping[int, Bus]) -> None:
             raise NetworkError(f"branch {branch.label}: unknown bus {end}")
     if branch.from_bus == branch.to_bus:
         raise NetworkError(f"branch {branch.label}: connects bus {branch.from_bus} to itself")
-    for name in ("r_pu", "x_pu"):
+    if not math.isfinite(branch.r_pu) or branch.r_pu < 0:
+        raise NetworkError(f"branch {branch.label}: r_pu must be >= 0, got {branch.r_pu}")
+    # a negative reactance is a series capacitor (or one arm of a three-winding transformer)
+    for name in ("x_pu", "b_pu", "shift_deg"):
         value = getattr(branch, name)
-        if not math.isfinite(value) or value < 0:
-            raise NetworkError(f"branch {branch.label}: {name} must be >= 0, got {value}")
+        if not math.isfinite(value):
+            raise NetworkError(f"branch {branch.label}: {name} must be finite, got {value}")
     if branch.r_pu == 0 and branch.x_pu == 0:
         raise NetworkError(f"branch {branch.label}: zero impedance (r_pu = x_pu = 0)")
     if not (math.isfinite(branch.tap) and branch.tap > 0):
@@ -257,7 +331,7 @@ def network_from_tables(
 ) -> Network:
     """A network from the config's inline tables.
 
-    Bus rows: `id`, `p_kw`, `q_kvar`, `base_kv`, optional `v_min_pu` (0.9), `v_max_pu` (1.1).
+    Bus rows: `id`, `p_kw`, `q_kvar`, `base_kv`, optional `v_min_pu`, `v_max_pu`.
     Branch rows: `from_bus`, `to_bus`, `r_ohm`, `x_ohm`, optional `rating_kva`. Ohms are
     converted to per unit on `base_mva` and the from-bus `base_kv` (Z_base = kV² / MVA).
     """
@@ -270,8 +344,8 @@ def network_from_tables(
                     p_load_kw=float(row["p_kw"]),
                     q_load_kvar=float(row["q_kvar"]),
                     base_kv=float(row["base_kv"]),
-                    v_min_pu=float(row.get("v_min_pu", 0.9)),
-                    v_max_pu=float(row.get("v_max_pu", 1.1)),
+                    v_min_pu=_optional(row.get("v_min_pu")),
+                    v_max_pu=_optional(row.get("v_max_pu")),
                 )
             )
         except KeyError as err:
@@ -331,13 +405,47 @@ def _check_case_file(path: Path) -> None:
         )
 
 
+def _optional(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _file_limit(value: float) -> float | None:
+    """A voltage limit as a case gives it, or None where it gives none: converters write VMIN 0
+    and VMAX 2 (or NaN, or nothing) for a network without limits."""
+    return value if math.isfinite(value) and 0.0 < value < 2.0 else None
+
+
+def _file_band(v_min: float, v_max: float) -> tuple[float | None, float | None]:
+    low, high = _file_limit(v_min), _file_limit(v_max)
+    if low is not None and high is not None and low > high:
+        return None, None  # no band can be made of these: treat as none given
+    return low, high
+
+
+def _column(table: Any, name: str, default: float) -> list[float]:
+    """A column of a case table as floats (`default` where the file leaves it out)."""
+    if name not in table.columns:
+        return [default] * len(table)
+    return [float(v) for v in table[name]]
+
+
 def load_matpower(path: str | Path) -> Network:
     """A network from a MATPOWER case file (`.m`, or `.xlsx` as matpowercaseframes reads it).
 
-    Loads are read from PD/QD (MW, MVAr), the slack bus is the first bus of type 3,
-    out-of-service branches are dropped, a tap of 0 means 1, RATE_A of 0 means unrated. Bus
-    shunts, line charging and phase shifts are not modelled. The file is a regular file of at
-    most `CASE_MAX_BYTES`; every problem is a one-line `NetworkError`.
+    Any valid version-2 case of a radial feeder:
+
+    - loads from PD/QD and bus shunts from GS/BS (MW, MVAr, at 1 p.u.);
+    - the voltage limits VMIN/VMAX where the file gives usable ones (0 < v < 2, VMIN <= VMAX);
+      VMIN 0, VMAX 2, NaN or none at all mean "no limit" (the dispatch holds the config's band);
+    - the slack bus is the bus of type 3, its voltage the VG of its first in-service generator,
+      else its VM; in-service generators at other buses are fixed injections of PG/QG;
+    - isolated buses (type 4) are left out with everything connected to them; out-of-service
+      branches and generators are dropped;
+    - branches keep their charging BR_B; a tap of 0 means 1; RATE_A of 0 means unrated;
+      SHIFT is kept and not used (radial: no effect on magnitudes).
+
+    The file is a regular file of at most `CASE_MAX_BYTES`; every problem is a one-line
+    `NetworkError`.
     """
     path = Path(path)
     _check_case_file(path)
@@ -346,38 +454,86 @@ def load_matpower(path: str | Path) -> Network:
         base_mva = float(frames.baseMVA)
         bus_table = frames.bus
         branch_table = frames.branch
+        gen_table = getattr(frames, "gen", None)
     except Exception as err:  # any parser failure means a bad case file
         raise NetworkError(f"{path}: cannot read MATPOWER case: {_one_line(err)}") from err
     try:
-        slack = bus_table.index[bus_table["BUS_TYPE"] == 3]
+        bus_ids = [int(v) for v in bus_table["BUS_I"]]
+        types = [int(v) for v in bus_table["BUS_TYPE"]]
+        isolated = {b for b, t in zip(bus_ids, types, strict=True) if t == 4}
+        slack = [b for b, t in zip(bus_ids, types, strict=True) if t == 3]
         if len(slack) != 1:
             raise NetworkError(
                 f"{path}: expected exactly one slack bus (type 3), found {len(slack)}"
             )
-        buses = tuple(
-            Bus(
-                id=int(row.BUS_I),
-                p_load_kw=float(row.PD) * 1000.0,
-                q_load_kvar=float(row.QD) * 1000.0,
-                base_kv=float(row.BASE_KV) if float(row.BASE_KV) > 0 else 1.0,
-                v_min_pu=float(row.VMIN),
-                v_max_pu=float(row.VMAX),
+        slack_bus = slack[0]
+        columns = {
+            name: _column(bus_table, name, default)
+            for name, default in (
+                ("PD", 0.0),
+                ("QD", 0.0),
+                ("GS", 0.0),
+                ("BS", 0.0),
+                ("VM", 1.0),
+                ("BASE_KV", 0.0),
+                ("VMAX", math.nan),
+                ("VMIN", math.nan),
             )
-            for row in bus_table.itertuples()
-        )
-        branches = tuple(
-            Branch(
-                from_bus=int(row.F_BUS),
-                to_bus=int(row.T_BUS),
-                r_pu=float(row.BR_R),
-                x_pu=float(row.BR_X),
-                rating_kva=float(row.RATE_A) * 1000.0 if float(row.RATE_A) > 0 else None,
-                tap=float(row.TAP) if float(row.TAP) != 0 else 1.0,
+        }
+        buses = []
+        for k, bus_id in enumerate(bus_ids):
+            if bus_id in isolated:
+                continue
+            base_kv = columns["BASE_KV"][k]
+            v_min, v_max = _file_band(columns["VMIN"][k], columns["VMAX"][k])
+            buses.append(
+                Bus(
+                    id=bus_id,
+                    p_load_kw=columns["PD"][k] * 1000.0,
+                    q_load_kvar=columns["QD"][k] * 1000.0,
+                    base_kv=base_kv if base_kv > 0 else 1.0,
+                    v_min_pu=v_min,
+                    v_max_pu=v_max,
+                    gs_kw=columns["GS"][k] * 1000.0,
+                    bs_kvar=columns["BS"][k] * 1000.0,
+                )
             )
-            for row in branch_table.itertuples()
-            if float(row.BR_STATUS) != 0
-        )
-        slack_bus = int(bus_table.loc[slack[0], "BUS_I"])
+        branches = []
+        for row in branch_table.itertuples():
+            if float(row.BR_STATUS) == 0:
+                continue
+            if int(row.F_BUS) in isolated or int(row.T_BUS) in isolated:
+                continue
+            branches.append(
+                Branch(
+                    from_bus=int(row.F_BUS),
+                    to_bus=int(row.T_BUS),
+                    r_pu=float(row.BR_R),
+                    x_pu=float(row.BR_X),
+                    rating_kva=float(row.RATE_A) * 1000.0 if float(row.RATE_A) > 0 else None,
+                    tap=float(row.TAP) if float(row.TAP) != 0 else 1.0,
+                    b_pu=float(getattr(row, "BR_B", 0.0)),
+                    shift_deg=float(getattr(row, "SHIFT", 0.0)),
+                )
+            )
+        v_slack = _slack_voltage(columns["VM"][bus_ids.index(slack_bus)])
+        generators = []
+        slack_gen_seen = False
+        if gen_table is not None:
+            for row in gen_table.itertuples():
+                bus_id = int(row.GEN_BUS)
+                if float(getattr(row, "GEN_STATUS", 1.0)) <= 0 or bus_id in isolated:
+                    continue
+                if bus_id == slack_bus:
+                    if not slack_gen_seen:
+                        slack_gen_seen = True
+                        v_slack = _slack_voltage(float(row.VG), fallback=v_slack)
+                    continue
+                generators.append(
+                    Generator(
+                        bus=bus_id, p_kw=float(row.PG) * 1000.0, q_kvar=float(row.QG) * 1000.0
+                    )
+                )
     except NetworkError:
         raise
     except (ValueError, TypeError, OverflowError, KeyError, AttributeError, IndexError) as err:
@@ -387,9 +543,17 @@ def load_matpower(path: str | Path) -> Network:
         name=path.stem,
         base_mva=base_mva,
         slack_bus=slack_bus,
-        buses=buses,
-        branches=branches,
+        buses=tuple(buses),
+        branches=tuple(branches),
+        v_slack_pu=v_slack,
+        generators=tuple(generators),
     )
+
+
+def _slack_voltage(value: float, *, fallback: float = 1.0) -> float:
+    """A slack voltage from the file, or `fallback` where it gives none that is usable (a VM or
+    VG of 0 or NaN: the file was never solved)."""
+    return value if math.isfinite(value) and 0.5 <= value <= 1.5 else fallback
 
 
 def _num(value: float) -> str:
@@ -400,7 +564,8 @@ def _num(value: float) -> str:
 def write_matpower(net: Network, path: str | Path) -> None:
     """Write `net` as a MATPOWER (version 2) case file that `load_matpower` reads back.
 
-    The slack bus is type 3 at 1.0 p.u. with one generator; the others are PQ buses.
+    The slack bus is type 3 at `v_slack_pu` with one generator, the fixed generators follow
+    it; every other bus is a PQ bus. A bus without a voltage limit gets VMIN 0 / VMAX 2.
     """
     lines = [
         f"function mpc = {Path(path).stem}",
@@ -410,18 +575,27 @@ def write_matpower(net: Network, path: str | Path) -> None:
     ]
     for b in net.buses:
         kind = 3 if b.id == net.slack_bus else 1
+        vm = net.v_slack_pu if b.id == net.slack_bus else 1.0
+        v_max = 2.0 if b.v_max_pu is None else b.v_max_pu
+        v_min = 0.0 if b.v_min_pu is None else b.v_min_pu
         lines.append(
-            f"\t{b.id}\t{kind}\t{_num(b.p_load_kw / 1000.0)}\t{_num(b.q_load_kvar / 1000.0)}\t0\t0\t1"
-            f"\t1\t0\t{_num(b.base_kv)}\t1\t{_num(b.v_max_pu)}\t{_num(b.v_min_pu)};"
+            f"\t{b.id}\t{kind}\t{_num(b.p_load_kw / 1000.0)}\t{_num(b.q_load_kvar / 1000.0)}"
+            f"\t{_num(b.gs_kw / 1000.0)}\t{_num(b.bs_kvar / 1000.0)}\t1\t{_num(vm)}\t0"
+            f"\t{_num(b.base_kv)}\t1\t{_num(v_max)}\t{_num(v_min)};"
         )
-    lines += ["];", "mpc.gen = [", f"\t{net.slack_bus}\t0\t0\t10\t-10\t1\t100\t1\t10\t0;", "];"]
-    lines.append("mpc.branch = [")
+    lines += ["];", "mpc.gen = ["]
+    lines.append(f"\t{net.slack_bus}\t0\t0\t10\t-10\t{_num(net.v_slack_pu)}\t100\t1\t10\t0;")
+    for g in net.generators:
+        p, q = _num(g.p_kw / 1000.0), _num(g.q_kvar / 1000.0)
+        lines.append(f"\t{g.bus}\t{p}\t{q}\t{q}\t{q}\t1\t100\t1\t{p}\t0;")
+    lines += ["];", "mpc.branch = ["]
     for br in net.branches:
         rate = 0.0 if br.rating_kva is None else br.rating_kva / 1000.0
         tap = 0.0 if br.tap == 1.0 else br.tap
         lines.append(
-            f"\t{br.from_bus}\t{br.to_bus}\t{_num(br.r_pu)}\t{_num(br.x_pu)}\t0\t{_num(rate)}\t{_num(rate)}"
-            f"\t{_num(rate)}\t{_num(tap)}\t0\t{int(br.in_service)}\t-360\t360;"
+            f"\t{br.from_bus}\t{br.to_bus}\t{_num(br.r_pu)}\t{_num(br.x_pu)}\t{_num(br.b_pu)}"
+            f"\t{_num(rate)}\t{_num(rate)}\t{_num(rate)}\t{_num(tap)}\t{_num(br.shift_deg)}"
+            f"\t{int(br.in_service)}\t-360\t360;"
         )
     lines.append("];")
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")

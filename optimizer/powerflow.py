@@ -1,9 +1,14 @@
 """AC power flow of a radial feeder by backward/forward sweep, vectorised by tree depth.
 
-Loads are constant power. With `I_k = conj(S_k / V_k)` the load current at bus k, the branch
-feeding k carries `J_k = I_k + Σ_{c∈children(k)} J_c / τ_c` (an ideal `τ`:1 transformer at the
-branch's from side), summed one depth level at a time from the leaves up; the voltages follow
-root down, `V_k = V_π(k) / τ_k − Z_k·J_k`. Each sweep is a few numpy operations per depth level.
+Loads and fixed generators are constant power, shunts and line charging constant admittance
+(`optimizer.tree`: `y` per bus). With `I_k = conj(S_k / V_k) + y_k·V_k` the current drawn at bus
+k, the branch feeding k carries `J_k = I_k + Σ_{c∈children(k)} J_c / τ_c` (an ideal `τ`:1
+transformer at the branch's upstream side), summed one depth level at a time from the leaves up;
+the voltages follow root down, `V_k = V_π(k) / τ_k − Z_k·J_k`. Each sweep is a few numpy
+operations per depth level.
+
+Branch flows are at the sending end of the series impedance (after the tap and the upstream
+half of the charging); losses are the series impedances' `|J|²·Z`.
 """
 
 from __future__ import annotations
@@ -49,11 +54,13 @@ def solve_powerflow(
     *,
     p_kw: Mapping[int, float],
     q_kvar: Mapping[int, float],
-    v_slack_pu: float = 1.0,
+    v_slack_pu: float | None = None,
     tol: float = 1e-8,
     max_iter: int = 50,
 ) -> PowerFlowResult:
-    """AC power flow with `p_kw`/`q_kvar` the net load per bus (load − generation; absent = 0).
+    """AC power flow with `p_kw`/`q_kvar` the net load per bus (load − generation; absent = 0)
+    on top of what the network itself holds (shunts, charging, fixed generators), the slack bus
+    at `v_slack_pu` (default: the network's, as its case gives it).
 
     Converged when the largest voltage change between sweeps is below `tol` p.u.; when it is not
     after `max_iter` sweeps the last iterate is returned with `converged=False`.
@@ -63,18 +70,18 @@ def solve_powerflow(
     m = tree(net)
     z_pu = m.r + 1j * m.x
     base_kw = net.base_kw
-    s_load = np.zeros(len(m.ids), dtype=np.complex128)
+    s_load = -m.gen.copy()
     for bus_id in set(p_kw) | set(q_kvar):
         k = m.pos.get(bus_id)
         if k is not None:
-            s_load[k] = complex(p_kw.get(bus_id, 0.0), q_kvar.get(bus_id, 0.0)) / base_kw
-    v_slack = complex(v_slack_pu, 0.0)
+            s_load[k] += complex(p_kw.get(bus_id, 0.0), q_kvar.get(bus_id, 0.0)) / base_kw
+    v_slack = complex(net.v_slack_pu if v_slack_pu is None else v_slack_pu, 0.0)
     v = _forward(m, v_slack, np.zeros_like(s_load), z_pu)
     j: ComplexArray = np.zeros_like(v)
     converged = False
     iterations = 0
     for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is reported
-        j = _backward(m, np.conj(s_load / v))
+        j = _backward(m, np.conj(s_load / v) + m.y * v)
         v_new = _forward(m, v_slack, j, z_pu)
         step = float(np.max(np.abs(v_new - v))) if len(v) else 0.0
         v = v_new
@@ -82,13 +89,14 @@ def solve_powerflow(
             converged = True
             break
     # Recompute the currents at the final voltages so flows and voltages agree.
-    j = _backward(m, np.conj(s_load / v)) if len(v) else j
+    j = _backward(m, np.conj(s_load / v) + m.y * v) if len(v) else j
     s_recv = v * np.conj(j)
     s_loss = z_pu * np.abs(j) ** 2
     s_send = (s_recv + s_loss) * base_kw
     slack_children = m.parent_pos < 0
     slack_load = complex(p_kw.get(net.slack_bus, 0.0), q_kvar.get(net.slack_bus, 0.0))
-    s_import = complex(np.sum(s_send[slack_children])) + slack_load
+    slack_shunt = abs(v_slack) ** 2 * np.conj(m.y_slack) * base_kw
+    s_import = complex(np.sum(s_send[slack_children])) + slack_load + slack_shunt
     mags = np.abs(v)
     all_ids = (net.slack_bus, *m.ids)
     all_mags = np.concatenate(([abs(v_slack)], mags))

@@ -2,6 +2,14 @@
 
 Positions `0..N−1` are the non-slack buses in root-first order (`Network.order[1:]`); the
 branch feeding position `k` has `r[k]`, `x[k]`, `tap[k]` and `rating_kva[k]` (NaN if unrated).
+
+Every feeding branch is seen as the feeder runs: an ideal `tap[k]`:1 transformer at the parent's
+side, then the series impedance `r[k] + j x[k]` into bus `k`. A MATPOWER branch whose tap sits at
+the downstream end (its from-bus is the child) is the same two-port with the tap inverted and the
+impedance referred through it (`1/τ`, `τ²·z`). The branches' charging and the buses' shunts are
+constant admittances to ground, lumped per bus: `y[k]` at position `k` (p.u., referred to the
+bus's own voltage), `y_slack` at the slack bus. `gen[k]` is the fixed generators' injection
+(p.u.).
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from optimizer.network import Network
 __all__ = ["Tree", "tree"]
 
 FloatArray = npt.NDArray[np.float64]
+ComplexArray = npt.NDArray[np.complex128]
 IntArray = npt.NDArray[np.intp]
 
 
@@ -30,6 +39,9 @@ class Tree:
     x: FloatArray
     tap: FloatArray
     rating_kva: FloatArray
+    y: ComplexArray  # shunt admittance at each bus (its own, and its branches' charging)
+    y_slack: complex  # the same at the slack bus
+    gen: ComplexArray  # fixed generation at each bus, p.u.
     levels: tuple[IntArray, ...]  # positions by depth, the slack's children first
     down: FloatArray | None = None  # small trees: D[b, k] = Π 1/tap from b (excl.) to k
     below: FloatArray | None = None  # small trees: 1 where k is b or downstream of b
@@ -81,12 +93,28 @@ def _build(net: Network) -> Tree:
     parent_pos = np.full(n, -1, dtype=np.intp)
     depth = np.zeros(n, dtype=np.intp)
     r, x, tap, rating = np.zeros(n), np.zeros(n), np.ones(n), np.full(n, np.nan)
+    base_kw = net.base_kw
+    y = np.array([_bus_shunt(net, b, base_kw) for b in ids], dtype=np.complex128)
+    y_slack = _bus_shunt(net, net.slack_bus, base_kw)
+    gen = np.zeros(n, dtype=np.complex128)
+    for g in net.generators:
+        gen[pos[g.bus]] += complex(g.p_kw, g.q_kvar) / base_kw
     for k, bus_id in enumerate(ids):
         br = net.branch_to(bus_id)
         p = pos.get(net.parent[bus_id], -1)
         parent_pos[k] = p
         depth[k] = 0 if p < 0 else depth[p] + 1
-        r[k], x[k], tap[k] = br.r_pu, br.x_pu, br.tap
+        half_b = 0.5j * br.b_pu
+        if br.from_bus == net.parent[bus_id]:  # the tap at the parent's side, as MATPOWER's
+            tap[k], r[k], x[k] = br.tap, br.r_pu, br.x_pu
+            y_parent, y[k] = half_b / br.tap**2, y[k] + half_b
+        else:  # the tap at bus k's side: invert it, refer the impedance to the parent's side
+            tap[k], r[k], x[k] = 1.0 / br.tap, br.r_pu * br.tap**2, br.x_pu * br.tap**2
+            y_parent, y[k] = half_b, y[k] + half_b / br.tap**2
+        if p >= 0:
+            y[p] += y_parent
+        else:
+            y_slack += y_parent
         if br.rating_kva is not None:
             rating[k] = br.rating_kva
     down = below = gain = None
@@ -110,8 +138,16 @@ def _build(net: Network) -> Tree:
         x=x,
         tap=tap,
         rating_kva=rating,
+        y=y,
+        y_slack=complex(y_slack),
+        gen=gen,
         levels=levels,
         down=down,
         below=below,
         gain=gain,
     )
+
+
+def _bus_shunt(net: Network, bus_id: int, base_kw: float) -> complex:
+    bus = net.bus(bus_id)
+    return complex(bus.gs_kw, bus.bs_kvar) / base_kw

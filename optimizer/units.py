@@ -7,8 +7,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from optimizer.forecast import Forecast
+from optimizer.network import Network
 
-__all__ = ["BatteryUnit", "DispatchCosts", "DispatchInput", "FlexibleLoad", "PvUnit"]
+__all__ = [
+    "BatteryUnit",
+    "DispatchCosts",
+    "DispatchInput",
+    "FlexibleLoad",
+    "PvUnit",
+    "band_violation",
+]
 
 
 def _require(condition: bool, message: str) -> None:
@@ -204,6 +212,10 @@ class DispatchInput:
     `horizon` steps of `interval_s` each are optimised together (receding horizon: only step
     0's setpoints are applied). Step 0 uses the values given here; the `forecast` scales loads,
     PV availability and sets the price of each step (without one, every step is like step 0).
+
+    `v_slack_pu` is the slack bus's voltage this interval (the head meter's measurement), None
+    for the network's own (its case's). Every bus is held within `v_min_pu`..`v_max_pu` except
+    those `v_band_pu` gives a band of their own.
     """
 
     loads_kw: Mapping[int, float]
@@ -215,7 +227,8 @@ class DispatchInput:
     export_limit_kw: float | None = None
     v_min_pu: float = 0.95
     v_max_pu: float = 1.05
-    v_slack_pu: float = 1.0
+    v_slack_pu: float | None = None
+    v_band_pu: Mapping[int, tuple[float, float]] = field(default_factory=dict)
     price_per_kwh: float = 0.10
     costs: DispatchCosts = field(default_factory=DispatchCosts)
     slack_tol_kw: float = 1e-3
@@ -250,10 +263,23 @@ class DispatchInput:
             f"{owner}: export_limit_kw must be >= 0",
         )
         _require(0 < self.v_min_pu <= self.v_max_pu, f"{owner}: need 0 < v_min_pu <= v_max_pu")
-        _require(self.v_slack_pu > 0, f"{owner}: v_slack_pu must be > 0")
+        _require(self.v_slack_pu is None or self.v_slack_pu > 0, f"{owner}: v_slack_pu must be > 0")
+        for bus, (low, high) in self.v_band_pu.items():
+            _require(
+                math.isfinite(low) and math.isfinite(high) and 0 < low <= high,
+                f"{owner}: bus {bus}'s voltage band must satisfy 0 < low <= high",
+            )
         names = [u.name for u in (*self.units, *self.flexible_loads)]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         _require(not duplicates, f"{owner}: duplicate unit name(s) {duplicates}")
+
+    def slack_v(self, net: Network) -> float:
+        """The slack voltage this interval: `v_slack_pu`, else the network's."""
+        return net.v_slack_pu if self.v_slack_pu is None else self.v_slack_pu
+
+    def band(self, bus: int) -> tuple[float, float]:
+        """The voltage band bus `bus` is held within."""
+        return self.v_band_pu.get(bus, (self.v_min_pu, self.v_max_pu))
 
     @property
     def dt_h(self) -> float:
@@ -273,3 +299,15 @@ class DispatchInput:
             + tuple(("battery:" + u.name, u.bus) for u in self.batteries)
             + tuple((f"load:{u.name}:{u.q_per_kw!r}", u.bus) for u in self.flexible_loads)
         )
+
+
+def band_violation(inp: DispatchInput, v_pu: Mapping[int, float]) -> tuple[float, int | None]:
+    """How far (p.u.) the voltage furthest outside its bus's band is outside it, and that bus;
+    `(0.0, None)` if every bus is within its band."""
+    worst, where = 0.0, None
+    for bus, v in v_pu.items():
+        low, high = inp.band(bus)
+        miss = max(low - v, v - high)
+        if miss > worst:
+            worst, where = miss, bus
+    return worst, where

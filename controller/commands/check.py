@@ -31,6 +31,16 @@ def _check(loaded: LoadedConfig) -> int:
         f"voltage band {cfg.feeder.v_min_pu:g}-{cfg.feeder.v_max_pu:g} p.u. "
         "(dispatch aims {:.3f}-{:.3f})".format(*cfg.feeder.dispatch_band_pu)
     )
+    print(_network_line(loaded))
+    for gen in net.generators:
+        print(
+            f"  generator at bus {gen.bus}: fixed injection {gen.p_kw:g} kW / {gen.q_kvar:g} kvar"
+        )
+    bands = loaded.bus_bands_pu
+    if bands:
+        print(f"voltage limits from the case on {len(bands)} bus(es), the config's on the others")
+    elif cfg.feeder.voltage_limits == "case":
+        print('voltage_limits = "case", but the case gives no bus a limit: the config\'s band')
     limits = []
     if cfg.dr.import_limit_kw is not None:
         limits.append(f"import <= {cfg.dr.import_limit_kw:g} kW")
@@ -61,3 +71,20 @@ def _check(loaded: LoadedConfig) -> int:
     for note in loaded.notes:
         print(f"note: {note}")
     return 0
+
+
+def _network_line(loaded: LoadedConfig) -> str:
+    """The slack voltage and where it comes from, and what else the model holds."""
+    feeder, net = loaded.config.feeder, loaded.network
+    origin = "feeder.v_slack_pu" if feeder.v_slack_pu is not None else "the case"
+    if feeder.v_slack_from_meter:
+        slack = f"the head meter's voltage, else {net.v_slack_pu:g} p.u. ({origin})"
+    else:
+        slack = f"{net.v_slack_pu:g} p.u. ({origin}; v_slack_from_meter = false)"
+    charged = sum(1 for br in net.branches if br.in_service and br.b_pu)
+    taps = sum(1 for br in net.branches if br.in_service and br.tap != 1.0)
+    shunts = sum(1 for b in net.buses if b.gs_kw or b.bs_kvar)
+    return (
+        f"slack voltage: {slack}; {charged} branch(es) with charging, {taps} transformer "
+        f"tap(s), {shunts} bus shunt(s), {len(net.generators)} fixed generator(s)"
+    )

@@ -15,7 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--case", required=True, help="MATPOWER case file (.m, version 2)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument(
-        "--v-slack-pu", type=positive, default=1.0, help="slack bus voltage (default 1.0)"
+        "--v-slack-pu",
+        type=positive,
+        default=None,
+        help="slack bus voltage (default: the case's, VG of the slack generator, else VM)",
     )
 
 
@@ -46,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         "converged": res.converged,
         "iterations": res.iterations,
         "load_kw": round(net.total_load_kw, 6),
+        "fixed_gen_kw": round(sum(g.p_kw for g in net.generators), 6),
+        "v_slack_pu": net.v_slack_pu if args.v_slack_pu is None else args.v_slack_pu,
         "import_kw": res.import_kw,
         "import_kvar": res.import_kvar,
         "losses_kw": res.losses_kw,
@@ -60,6 +65,12 @@ def run(args: argparse.Namespace) -> int:
     else:
         state = "converged" if res.converged else "NOT converged"
         print(f"{net.name}: {len(net.buses)} buses, {state} in {res.iterations} sweeps")
+        print(f"slack bus {net.slack_bus} at {out['v_slack_pu']:.4f} p.u.")
+        if net.generators:
+            print(
+                f"{len(net.generators)} generator(s) at other buses as fixed injections: "
+                f"{out['fixed_gen_kw']:.1f} kW"
+            )
         print(f"import {res.import_kw:.1f} kW / {res.import_kvar:.1f} kvar")
         print(f"losses {res.losses_kw:.2f} kW / {res.losses_kvar:.2f} kvar")
         print(f"lowest voltage {res.v_min_pu:.4f} p.u. at bus {res.v_min_bus}")

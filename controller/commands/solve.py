@@ -47,6 +47,12 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval-s", type=positive, default=300.0, help="step length")
     parser.add_argument("--v-min-pu", type=positive, default=0.95)
     parser.add_argument("--v-max-pu", type=positive, default=1.05)
+    parser.add_argument(
+        "--v-slack-pu",
+        type=positive,
+        default=None,
+        help="slack bus voltage (default: the case's, VG of the slack generator, else VM)",
+    )
 
 
 def case_input(net: Network, args: argparse.Namespace) -> DispatchInput:
@@ -86,6 +92,7 @@ def case_input(net: Network, args: argparse.Namespace) -> DispatchInput:
         export_limit_kw=args.export_limit_kw,
         v_min_pu=args.v_min_pu,
         v_max_pu=args.v_max_pu,
+        v_slack_pu=args.v_slack_pu,
         horizon=args.horizon,
         forecast=forecast,
     )
@@ -102,7 +109,7 @@ def ac_check(net: Network, inp: DispatchInput, res: DispatchResult) -> dict[str,
         q[u.bus] -= res.pv_kvar.get(u.name, 0.0)
     for b in inp.batteries:
         p[b.bus] -= res.battery_kw[b.name]
-    ac = solve_powerflow(net, p_kw=p, q_kvar=q, v_slack_pu=inp.v_slack_pu)
+    ac = solve_powerflow(net, p_kw=p, q_kvar=q, v_slack_pu=inp.slack_v(net))
     return {
         "converged": ac.converged,
         "import_kw": ac.import_kw,
@@ -128,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
         "solver": res.solver,
         "message": res.message,
         "solve_ms": res.solve_ms,
+        "v_slack_pu": inp.slack_v(net),
     }
     if res.status.has_setpoints:
         session = dispatcher.session

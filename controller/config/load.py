@@ -83,6 +83,27 @@ class LoadedConfig:
     def head_meter(self) -> DeviceConfig:
         return next(d for d in self.config.devices if d.kind == "meter" and d.head)
 
+    @property
+    def bus_bands_pu(self) -> dict[int, tuple[float, float]]:
+        """The buses held within a band of their own (``feeder.voltage_limits = "case"``: the
+        case's limits, ``v_margin_pu`` inside them), by bus; empty with "config"."""
+        return bus_bands(self.config.feeder, self.network)
+
+
+def bus_bands(feeder: FeederConfig, network: Network) -> dict[int, tuple[float, float]]:
+    """See ``LoadedConfig.bus_bands_pu``."""
+    if feeder.voltage_limits == "config":
+        return {}
+    margin = feeder.v_margin_pu
+    bands = {}
+    for bus in network.buses:
+        if bus.v_min_pu is None and bus.v_max_pu is None:
+            continue
+        low = feeder.v_min_pu if bus.v_min_pu is None else bus.v_min_pu
+        high = feeder.v_max_pu if bus.v_max_pu is None else bus.v_max_pu
+        bands[bus.id] = (low + margin, high - margin)
+    return bands
+
 
 def _key_path(loc: tuple[int | str, ...]) -> str:
     out = ""
@@ -139,6 +160,7 @@ def parse_config(data: dict[str, Any], *, source: str, base_dir: Path) -> Loaded
     _check_ranges(config, source)
     network = _network(config.feeder, source=source, base_dir=base_dir)
     _check_network(network, source)
+    _check_bands(config.feeder, network, source)
     _check_devices(config, network, source)
     maps = _register_maps(config, source, base_dir)
     _check_device_files(config, source, base_dir)
@@ -239,14 +261,18 @@ def _network(feeder: FeederConfig, *, source: str, base_dir: Path) -> Network:
                     check_regular_file(case_path, limit=CASE_MAX_BYTES)
                 except FileRefused as err:
                     raise ConfigError(source, "feeder.case", str(err)) from None
-            return load_matpower(case_path)
-        return network_from_tables(
-            name="inline",
-            base_mva=feeder.base_mva,
-            slack_bus=feeder.slack_bus,
-            buses=[b.model_dump() for b in feeder.buses],
-            branches=[b.model_dump() for b in feeder.branches],
-        )
+            network = load_matpower(case_path)
+        else:
+            network = network_from_tables(
+                name="inline",
+                base_mva=feeder.base_mva,
+                slack_bus=feeder.slack_bus,
+                buses=[b.model_dump() for b in feeder.buses],
+                branches=[b.model_dump() for b in feeder.branches],
+            )
+        if feeder.v_slack_pu is not None:
+            network = dataclasses.replace(network, v_slack_pu=feeder.v_slack_pu)
+        return network
     except NetworkError as err:
         key = "feeder.case" if feeder.case is not None else "feeder"
         raise ConfigError(source, key, str(err)) from None
@@ -266,12 +292,20 @@ def _check_network(network: Network, source: str) -> None:
             ("load", bus.p_load_kw, -MAX_KW, MAX_KW),
             ("reactive load", bus.q_load_kvar, -MAX_KW, MAX_KW),
             ("base kV", bus.base_kv, MIN_BASE_KV, MAX_BASE_KV),
-            ("v_min_pu", bus.v_min_pu, 0.0, 2.0),
-            ("v_max_pu", bus.v_max_pu, 0.0, 2.0),
+            ("shunt conductance", bus.gs_kw, -MAX_KW, MAX_KW),
+            ("shunt susceptance", bus.bs_kvar, -MAX_KW, MAX_KW),
         ):
             if not low <= value <= high:
                 raise ConfigError(
                     source, key, f"bus {bus.id}: {name} {value:g} is outside {low:g}..{high:g}"
+                )
+    for gen in network.generators:
+        for name, value in (("PG", gen.p_kw), ("QG", gen.q_kvar)):
+            if not abs(value) <= MAX_KW:
+                raise ConfigError(
+                    source,
+                    key,
+                    f"generator at bus {gen.bus}: {name} {value:g} kW is over {MAX_KW:g} kW",
                 )
     if not abs(network.total_load_kw) <= MAX_KW:
         raise ConfigError(
@@ -279,6 +313,19 @@ def _check_network(network: Network, source: str) -> None:
             key,
             f"the feeder's total load {network.total_load_kw:g} kW is over {MAX_KW:g} kW",
         )
+
+
+def _check_bands(feeder: FeederConfig, network: Network, source: str) -> None:
+    """With ``voltage_limits = "case"``, every case band must leave room for the margin."""
+    for bus, (low, high) in bus_bands(feeder, network).items():
+        if not low < high:
+            b = network.bus(bus)
+            raise ConfigError(
+                source,
+                "feeder.voltage_limits",
+                f"bus {bus}'s band in the case ({b.v_min_pu}-{b.v_max_pu} p.u., completed "
+                f"with the config's) leaves no room inside v_margin_pu {feeder.v_margin_pu:g}",
+            )
 
 
 def _check_devices(config: Config, network: Network, source: str) -> None:

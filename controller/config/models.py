@@ -96,6 +96,14 @@ class FeederConfig(_Strict):
     # AC ones by a few thousandths of a p.u., and a bus held at the band's edge in the model
     # would sit just outside it on the feeder.
     v_margin_pu: Annotated[float, Field(ge=0.0, le=0.02)] = 0.002
+    # "case": a bus whose case gives it voltage limits is held within those (the margin
+    # inside them); the others, and every bus with "config", within v_min_pu..v_max_pu.
+    voltage_limits: Literal["config", "case"] = "config"
+    # The slack bus's voltage when the head meter does not measure it (unset: the case's,
+    # VG of its generator, else VM; 1.0 for inline tables).
+    v_slack_pu: Annotated[float, Field(ge=0.8, le=1.2)] | None = None
+    # Take the slack voltage from the head meter's line-to-line voltage each interval.
+    v_slack_from_meter: bool = True
 
     @model_validator(mode="after")
     def _one_source(self) -> FeederConfig:

@@ -234,3 +234,33 @@ def test_setpoints_stay_within_ratings(
         for b in batteries:
             assert _battery_ok(b, res.battery_kw[b.name], inp.interval_s)
         assert math.isfinite(res.import_kw)
+
+
+def test_a_bus_held_within_its_own_band(case33: Network) -> None:
+    """`v_band_pu` (a case's limits, when the config asks for them) holds one bus tighter than
+    the rest: the dispatch raises bus 18 to its own floor, checked by pandapower."""
+    loose = Dispatcher(case33).solve(_input(case33))
+    assert loose.status is DispatchStatus.OPTIMAL, loose.message
+    ac_loose = pandapower_ac(
+        case33, p_kw=_net_load(_input(case33), loose), q_kvar=case33.loads_kvar
+    )
+    floor = ac_loose.vm_pu[18] + 0.01
+    inp = _input(case33, v_band_pu={18: (floor, 1.05)})
+    res = Dispatcher(case33).solve(inp)
+    assert res.status is DispatchStatus.OPTIMAL, res.message
+    ac = pandapower_ac(case33, p_kw=_net_load(inp, res), q_kvar=inp.loads_kvar)
+    assert ac.vm_pu[18] >= floor - 0.002
+    assert sum(res.battery_kw.values()) > sum(loose.battery_kw.values())
+
+
+def test_the_slack_voltage_moves_every_estimate(case33: Network) -> None:
+    """A busbar at 1.03 p.u.: the LP's voltages and losses follow it, as the AC flow does."""
+    for v_slack in (0.98, 1.03):
+        inp = _input(case33, v_slack_pu=v_slack)
+        res = Dispatcher(case33).solve(inp)
+        assert res.status is DispatchStatus.OPTIMAL, res.message
+        ac = pandapower_ac(
+            case33, p_kw=_net_load(inp, res), q_kvar=inp.loads_kvar, v_slack_pu=v_slack
+        )
+        assert res.v_min_pu == pytest.approx(min(ac.vm_pu.values()), abs=0.002)
+        assert res.losses_kw == pytest.approx(ac.losses_kw, rel=0.03)

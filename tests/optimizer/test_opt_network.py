@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from optimizer import Branch, Bus, Network, NetworkError, load_matpower, network_from_tables
+from optimizer.network import Generator, write_matpower
 
 
 def _bus(bus_id: int, p_kw: float = 10.0) -> Bus:
@@ -144,3 +145,126 @@ def test_network_from_tables_names_missing_field() -> None:
             ],
             branches=[{"from_bus": 1, "to_bus": 2, "r_ohm": 0.1}],
         )
+
+
+def _case(tmp_path: Path, bus: str, gen: str, branch: str) -> Path:
+    path = tmp_path / "feeder.m"
+    path.write_text(
+        f"function mpc = feeder\nmpc.version = '2';\nmpc.baseMVA = 10;\n"
+        f"mpc.bus = [\n{bus}];\nmpc.gen = [\n{gen}];\nmpc.branch = [\n{branch}];\n"
+    )
+    return path
+
+
+BRANCHES = "1 2 0.01 0.02 0 0 0 0 0 0 1 -360 360;\n2 3 0.01 0.02 0 0 0 0 0 0 1 -360 360;\n"
+
+
+def test_converter_limits_mean_no_limit(tmp_path: Path) -> None:
+    """VMIN 0 / VMAX 2 (what converters write for "none"), NaN, and a real band."""
+    case = _case(
+        tmp_path,
+        "1 3 0 0 0 0 1 1 0 11 1 2 0;\n2 1 0.1 0.05 0 0 1 1 0 11 1 NaN NaN;\n"
+        "3 1 0.1 0.05 0 0 1 1 0 11 1 1.06 0.94;\n",
+        "1 0 0 10 -10 1 10 1 10 0;\n",
+        BRANCHES,
+    )
+    net = load_matpower(case)
+    assert (net.bus(1).v_min_pu, net.bus(1).v_max_pu) == (None, None)
+    assert (net.bus(2).v_min_pu, net.bus(2).v_max_pu) == (None, None)
+    assert (net.bus(3).v_min_pu, net.bus(3).v_max_pu) == (0.94, 1.06)
+
+
+def test_slack_voltage_is_the_generators_setpoint_else_the_bus_voltage(tmp_path: Path) -> None:
+    buses = "1 3 0 0 0 0 1 1.02 0 11 1 1.1 0.9;\n2 1 0.1 0 0 0 1 1 0 11 1 1.1 0.9;\n"
+    buses += "3 1 0.1 0 0 0 1 1 0 11 1 1.1 0.9;\n"
+    with_gen = _case(tmp_path, buses, "1 0 0 10 -10 1.03 10 1 10 0;\n", BRANCHES)
+    assert load_matpower(with_gen).v_slack_pu == 1.03
+    out_of_service = _case(tmp_path, buses, "1 0 0 10 -10 1.03 10 0 10 0;\n", BRANCHES)
+    assert load_matpower(out_of_service).v_slack_pu == 1.02
+    unsolved = _case(tmp_path, buses.replace("1.02", "0"), "1 0 0 10 -10 0 10 0 10 0;\n", BRANCHES)
+    assert load_matpower(unsolved).v_slack_pu == 1.0
+
+
+def test_generators_elsewhere_are_fixed_injections(tmp_path: Path) -> None:
+    case = _case(
+        tmp_path,
+        "1 3 0 0 0 0 1 1 0 11 1 1.1 0.9;\n2 2 0.1 0 0 0 1 1 0 11 1 1.1 0.9;\n"
+        "3 1 0.1 0 0 0 1 1 0 11 1 1.1 0.9;\n",
+        "1 0 0 10 -10 1 10 1 10 0;\n1 0 0 10 -10 1.05 10 1 10 0;\n"
+        "2 0.05 0.01 1 -1 1.01 10 1 1 0;\n3 0.5 0 1 -1 1 10 0 1 0;\n",
+        BRANCHES,
+    )
+    net = load_matpower(case)
+    assert net.v_slack_pu == 1.0  # the slack bus's first generator, not its second
+    assert [(g.bus, g.p_kw, g.q_kvar) for g in net.generators] == [(2, 50.0, 10.0)]
+    assert net.fixed_gen_kw == {2: 50.0}
+
+
+def test_isolated_buses_are_left_out_with_their_branches(tmp_path: Path) -> None:
+    case = _case(
+        tmp_path,
+        "1 3 0 0 0 0 1 1 0 11 1 1.1 0.9;\n2 1 0.1 0 0 0 1 1 0 11 1 1.1 0.9;\n"
+        "3 1 0.1 0 0 0 1 1 0 11 1 1.1 0.9;\n4 4 0.3 0 0 0 1 1 0 11 1 1.1 0.9;\n",
+        "1 0 0 10 -10 1 10 1 10 0;\n4 0.1 0 1 -1 1 10 1 1 0;\n",
+        BRANCHES + "3 4 0.01 0.02 0 0 0 0 0 0 1 -360 360;\n",
+    )
+    net = load_matpower(case)
+    assert net.bus_ids == (1, 2, 3)
+    assert len(net.branches) == 2
+    assert net.generators == ()
+
+
+def test_shunts_charging_and_shift_are_read(tmp_path: Path) -> None:
+    case = _case(
+        tmp_path,
+        "1 3 0 0 0 0 1 1 0 11 1 1.1 0.9;\n2 1 0.1 0 0.02 0.3 1 1 0 11 1 1.1 0.9;\n"
+        "3 1 0.1 0 0 0 1 1 0 11 1 1.1 0.9;\n",
+        "1 0 0 10 -10 1 10 1 10 0;\n",
+        "1 2 0.01 0.02 0.004 0 0 0 0.98 30 1 -360 360;\n"
+        "2 3 0.01 0.02 0.001 0 0 0 0 0 1 -360 360;\n",
+    )
+    net = load_matpower(case)
+    assert (net.bus(2).gs_kw, net.bus(2).bs_kvar) == (20.0, 300.0)
+    assert net.branch_to(2).b_pu == 0.004
+    assert net.branch_to(2).shift_deg == 30.0
+    assert net.has_shunts
+
+
+def test_a_transformer_may_have_its_tap_downstream(tmp_path: Path) -> None:
+    """MATPOWER puts the tap at the from bus; a converter may write the branch either way."""
+    case = _case(
+        tmp_path,
+        "1 3 0 0 0 0 1 1 0 20 1 1.1 0.9;\n2 1 0.1 0 0 0 1 1 0 0.4 1 1.1 0.9;\n"
+        "3 1 0.1 0 0 0 1 1 0 0.4 1 1.1 0.9;\n",
+        "1 0 0 10 -10 1 10 1 10 0;\n",
+        "2 1 0.01 0.05 0 0 0 0 1.025 0 1 -360 360;\n2 3 0.01 0.02 0 0 0 0 0 0 1 -360 360;\n",
+    )
+    net = load_matpower(case)
+    assert net.parent[2] == 1
+    assert net.branch_to(2).from_bus == 2
+
+
+def test_write_matpower_round_trips_the_whole_model(tmp_path: Path) -> None:
+    net = Network(
+        name="rt",
+        base_mva=10.0,
+        slack_bus=1,
+        buses=(
+            Bus(id=1, p_load_kw=0.0, q_load_kvar=0.0, base_kv=11.0),
+            Bus(id=2, p_load_kw=100.0, q_load_kvar=20.0, base_kv=11.0, gs_kw=5.0, bs_kvar=50.0),
+            Bus(id=3, p_load_kw=80.0, q_load_kvar=10.0, base_kv=11.0, v_min_pu=0.95),
+        ),
+        branches=(
+            Branch(from_bus=1, to_bus=2, r_pu=0.01, x_pu=0.02, b_pu=0.003, tap=0.98),
+            Branch(from_bus=3, to_bus=2, r_pu=0.01, x_pu=0.02, shift_deg=-30.0),
+        ),
+        v_slack_pu=1.025,
+        generators=(Generator(bus=3, p_kw=40.0, q_kvar=-5.0),),
+    )
+    path = tmp_path / "rt.m"
+    write_matpower(net, path)
+    back = load_matpower(path)
+    assert back.buses == net.buses
+    assert back.branches == net.branches
+    assert back.generators == net.generators
+    assert back.v_slack_pu == net.v_slack_pu
