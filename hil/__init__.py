@@ -12,7 +12,7 @@ from hil.broker import BrokerError, MosquittoBroker
 from hil.cases import case33bw_path
 from hil.kpis import Sample, compliant, kpis
 from hil.physics import FeederPhysics, PhysicsError, PhysicsState
-from hil.profiles import CloudPass, LoadStep, clear_sky, load_shape
+from hil.profiles import CloudPass, LoadStep, TapChange, clear_sky, load_shape
 from hil.register_image import (
     BASE_ADDRESS,
     END_MARKER,
@@ -60,6 +60,7 @@ __all__ = [
     "SimMeter",
     "SimSunSpecDevice",
     "SunSpecServer",
+    "TapChange",
     "WriteHook",
     "WriteRejection",
     "bundled_scenario",

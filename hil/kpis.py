@@ -59,6 +59,10 @@ class Sample:
     seen_import_limit_kw: float | None = None
     """The import limit the controller enforced (it may lag the operator's, e.g. over MQTT)."""
     seen_export_limit_kw: float | None = None
+    v_slack_pu: float | None = None
+    """The substation busbar's (slack bus's) voltage the physics held, p.u."""
+    seen_v_slack_pu: float | None = None
+    """The slack voltage the controller dispatched with (``None``: it did not dispatch)."""
     devices_missing: tuple[str, ...] = ()
     faults: tuple[str, ...] = ()
     cycle_ms: float = 0.0

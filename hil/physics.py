@@ -4,7 +4,8 @@ The controller under test estimates losses and voltages with its own linearised 
 grades it against a full Newton–Raphson solution of the same case, so the two never share code.
 Loads are the case's loads times one load scale, plus any controllable load (``add_load``) at
 what it draws; every PV inverter and battery is a static generator at its bus (battery
-discharge positive, charge negative).
+discharge positive, charge negative). The slack bus (the substation's busbar) is held at
+``slack_v_pu``: the case's (VG of its generator) until set, e.g. by an on-load tap changer.
 """
 
 from __future__ import annotations
@@ -25,6 +26,11 @@ __all__ = ["FeederPhysics", "PhysicsError", "PhysicsState"]
 _SQRT3 = math.sqrt(3.0)
 _RECYCLE = {"bus_pq": True, "trafo": False, "gen": False}
 """pandapower keeps its internal model between solves; only the buses' P and Q are updated."""
+_RECYCLE_GEN = {"bus_pq": True, "trafo": False, "gen": True}
+"""The same, with the generators' part rebuilt too: how a new slack voltage (the external
+grid's ``vm_pu``) reaches a recycled model, which ``_RECYCLE`` would leave at the old one."""
+SLACK_V_RANGE_PU = (0.8, 1.2)
+"""The slack voltages the physics accepts (a busbar, not a fault)."""
 
 
 class PhysicsError(RuntimeError):
@@ -78,6 +84,7 @@ class FeederPhysics:
         self._loads: dict[str, int] = {}
         self._load_scale = load_scale
         self._solved_once = False
+        self._slack_changed = False
 
     @property
     def buses(self) -> tuple[int, ...]:
@@ -107,6 +114,20 @@ class FeederPhysics:
         if not math.isfinite(scale) or scale < 0.0:
             raise ValueError(f"load scale must be a finite number >= 0, got {scale}")
         self._load_scale = scale
+
+    @property
+    def slack_v_pu(self) -> float:
+        """The slack bus's voltage magnitude (p.u. of its base): the case's until set."""
+        return float(self._net.ext_grid.vm_pu.iloc[0])
+
+    @slack_v_pu.setter
+    def slack_v_pu(self, v_pu: float) -> None:
+        low, high = SLACK_V_RANGE_PU
+        if not (math.isfinite(v_pu) and low <= v_pu <= high):
+            raise ValueError(f"slack voltage must be within {low:g}..{high:g} p.u., got {v_pu}")
+        if v_pu != self.slack_v_pu:
+            self._net.ext_grid.at[self._net.ext_grid.index[0], "vm_pu"] = v_pu
+            self._slack_changed = True  # the next recycled solve rebuilds the generators' part
 
     def add_der(self, name: str, bus: int) -> None:
         """Add a static generator ``name`` at case bus ``bus`` (initially 0 kW)."""
@@ -145,7 +166,8 @@ class FeederPhysics:
         net.load.loc[self._case_loads, "q_mvar"] = self._base_load_q_mvar * self._load_scale
         try:
             if self._solved_once:  # same elements, new powers: reuse the model of the last solve
-                pp.runpp(net, numba=False, init="results", recycle=_RECYCLE)
+                recycle = _RECYCLE_GEN if self._slack_changed else _RECYCLE
+                pp.runpp(net, numba=False, init="results", recycle=recycle)
             else:
                 pp.runpp(net, numba=False, init="auto")
         except pp.LoadflowNotConverged:
@@ -155,6 +177,7 @@ class FeederPhysics:
                 self._solved_once = False
                 raise PhysicsError("AC power flow did not converge") from err
         self._solved_once = True
+        self._slack_changed = False
         return self._state()
 
     def _state(self) -> PhysicsState:

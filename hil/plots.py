@@ -130,6 +130,9 @@ def _voltage_panel(
     ax.fill_between(hours, lo, hi, color="#95a5a6", alpha=0.35, lw=0, label="all buses")
     ax.plot(hours, lo, color="#2874a6", lw=1.2, label="lowest bus")
     ax.plot(hours, hi, color="#b03a2e", lw=1.2, label="highest bus")
+    busbar = [s.v_slack_pu for s in samples if s.v_slack_pu is not None]
+    if len(busbar) == len(samples):
+        ax.plot(hours, busbar, color="#6c3483", lw=1.0, ls=":", label="busbar (slack)")
     ax.axhline(
         v_min_pu,
         color="black",

@@ -15,6 +15,8 @@ __all__ = [
     "LOAD_SHAPE",
     "CloudPass",
     "LoadStep",
+    "TapChange",
+    "busbar",
     "clear_sky",
     "load",
     "load_shape",
@@ -79,6 +81,23 @@ class LoadStep:
         if t_s < self.start_s or (self.end_s is not None and t_s >= self.end_s):
             return 1.0
         return self.factor
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TapChange:
+    """The substation's on-load tap changer moves the busbar to ``v_pu`` at ``start_s``."""
+
+    start_s: float
+    v_pu: float
+
+
+def busbar(t_s: float, *, start_pu: float | None, changes: Sequence[TapChange]) -> float | None:
+    """The busbar's voltage at scenario second ``t_s`` (p.u.): the latest tap change made by
+    then, else ``start_pu`` (``None``: the case's slack voltage)."""
+    made = [c for c in changes if c.start_s <= t_s]
+    if not made:
+        return start_pu
+    return max(made, key=lambda c: c.start_s).v_pu
 
 
 def sun(t_s: float, *, start_hour: float, peak_frac: float, clouds: Sequence[CloudPass]) -> float:

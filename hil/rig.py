@@ -27,6 +27,9 @@ DER buses must exist in it). The physics is re-solved
 
 Profiles are functions of ``t``, the seconds of ``monotonic`` since the rig started. With a fake
 ``monotonic`` the rig runs in simulated time: advance the clock, then ``await rig.step()``.
+``slack_v_pu`` is the substation busbar's voltage (p.u.), e.g. an on-load tap changer's steps:
+``None`` (as the option, or as what it returns at ``t``) holds the case's slack voltage. The
+head meter measures the busbar, so a controller that reads it sees each change at its next poll.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ import structlog
 
 from hil.broker import MosquittoBroker
 from hil.mqtt_bridge import MqttPvBridge
-from hil.physics import FeederPhysics, PhysicsState
+from hil.physics import SLACK_V_RANGE_PU, FeederPhysics, PhysicsState
 from hil.register_image import SimSunSpecDevice
 from hil.server import DeviceFault, ServedImage, SunSpecServer
 from hil.sim_devices import SimBattery, SimInverter, SimMeter
@@ -102,6 +105,7 @@ class HilRig:
         monotonic: Callable[[], float] = time.monotonic,
         load_scale: Callable[[float], float] = _one,
         pv_available_frac: Callable[[float], float] = _one,
+        slack_v_pu: Callable[[float], float | None] | None = None,
         pv_buses: Sequence[int] = DEFAULT_PV_BUSES,
         pv_kw: float = 150.0,
         battery_buses: Sequence[int] = DEFAULT_BATTERY_BUSES,
@@ -123,12 +127,15 @@ class HilRig:
         self.monotonic = monotonic
         self.load_scale = load_scale
         self.pv_available_frac = pv_available_frac
+        self.slack_v_pu = slack_v_pu
         self.physics_period_s = physics_period_s
         self.debounce_s = debounce_s
         self.solve_on_write = solve_on_write
         self.host = host
         self.base_port = base_port
         self.physics = FeederPhysics(case)
+        self.case_slack_v_pu = self.physics.slack_v_pu
+        """The slack voltage the case file gives (what the busbar is held at by default)."""
         v_ll = 1000.0 * self.physics.head_vn_kv
         self.inverters: dict[str, SimInverter] = {}
         self.batteries: dict[str, SimBattery] = {}
@@ -191,6 +198,7 @@ class HilRig:
         self._tasks: list[asyncio.Task[None]] = []
         self._solves = 0
         self._load_scale_now = 1.0
+        self._slack_v_now = self.case_slack_v_pu
 
     # --- what the rig offers ---------------------------------------------------------------
 
@@ -304,6 +312,11 @@ class HilRig:
         """The load scale of the last step."""
         return self._load_scale_now
 
+    @property
+    def slack_v_pu_now(self) -> float:
+        """The busbar's voltage (p.u.) as of the last step."""
+        return self._slack_v_now
+
     # --- lifetime --------------------------------------------------------------------------
 
     async def __aenter__(self) -> HilRig:
@@ -412,6 +425,7 @@ class HilRig:
         if not scale >= 0.0:  # also catches NaN
             raise ValueError(f"load_scale({t:.1f}) = {scale}: must be >= 0")
         self._load_scale_now = scale
+        self._slack_v_now = self._busbar(t)
         sun = min(max(float(self.pv_available_frac(t)), 0.0), 1.0)
         for inv in self.inverters.values():
             inv.update(available_kw=sun * inv.w_max_kw)
@@ -420,6 +434,16 @@ class HilRig:
         for ld in self.loads.values():
             ld.update(demand_kw=scale * ld.rating_kw)
         return await self.settle(force=True)
+
+    def _busbar(self, t: float) -> float:
+        v = None if self.slack_v_pu is None else self.slack_v_pu(t)
+        if v is None:
+            return self.case_slack_v_pu
+        v = float(v)
+        low, high = SLACK_V_RANGE_PU
+        if not low <= v <= high:  # also catches NaN
+            raise ValueError(f"slack_v_pu({t:.1f}) = {v}: must be within {low:g}..{high:g} p.u.")
+        return v
 
     async def settle(self, *, force: bool = False) -> PhysicsState:
         """Run any pending (debounced) solve now, or wait for the one in flight, and return
@@ -457,12 +481,12 @@ class HilRig:
 
     async def _solve(self) -> None:
         async with self._solve_lock:
-            scale = self._load_scale_now
+            scale, slack_v_pu = self._load_scale_now, self._slack_v_now
             injections = [
                 (d.name, d.p_kw) for d in (*self.inverters.values(), *self.batteries.values())
             ]
             injections += [(name, -ld.p_kw) for name, ld in self.loads.items()]
-            state = await asyncio.to_thread(self._solve_sync, scale, injections)
+            state = await asyncio.to_thread(self._solve_sync, scale, slack_v_pu, injections)
             self._state = state
             self._solves += 1
             self.meter.update(
@@ -476,9 +500,12 @@ class HilRig:
             for bat in self.batteries.values():
                 bat.set_voltage(state.v_pu[bat.bus])
 
-    def _solve_sync(self, scale: float, injections: list[tuple[str, float]]) -> PhysicsState:
+    def _solve_sync(
+        self, scale: float, slack_v_pu: float, injections: list[tuple[str, float]]
+    ) -> PhysicsState:
         """Runs in a worker thread, one at a time (under the solve lock)."""
         self.physics.load_scale = scale
+        self.physics.slack_v_pu = slack_v_pu
         for name, p_kw in injections:
             if name in self.loads:
                 self.physics.set_load(name, -p_kw)

@@ -12,6 +12,7 @@ duration_s = 7200
 
 [feeder]            # optional: the rig (IEEE 33-bus unless ``case`` says otherwise)
 load_scale = 1.1
+v_slack_pu = 1.02   # the substation's busbar at the start (default: the case's slack voltage)
 [controller]        # optional: a partial feederd.toml merged into the rig's config
 interval_s = 5
 [controller.poll]
@@ -36,6 +37,10 @@ depth = 0.6
 [[load_step]]
 start_s = 4000
 factor = 1.05
+
+[[oltc]]            # the on-load tap changer moves the busbar (the head meter measures it)
+start_s = 4500
+v_pu = 1.0
 ```
 """
 
@@ -47,6 +52,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -55,13 +61,14 @@ from pydantic import (
     model_validator,
 )
 
-from hil.profiles import CloudPass, LoadStep
+from hil.profiles import CloudPass, LoadStep, TapChange, busbar
 from hil.rig import DEFAULT_BATTERY_BUSES, DEFAULT_PV_BUSES
 
 __all__ = [
     "BROKER",
     "BUNDLED_SCENARIOS",
     "FAULT_KINDS",
+    "V_BUSBAR_PU",
     "DrEvent",
     "Fault",
     "Scenario",
@@ -79,6 +86,7 @@ BUNDLED_SCENARIOS = (
     "midday_overvoltage",
     "device_failures",
     "broker_outage",
+    "oltc_high_busbar",
 )
 
 
@@ -107,6 +115,18 @@ class _Strict(BaseModel):
 
 Seconds = Annotated[float, Field(ge=0)]
 Positive = Annotated[float, Field(gt=0)]
+V_BUSBAR_PU = (0.9, 1.1)
+"""Where a scenario may put the substation's busbar (p.u.): a tap changer's range."""
+
+
+def _busbar_pu(v_pu: float) -> float:
+    low, high = V_BUSBAR_PU
+    if not low <= v_pu <= high:  # also NaN
+        raise ValueError(f"a busbar voltage must be within {low:g}..{high:g} p.u. (got {v_pu!r})")
+    return v_pu
+
+
+BusbarPu = Annotated[float, Field(strict=True), AfterValidator(_busbar_pu)]
 
 
 class _Window(_Strict):
@@ -169,6 +189,13 @@ class LoadStepSpec(_Strict):
     end_s: Seconds | None = None
 
 
+class TapChangeSpec(_Strict):
+    """The on-load tap changer moves the busbar to ``v_pu`` at ``start_s`` (and holds it)."""
+
+    start_s: Seconds
+    v_pu: BusbarPu
+
+
 class FeederSpec(_Strict):
     """The rig: its case, DERs and how much load and sun it sees."""
 
@@ -183,6 +210,9 @@ class FeederSpec(_Strict):
     battery_kw: Positive = 250.0
     battery_kwh: Positive = 500.0
     battery_soc_pct: Annotated[float, Field(ge=0, le=100)] = 60.0
+    v_slack_pu: BusbarPu | None = None
+    """The substation's busbar voltage at the start (p.u.); unset: the case's slack voltage.
+    ``[[oltc]]`` moves it during the run; the controller's config is not told."""
 
 
 _RENAMED = {
@@ -239,6 +269,7 @@ class Scenario(_Strict):
     fault: list[Fault] = Field(default_factory=list)
     cloud: list[Cloud] = Field(default_factory=list)
     load_step: list[LoadStepSpec] = Field(default_factory=list)
+    oltc: list[TapChangeSpec] = Field(default_factory=list)
 
     @field_validator("controller")
     @classmethod
@@ -259,6 +290,14 @@ class Scenario(_Strict):
                     f"fault[{i}].device",
                     f"no device {fault.device!r} on the rig (devices: {', '.join(sorted(names))})",
                 )
+        seen: dict[float, int] = {}
+        for i, change in enumerate(self.oltc):
+            if change.start_s in seen:
+                raise _At(
+                    f"oltc[{i}].start_s",
+                    f"oltc[{seen[change.start_s]}] already moves the busbar at {change.start_s:g} s",
+                )
+            seen[change.start_s] = i
         events = sorted(self.dr, key=lambda e: e.start_s)
         for a, b in itertools.pairwise(events):
             if b.start_s < a.end_s:
@@ -298,6 +337,18 @@ class Scenario(_Strict):
             LoadStep(start_s=s.start_s, factor=s.factor, end_s=s.end_s) for s in self.load_step
         )
 
+    def tap_changes(self) -> tuple[TapChange, ...]:
+        return tuple(TapChange(start_s=c.start_s, v_pu=c.v_pu) for c in self.oltc)
+
+    @property
+    def moves_busbar(self) -> bool:
+        """Whether the busbar is anything but the case's slack voltage at some time."""
+        return self.feeder.v_slack_pu is not None or bool(self.oltc)
+
+    def busbar_v_pu(self, t_s: float) -> float | None:
+        """The busbar's voltage at ``t_s`` (p.u.; ``None``: the case's slack voltage)."""
+        return busbar(t_s, start_pu=self.feeder.v_slack_pu, changes=self.tap_changes())
+
     def limits_at(self, t_s: float) -> tuple[float | None, float | None]:
         """The (import, export) limits in force at ``t_s``."""
         for event in self.dr:
@@ -329,6 +380,7 @@ class Scenario(_Strict):
                 "fault": scale(self.fault),
                 "cloud": scale(self.cloud),
                 "load_step": scale(self.load_step),
+                "oltc": scale(self.oltc),
             }
         )
 

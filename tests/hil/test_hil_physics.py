@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import pytest
 
 from hil import FeederPhysics, PhysicsState, case33bw_path
@@ -93,3 +96,61 @@ def test_a_re_solve_starts_from_the_last_solution(physics: FeederPhysics) -> Non
     physics.load_scale = 1.0
     assert physics._net._ppc["iterations"] >= 1
     assert changed.head_p_kw < first.head_p_kw
+
+
+def _case_with_slack_at(tmp_path: Path, vg: float) -> Path:
+    """The 33-bus case with its slack generator's VG (and the slack bus's VM) at ``vg``."""
+    text = case33bw_path().read_text(encoding="utf-8")
+    gen = "\t1\t0\t0\t10\t-10\t1\t1\t1\t10\t-1e-10;"
+    assert gen in text
+    text = text.replace(gen, f"\t1\t0\t0\t10\t-10\t{vg:g}\t1\t1\t10\t-1e-10;")
+    path = tmp_path / "case33_slack.m"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_the_slack_voltage_is_the_case_s_until_set(tmp_path: Path) -> None:
+    assert FeederPhysics().slack_v_pu == pytest.approx(1.0)
+    physics = FeederPhysics(_case_with_slack_at(tmp_path, 1.03))
+    assert physics.slack_v_pu == pytest.approx(1.03)
+    state = physics.solve()
+    assert state.head_v_pu == pytest.approx(1.03, abs=1e-9)
+    assert state.head_v_ll_v == pytest.approx(1.03 * 12660.0, abs=1e-3)
+
+
+def test_a_new_slack_voltage_moves_every_bus_on_the_next_solve() -> None:
+    """The busbar (an on-load tap changer's step) moves every bus with it, also when the solve
+    reuses the last one's model (which keeps the old slack voltage unless told)."""
+    physics = FeederPhysics()
+    physics.load_scale = 0.6
+    physics.add_der("pv18", 18)
+    physics.set_der("pv18", 300.0)
+    base = physics.solve()
+    again = physics.solve()  # a recycled model from here on
+    assert again.v_pu == pytest.approx(base.v_pu, abs=1e-9)
+    for v_slack in (1.04, 0.97, 1.0):
+        physics.slack_v_pu = v_slack
+        moved = physics.solve()
+        assert physics.slack_v_pu == v_slack
+        assert moved.head_v_pu == pytest.approx(v_slack, abs=1e-9)
+        assert moved.v_pu[1] == pytest.approx(v_slack, abs=1e-9)
+        shift = v_slack - base.head_v_pu
+        for bus, v in moved.v_pu.items():
+            # every bus moves with the busbar (by about as much: the flows barely change)
+            assert v - base.v_pu[bus] == pytest.approx(shift, abs=0.1 * abs(shift) + 1e-9), bus
+        # the same state as a model built afresh at that slack voltage
+        fresh = FeederPhysics()
+        fresh.load_scale = 0.6
+        fresh.add_der("pv18", 18)
+        fresh.set_der("pv18", 300.0)
+        fresh.slack_v_pu = v_slack
+        assert moved.v_pu == pytest.approx(fresh.solve().v_pu, abs=1e-8)
+    assert physics.solve().v_pu == pytest.approx(base.v_pu, abs=1e-8)
+
+
+@pytest.mark.parametrize("bad", [0.5, 1.3, math.nan, math.inf])
+def test_an_implausible_slack_voltage_is_refused(bad: float) -> None:
+    physics = FeederPhysics()
+    with pytest.raises(ValueError, match=r"slack voltage must be within 0\.8\.\.1\.2 p\.u\."):
+        physics.slack_v_pu = bad
+    assert physics.slack_v_pu == 1.0

@@ -282,3 +282,65 @@ async def test_settle_waits_for_the_solve_already_under_way(clock: FakeClock) ->
         assert not rig._dirty.is_set()
         state = await rig.settle()
         assert before - state.head_p_kw == pytest.approx(200.0, abs=15.0)
+
+
+async def _head_203(rig: HilRig) -> dict[str, Value]:
+    """The head meter's model 203 as a Modbus client reads it."""
+    client = await _connect(rig.device("head"))
+    try:
+        return await _read(client, await _discover(client, 1), 203)
+    finally:
+        client.close()
+
+
+async def test_the_busbar_follows_its_profile_and_the_head_meter_measures_it() -> None:
+    """An on-load tap changer: the busbar's voltage, a function of the rig's time, applied at
+    each step; every bus moves with it and the head meter's voltages (PPV line to line, PhV
+    line to neutral) read it over Modbus to the meter's resolution."""
+    clock = _clock(0.0)
+
+    def tap(t: float) -> float | None:
+        return None if t < 10.0 else (1.04 if t < 20.0 else 0.97)  # None: the case's
+
+    async with HilRig(
+        monotonic=clock.monotonic,
+        load_scale=lambda _t: 0.5,
+        pv_available_frac=lambda _t: 0.8,
+        slack_v_pu=tap,
+        physics_period_s=None,
+        solve_on_write=False,
+    ) as rig:
+        assert rig.case_slack_v_pu == 1.0
+        head_v = {}
+        for t, expected in ((0.0, 1.0), (10.0, 1.04), (20.0, 0.97)):
+            clock.advance(t - rig.t)
+            state = await rig.step()
+            assert rig.slack_v_pu_now == expected
+            assert state.head_v_pu == pytest.approx(expected, abs=1e-9)
+            head_v[t] = state.v_pu
+            values = await _head_203(rig)
+            sf = values["V_SF"]
+            assert isinstance(sf, int)
+            resolution_v = 10.0**sf
+            assert resolution_v <= 1.0  # 1 V of 12.66 kV: 8e-5 p.u.
+            assert values["PPV"] == pytest.approx(expected * 12660.0, abs=resolution_v)
+            assert values["PhV"] == pytest.approx(expected * 12660.0 / 3**0.5, abs=resolution_v)
+            # the inverters measure their own bus, which moved with the busbar
+            pv = rig.sim("pv18").values(103)
+            assert pv["PPVphAB"] == pytest.approx(state.v_pu[18] * 12660.0, abs=1.0)
+        assert all(head_v[10.0][b] > head_v[0.0][b] + 0.035 for b in rig.physics.buses)
+        assert all(head_v[20.0][b] < head_v[0.0][b] - 0.025 for b in rig.physics.buses)
+
+
+async def test_a_busbar_profile_out_of_range_stops_the_step() -> None:
+    clock = _clock(0.0)
+    async with HilRig(
+        monotonic=clock.monotonic,
+        slack_v_pu=lambda t: 1.0 if t < 5.0 else 1.5,
+        physics_period_s=None,
+        solve_on_write=False,
+    ) as rig:
+        clock.advance(5.0)
+        with pytest.raises(ValueError, match=r"slack_v_pu\(5\.0\) = 1\.5: must be within"):
+            await rig.step()
+        assert rig.state.head_v_pu == 1.0  # the last good solve stands

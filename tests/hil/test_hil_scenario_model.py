@@ -3,16 +3,28 @@ config a run builds from a scenario's ``[controller]`` needs a real rig's device
 
 from __future__ import annotations
 
+import math
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+import hil.scenario
 from controller.clock import FakeClock
 from controller.commands.rig.scenario import SIM_DEFAULTS, case_path, run_scenario, scenario_config
 from hil import HilRig
 from hil.kpis import Sample, compliant, kpis
-from hil.profiles import CloudPass, LoadStep, clear_sky, load, load_shape, sun
+from hil.profiles import (
+    CloudPass,
+    LoadStep,
+    TapChange,
+    busbar,
+    clear_sky,
+    load,
+    load_shape,
+    sun,
+)
 from hil.scenario import (
     BUNDLED_SCENARIOS,
     Scenario,
@@ -78,6 +90,22 @@ def test_cloud_fronts_ramp_and_load_steps_hold() -> None:
     assert load(15, start_hour=18.0, scale=1.1, steps=[step]) == pytest.approx(
         1.1 * load_shape(18.0 + 15 / 3600) * 1.2
     )
+
+
+def test_the_busbar_holds_each_tap_change_until_the_next() -> None:
+    changes = [TapChange(start_s=600, v_pu=1.0), TapChange(start_s=100, v_pu=1.04)]
+    assert [busbar(t, start_pu=1.02, changes=changes) for t in (0, 99, 100, 599, 600, 9e9)] == [
+        1.02,
+        1.02,
+        1.04,
+        1.04,
+        1.0,
+        1.0,
+    ]
+    # without a start value the busbar is the case's (None) until the first change
+    assert busbar(50, start_pu=None, changes=changes) is None
+    assert busbar(150, start_pu=None, changes=changes) == 1.04
+    assert busbar(150, start_pu=None, changes=()) is None
 
 
 # --- KPIs ---------------------------------------------------------------------------------
@@ -146,6 +174,38 @@ def test_compression_scales_the_whole_timeline() -> None:
     assert short.fault[0].device == scenario.fault[0].device
     assert short.limits_at(short.dr[0].start_s) == (scenario.dr[0].import_limit_kw, None)
     assert short.limits_at(short.dr[0].end_s) == (None, None)
+
+
+def test_the_docstring_example_is_a_valid_scenario() -> None:
+    doc = hil.scenario.__doc__
+    assert doc is not None
+    example = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    scenario = parse_scenario(tomllib.loads(example), source="<docstring>")
+    assert scenario.feeder.v_slack_pu == 1.02
+    assert scenario.busbar_v_pu(0) == 1.02
+    assert scenario.busbar_v_pu(4500) == 1.0
+
+
+def test_the_busbar_is_the_case_s_unless_the_scenario_moves_it() -> None:
+    plain = parse_scenario(MINIMAL, source="<t.toml>")
+    assert plain.feeder.v_slack_pu is None
+    assert not plain.moves_busbar
+    assert plain.busbar_v_pu(0) is None
+    oltc = [{"start_s": 300, "v_pu": 1.04}, {"start_s": 120, "v_pu": 0.98}]
+    moved = parse_scenario({**MINIMAL, "oltc": oltc}, source="<t.toml>")
+    assert moved.moves_busbar
+    assert [moved.busbar_v_pu(t) for t in (0, 120, 299, 300, 600)] == [None, 0.98, 0.98, 1.04, 1.04]
+    held = parse_scenario({**MINIMAL, "feeder": {"v_slack_pu": 1.03}}, source="<t.toml>")
+    assert held.moves_busbar
+    assert held.busbar_v_pu(0) == held.busbar_v_pu(600) == 1.03
+    both = parse_scenario(
+        {**MINIMAL, "feeder": {"v_slack_pu": 0.9}, "oltc": oltc}, source="<t.toml>"
+    )
+    assert [both.busbar_v_pu(t) for t in (0, 120, 300)] == [0.9, 0.98, 1.04]
+    # compressed, the tap changes move with the rest of the timeline
+    short = both.compressed(0.1)
+    assert [c.start_s for c in short.oltc] == [30, 12]
+    assert [short.busbar_v_pu(t) for t in (0, 12, 30)] == [0.9, 0.98, 1.04]
 
 
 @pytest.mark.parametrize(
@@ -240,6 +300,55 @@ def test_compression_scales_the_whole_timeline() -> None:
             {**MINIMAL, "controller": {"interval_s": True}},
             "<t.toml>: controller: 'interval_s' must be a number of seconds in 0.2..3600"
             " (got True)",
+        ),
+        # the substation's busbar and its tap changer
+        (
+            {**MINIMAL, "feeder": {"v_slack_pu": 1.2}},
+            "<t.toml>: feeder.v_slack_pu: a busbar voltage must be within 0.9..1.1 p.u. (got 1.2)",
+        ),
+        (
+            {**MINIMAL, "feeder": {"v_slack_pu": 0.85}},
+            "<t.toml>: feeder.v_slack_pu: a busbar voltage must be within 0.9..1.1 p.u. (got 0.85)",
+        ),
+        (
+            {**MINIMAL, "feeder": {"v_slack_pu": math.nan}},
+            "<t.toml>: feeder.v_slack_pu: a busbar voltage must be within 0.9..1.1 p.u. (got nan)",
+        ),
+        (
+            {**MINIMAL, "feeder": {"v_slack_pu": "1.02"}},
+            "<t.toml>: feeder.v_slack_pu: Input should be a valid number (got '1.02')",
+        ),
+        (
+            {**MINIMAL, "feeder": {"v_slack_pu": True}},
+            "<t.toml>: feeder.v_slack_pu: Input should be a valid number (got True)",
+        ),
+        (
+            {**MINIMAL, "oltc": [{"start_s": 0, "v_pu": 1.0}, {"start_s": 60, "v_pu": 1.15}]},
+            "<t.toml>: oltc[1].v_pu: a busbar voltage must be within 0.9..1.1 p.u. (got 1.15)",
+        ),
+        (
+            {**MINIMAL, "oltc": [{"start_s": -5, "v_pu": 1.0}]},
+            "<t.toml>: oltc[0].start_s: Input should be greater than or equal to 0 (got -5)",
+        ),
+        ({**MINIMAL, "oltc": [{"start_s": 60}]}, "<t.toml>: oltc[0].v_pu: missing required key"),
+        (
+            {**MINIMAL, "oltc": [{"start_s": 60, "v_pu": 1.0, "tap": 3}]},
+            "<t.toml>: oltc[0].tap: unknown key",
+        ),
+        (
+            {**MINIMAL, "oltc": {"start_s": 60, "v_pu": 1.0}},
+            "<t.toml>: oltc: Input should be a valid list",
+        ),
+        (
+            {
+                **MINIMAL,
+                "oltc": [
+                    {"start_s": 60, "v_pu": 1.0},
+                    {"start_s": 120, "v_pu": 1.02},
+                    {"start_s": 60, "v_pu": 1.04},
+                ],
+            },
+            "<t.toml>: oltc[2].start_s: oltc[0] already moves the busbar at 60 s",
         ),
     ],
 )

@@ -130,6 +130,7 @@ async def run_scenario(
         pv_available_frac=lambda t: sun(
             t, start_hour=scenario.start_hour, peak_frac=feeder.pv_peak_frac, clouds=clouds
         ),
+        slack_v_pu=scenario.busbar_v_pu if scenario.moves_busbar else None,
         pv_buses=feeder.pv_buses,
         pv_kw=feeder.pv_kw,
         battery_buses=feeder.battery_buses,
@@ -185,6 +186,7 @@ async def run_scenario(
                 devices_missing=rec.devices_missing,
                 faults=tuple(f"{f.device}:{f.kind}" for f in active.values()),
                 cycle_ms=rec.cycle_ms,
+                seen_v_slack_pu=rec.v_slack_pu,
                 **seen,
             )
             samples.append(sample)
@@ -235,6 +237,7 @@ def _physics(rig: HilRig) -> dict[str, Any]:
     return {
         "import_kw": state.head_p_kw,
         "v_pu": dict(state.v_pu),
+        "v_slack_pu": state.head_v_pu,
         "losses_kw": state.losses_kw,
         "load_kw": state.load_kw,
         "pv_kw": rig.pv_kw,
@@ -361,6 +364,8 @@ def write_results(result: SimResult, out_dir: Path) -> list[Path]:
                 "battery_soc_pct",
                 "v_min_pu",
                 "v_max_pu",
+                "v_slack_pu",
+                "seen_v_slack_pu",
                 "status",
                 "devices_up",
                 "devices_missing",
@@ -389,6 +394,8 @@ def write_results(result: SimResult, out_dir: Path) -> list[Path]:
                     f"{s.battery_soc_pct:.2f}",
                     f"{min(s.v_pu.values()):.5f}",
                     f"{max(s.v_pu.values()):.5f}",
+                    _opt(s.v_slack_pu, ".5f"),
+                    _opt(s.seen_v_slack_pu, ".5f"),
                     s.status,
                     s.devices_up,
                     " ".join(s.devices_missing),
