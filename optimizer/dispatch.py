@@ -253,7 +253,7 @@ class Dispatcher:
         v_pu.update({b: math.sqrt(max(float(v2[k]), 0.0)) for k, b in enumerate(tr.ids)})
         v_min_bus = min(v_pu, key=lambda b: (v_pu[b], b))
         v_max_bus = max(v_pu, key=lambda b: (v_pu[b], -b))
-        losses_kw = net.base_kw * float(np.dot(tr.r, values("L")[0]))
+        losses_kw = _flow_losses_kw(net, inp, values)
         imp = values("imp")
         import_slack = max(float(values("s_imp")[0]), 0.0)
         export_slack = max(float(values("s_exp")[0]), 0.0)
@@ -321,3 +321,15 @@ def _dispatched_injections(
         p[f.bus] += float(fl[k])
         q[f.bus] += float(fl[k]) * f.q_per_kw
     return p, q
+
+
+def _flow_losses_kw(net: Network, inp: DispatchInput, values: Values) -> float:
+    """The losses of the LP's own flows and voltages in the first step, `Σ r·(P² + Q²)·τ²/v²`
+    (`v` the parent bus's): the quadratic the loss cuts approximate from below, so the estimate
+    does not depend on where the dispatched flows sit between two cuts."""
+    tr = tree(net)
+    p, q, v2 = values("P")[0], values("Q")[0], values("v")[0]
+    v_slack2 = inp.slack_v(net) ** 2
+    v_par2 = np.where(tr.parent_pos >= 0, v2[np.maximum(tr.parent_pos, 0)], v_slack2)
+    w = np.maximum(v_par2, 1e-6) / tr.tap**2
+    return net.base_kw * float(np.dot(tr.r, (p**2 + q**2) / w))

@@ -21,7 +21,14 @@ import numpy as np
 import numpy.typing as npt
 import pulp
 
-from optimizer.lp import CUT_COLUMNS, ROW_SENSE, DispatchModel, LpNumbers, constraint_list
+from optimizer.lp import (
+    CUT_COLUMNS,
+    LOOSE_KW,
+    ROW_SENSE,
+    DispatchModel,
+    LpNumbers,
+    constraint_list,
+)
 
 __all__ = ["HighsSession", "SolveOutcome"]
 
@@ -48,7 +55,24 @@ class _CutBlock:
     mask: npt.NDArray[np.bool_]
 
 
+WARM_ITERATIONS_MIN = 2000
+"""Simplex iterations a warm start gets at least; otherwise half of what the first solve of the
+model took from scratch (past that the kept basis is not helping). Warm starts take tens to hundreds; on a badly conditioned re-linearised
+LP (a 1,000-bus feeder's third pass) HiGHS's dual simplex was seen wandering for over a minute
+from the kept basis where a solve from scratch took under 2 s. An iteration count, not a time,
+so the same LP takes the same path on any machine."""
+_NO_ITERATION_LIMIT = 2_147_483_647
+
+
+def _unbounded(values: FloatArray) -> FloatArray:
+    """`values` with the stand-ins for absent limits (`LOOSE_KW` and beyond) as infinities:
+    HiGHS takes them as free rows, where a finite 1e9 next to 1e-7 tolerances makes the LP
+    badly scaled (a warm re-solve could stall in its clean-up phase)."""
+    return np.where(np.abs(values) >= LOOSE_KW, np.copysign(INF, values), values)
+
+
 def _bounds(sense: int, rhs: FloatArray) -> tuple[FloatArray, FloatArray]:
+    rhs = _unbounded(rhs)
     if sense == pulp.LpConstraintEQ:
         return rhs, rhs
     if sense == pulp.LpConstraintLE:
@@ -115,8 +139,8 @@ class HighsSession:
         lp.col_cost_ = cost
         lp.col_lower_ = lo
         lp.col_upper_ = hi
-        lp.row_lower_ = row_lo
-        lp.row_upper_ = row_hi
+        lp.row_lower_ = _unbounded(row_lo)
+        lp.row_upper_ = _unbounded(row_hi)
         lp.offset_ = float(model.problem.objective.constant)
         lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
         lp.a_matrix_.start_ = np.array(starts, dtype=np.int32)
@@ -166,6 +190,9 @@ class HighsSession:
         ordinary = [self.row_idx[name].reshape(-1) for name in ROW_SENSE if name in self.row_idx]
         self._ordinary_rows = np.concatenate(ordinary) if ordinary else np.zeros(0, np.int32)
         self.solves = 0
+        self.cold_restarts = 0
+        """Warm starts given up for a solve from scratch (see `run`)."""
+        self.warm_iteration_limit = WARM_ITERATIONS_MIN
 
     def update(self, num: LpNumbers) -> None:
         """Push every changing number of `num` into the HiGHS model, keeping its basis."""
@@ -211,11 +238,30 @@ class HighsSession:
             h.setBasis(basis)
 
     def run(self) -> tuple[SolveOutcome, str]:
-        """Solve from the kept basis."""
+        """Solve from the kept basis; a warm start that wanders (more simplex iterations than
+        `warm_iteration_limit`) is dropped and the LP solved from scratch in the time left."""
         h = self.highs
+        started = time.perf_counter()
+        warm = self.solves > 0
+        if warm:
+            h.setOptionValue("simplex_iteration_limit", self.warm_iteration_limit)
         h.run()
         self.solves += 1
         status = h.getModelStatus()
+        if warm:
+            h.setOptionValue("simplex_iteration_limit", _NO_ITERATION_LIMIT)
+            if status == highspy.HighsModelStatus.kIterationLimit:
+                self.cold_restarts += 1
+                left = self.time_limit_s - (time.perf_counter() - started)
+                h.clearSolver()
+                h.setOptionValue("time_limit", max(left, 0.001))
+                h.run()
+                h.setOptionValue("time_limit", float(self.time_limit_s))
+                status = h.getModelStatus()
+        else:
+            self.warm_iteration_limit = max(
+                WARM_ITERATIONS_MIN, int(h.getInfo().simplex_iteration_count) // 2
+            )
         if status == highspy.HighsModelStatus.kOptimal:
             return SolveOutcome.OPTIMAL, ""
         if status == highspy.HighsModelStatus.kTimeLimit:

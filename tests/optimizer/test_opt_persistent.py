@@ -22,6 +22,7 @@ from optimizer import (
     synthetic_feeder,
 )
 from optimizer.lp import build, lp_numbers
+from optimizer.session import WARM_ITERATIONS_MIN, SolveOutcome
 
 
 def _input(net: Network, scale: float = 1.0, **changes: object) -> DispatchInput:
@@ -97,6 +98,48 @@ def test_daemon_path_builds_once_and_matches_cold_solves(case33: Network) -> Non
     assert d.builds == 1
     assert d.session is not None
     assert d.session.solves == 4
+
+
+def test_a_warm_start_that_wanders_is_solved_from_scratch(case33: Network) -> None:
+    """Past its iteration budget a warm start is dropped for a solve from scratch (in the
+    time left), which finds the same optimum: a kept basis can only save time, never cost a
+    dispatch (a 1,000-bus feeder's re-linearised LP once stalled HiGHS for a minute)."""
+    first = _input(case33)
+    later = _input(case33, scale=1.3, import_limit_kw=1500.0)
+    d = Dispatcher(case33)
+    kept = HighsSession(build(case33, first, d.operating_points(first)), time_limit_s=10.0)
+    assert kept.run()[0] is SolveOutcome.OPTIMAL
+    assert kept.warm_iteration_limit >= WARM_ITERATIONS_MIN
+    kept.warm_iteration_limit = 1  # any real re-solve needs more
+    kept.update(lp_numbers(case33, later, d.operating_points(later)))
+    assert kept.run() == (SolveOutcome.OPTIMAL, "")
+    assert kept.cold_restarts == 1
+    fresh = HighsSession(build(case33, later, d.operating_points(later)), time_limit_s=10.0)
+    fresh.run()
+    assert kept.objective() == pytest.approx(fresh.objective(), rel=1e-7)
+    # the budget applies to the next warm start again, and the time limit is restored
+    assert kept.highs.getOptionValue("time_limit")[1] == 10.0
+    assert kept.highs.getOptionValue("simplex_iteration_limit")[1] > 10**9
+
+
+def _largest_finite_row_bound(h: highspy.Highs) -> float:
+    arrays = _lp_arrays(h)
+    bounds = np.concatenate([arrays["row_lower"], arrays["row_upper"]])
+    return float(np.max(np.abs(bounds[np.isfinite(bounds)])))
+
+
+def test_absent_limits_are_free_rows_not_huge_numbers(case33: Network) -> None:
+    """No import or export limit: HiGHS gets infinite row bounds, not the 1e9 stand-ins (which
+    next to 1e-7 tolerances made the LP badly scaled), when built and when updated."""
+    inp = _input(case33, import_limit_kw=None, export_limit_kw=None)
+    ops = Dispatcher(case33).operating_points(inp)
+    session = HighsSession(build(case33, inp, ops), time_limit_s=10.0)
+    assert _largest_finite_row_bound(session.highs) < 1e6
+    session.update(lp_numbers(case33, inp, ops))
+    assert _largest_finite_row_bound(session.highs) < 1e6
+    assert session.run()[0] is SolveOutcome.OPTIMAL
+    limited = HighsSession(build(case33, _input(case33), ops), time_limit_s=10.0)
+    assert _largest_finite_row_bound(limited.highs) < 1e6  # a real limit is a real bound
 
 
 def test_new_unit_set_rebuilds(case33: Network) -> None:
