@@ -84,7 +84,7 @@ def test_import_limit_met_by_batteries_and_matches_ac(case33: Network) -> None:
     uncontrolled = _uncontrolled_import_kw(case33, _input(case33))
     limit = uncontrolled - 500.0
     inp = _input(case33, import_limit_kw=limit)
-    res = Dispatcher(case33).solve(inp)
+    res = Dispatcher(case33, time_limit_s=60.0).solve(inp)
     assert res.status is DispatchStatus.OPTIMAL, res.message
     assert res.import_kw <= limit + TOL_KW
     assert sum(res.battery_kw.values()) >= 450.0
@@ -99,7 +99,7 @@ def test_export_limit_met_by_curtailing_pv(case33: Network) -> None:
     light = {b: 0.2 * p for b, p in case33.loads_kw.items()}
     light_q = {b: 0.2 * q for b, q in case33.loads_kvar.items()}
     inp = _input(case33, loads_kw=light, loads_kvar=light_q, batteries=(), export_limit_kw=500.0)
-    res = Dispatcher(case33).solve(inp)
+    res = Dispatcher(case33, time_limit_s=60.0).solve(inp)
     assert res.status is DispatchStatus.OPTIMAL, res.message
     assert res.import_kw >= -500.0 - TOL_KW
     assert res.curtailed_kw > 100.0
@@ -109,7 +109,7 @@ def test_export_limit_met_by_curtailing_pv(case33: Network) -> None:
 
 def test_impossible_limit_is_relaxed_by_the_shortfall(case33: Network) -> None:
     inp = _input(case33, import_limit_kw=500.0)
-    res = Dispatcher(case33).solve(inp)
+    res = Dispatcher(case33, time_limit_s=60.0).solve(inp)
     assert res.status is DispatchStatus.LIMIT_RELAXED
     assert res.battery_kw == {"b30": pytest.approx(500.0), "b14": pytest.approx(300.0)}
     assert res.import_slack_kw > 0
@@ -119,8 +119,8 @@ def test_impossible_limit_is_relaxed_by_the_shortfall(case33: Network) -> None:
 
 def test_same_input_same_output(case33: Network) -> None:
     inp = _input(case33, import_limit_kw=1500.0)
-    first = Dispatcher(case33).solve(inp)
-    second = Dispatcher(case33).solve(inp)
+    first = Dispatcher(case33, time_limit_s=60.0).solve(inp)
+    second = Dispatcher(case33, time_limit_s=60.0).solve(inp)
     assert first.status is second.status
     assert first.pv_kw == second.pv_kw
     assert first.battery_kw == second.battery_kw
@@ -131,7 +131,7 @@ def test_same_input_same_output(case33: Network) -> None:
 def test_unit_on_unknown_bus_is_a_programming_error(case33: Network) -> None:
     stray = PvUnit(name="stray", bus=99, rating_kva=10.0, p_max_kw=10.0, available_kw=5.0)
     with pytest.raises(ValueError, match=r"PV unit 'stray' is on bus 99"):
-        Dispatcher(case33).solve(_input(case33, pv=(stray,)))
+        Dispatcher(case33, time_limit_s=60.0).solve(_input(case33, pv=(stray,)))
 
 
 def test_ramp_limit_holds(case33: Network) -> None:
@@ -146,7 +146,7 @@ def test_ramp_limit_holds(case33: Network) -> None:
     )
     light = {b: 0.1 * p for b, p in case33.loads_kw.items()}
     inp = _input(case33, loads_kw=light, pv=(slow,), batteries=(), export_limit_kw=0.0)
-    res = Dispatcher(case33).solve(inp)
+    res = Dispatcher(case33, time_limit_s=60.0).solve(inp)
     assert res.pv_kw["pv18"] == pytest.approx(600.0 - 0.1 * 300.0)
     assert res.status is DispatchStatus.LIMIT_RELAXED
 
@@ -227,7 +227,10 @@ def test_setpoints_stay_within_ratings(
         import_limit_kw=import_limit,
         export_limit_kw=export_limit,
     )
-    for res in (Dispatcher(case33).solve(inp), proportional_curtailment(case33, inp)):
+    for res in (
+        Dispatcher(case33, time_limit_s=60.0).solve(inp),
+        proportional_curtailment(case33, inp),
+    ):
         assert res.status.has_setpoints, res.message
         for u in pv:
             assert -1e-6 <= res.pv_kw[u.name] <= min(u.available_kw, u.p_max_kw) + 1e-6
@@ -239,14 +242,14 @@ def test_setpoints_stay_within_ratings(
 def test_a_bus_held_within_its_own_band(case33: Network) -> None:
     """`v_band_pu` (a case's limits, when the config asks for them) holds one bus tighter than
     the rest: the dispatch raises bus 18 to its own floor, checked by pandapower."""
-    loose = Dispatcher(case33).solve(_input(case33))
+    loose = Dispatcher(case33, time_limit_s=60.0).solve(_input(case33))
     assert loose.status is DispatchStatus.OPTIMAL, loose.message
     ac_loose = pandapower_ac(
         case33, p_kw=_net_load(_input(case33), loose), q_kvar=case33.loads_kvar
     )
     floor = ac_loose.vm_pu[18] + 0.01
     inp = _input(case33, v_band_pu={18: (floor, 1.05)})
-    res = Dispatcher(case33).solve(inp)
+    res = Dispatcher(case33, time_limit_s=60.0).solve(inp)
     assert res.status is DispatchStatus.OPTIMAL, res.message
     ac = pandapower_ac(case33, p_kw=_net_load(inp, res), q_kvar=inp.loads_kvar)
     assert ac.vm_pu[18] >= floor - 0.002
@@ -257,7 +260,7 @@ def test_the_slack_voltage_moves_every_estimate(case33: Network) -> None:
     """A busbar at 1.03 p.u.: the LP's voltages and losses follow it, as the AC flow does."""
     for v_slack in (0.98, 1.03):
         inp = _input(case33, v_slack_pu=v_slack)
-        res = Dispatcher(case33).solve(inp)
+        res = Dispatcher(case33, time_limit_s=60.0).solve(inp)
         assert res.status is DispatchStatus.OPTIMAL, res.message
         ac = pandapower_ac(
             case33, p_kw=_net_load(inp, res), q_kvar=inp.loads_kvar, v_slack_pu=v_slack

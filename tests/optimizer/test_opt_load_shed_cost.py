@@ -35,12 +35,16 @@ def _input(
 
 
 def test_the_cheaper_load_is_shed_first(case33: Network) -> None:
-    free = Dispatcher(case33).solve(_input(case33, import_limit_kw=None, costs=(0.5, 0.5)))
+    free = Dispatcher(case33, time_limit_s=60.0).solve(
+        _input(case33, import_limit_kw=None, costs=(0.5, 0.5))
+    )
     assert free.status is DispatchStatus.OPTIMAL
     assert free.load_kw == {"a": pytest.approx(200.0), "b": pytest.approx(200.0)}
     limit = free.import_kw - 150.0
     for costs, cheap, dear in (((0.3, 2.0), "a", "b"), ((2.0, 0.3), "b", "a")):
-        res = Dispatcher(case33).solve(_input(case33, import_limit_kw=limit, costs=costs))
+        res = Dispatcher(case33, time_limit_s=60.0).solve(
+            _input(case33, import_limit_kw=limit, costs=costs)
+        )
         assert res.status is DispatchStatus.OPTIMAL, res.message
         assert res.import_kw <= limit + 1e-3
         assert res.load_kw[dear] == pytest.approx(200.0, abs=1e-3)

@@ -71,7 +71,7 @@ def test_updated_model_equals_a_fresh_build(case33: Network) -> None:
         later,
         pv=tuple(dataclasses.replace(u, last_setpoint_kw=0.5 * u.available_kw) for u in later.pv),
     )
-    d = Dispatcher(case33)
+    d = Dispatcher(case33, time_limit_s=60.0)
     ops_first = d.operating_points(first)
     ops_later = d.operating_points(later)
     kept = HighsSession(build(case33, first, ops_first), time_limit_s=10.0)
@@ -87,11 +87,11 @@ def test_updated_model_equals_a_fresh_build(case33: Network) -> None:
 
 
 def test_daemon_path_builds_once_and_matches_cold_solves(case33: Network) -> None:
-    d = Dispatcher(case33)
+    d = Dispatcher(case33, time_limit_s=60.0)
     for scale in (1.0, 0.8, 1.2, 0.9):
         inp = _input(case33, scale=scale)
         kept = d.solve(inp)
-        cold = Dispatcher(case33).solve(inp)
+        cold = Dispatcher(case33, time_limit_s=60.0).solve(inp)
         assert kept.status is cold.status is DispatchStatus.OPTIMAL
         assert kept.objective == pytest.approx(cold.objective, rel=1e-6)
         assert kept.import_kw == pytest.approx(cold.import_kw, abs=0.05)
@@ -106,7 +106,7 @@ def test_a_warm_start_that_wanders_is_solved_from_scratch(case33: Network) -> No
     dispatch (a 1,000-bus feeder's re-linearised LP once stalled HiGHS for a minute)."""
     first = _input(case33)
     later = _input(case33, scale=1.3, import_limit_kw=1500.0)
-    d = Dispatcher(case33)
+    d = Dispatcher(case33, time_limit_s=60.0)
     kept = HighsSession(build(case33, first, d.operating_points(first)), time_limit_s=10.0)
     assert kept.run()[0] is SolveOutcome.OPTIMAL
     assert kept.warm_iteration_limit >= WARM_ITERATIONS_MIN
@@ -117,9 +117,33 @@ def test_a_warm_start_that_wanders_is_solved_from_scratch(case33: Network) -> No
     fresh = HighsSession(build(case33, later, d.operating_points(later)), time_limit_s=10.0)
     fresh.run()
     assert kept.objective() == pytest.approx(fresh.objective(), rel=1e-7)
-    # the budget applies to the next warm start again, and the time limit is restored
-    assert kept.highs.getOptionValue("time_limit")[1] == 10.0
+    # the budget applies to the next warm start again, not to a solve from scratch
     assert kept.highs.getOptionValue("simplex_iteration_limit")[1] > 10**9
+
+
+def test_the_time_limit_is_per_run_not_for_the_life_of_the_model(case33: Network) -> None:
+    """HiGHS accumulates its run time over every run of an instance and compares its time
+    limit with that total: a kept model that had solved for `time_limit_s` in all, over many
+    intervals, then timed out every interval (the daemon fell back to proportional curtailment
+    for good). Each run gets the whole limit."""
+    d = Dispatcher(case33, time_limit_s=60.0)
+    first = _input(case33)
+    kept = HighsSession(build(case33, first, d.operating_points(first)), time_limit_s=1.0)
+    assert kept.run()[0] is SolveOutcome.OPTIMAL
+    scales = [1.0 + 0.02 * (k % 10) for k in range(400)]
+    for n, scale in enumerate(scales, start=1):
+        if kept.highs.getRunTime() > 1.5 * kept.time_limit_s:
+            break
+        kept.warm_iteration_limit = 1  # every run from scratch: the total grows fast
+        inp = _input(case33, scale=scale)
+        kept.update(lp_numbers(case33, inp, d.operating_points(inp)))
+        assert kept.run() == (SolveOutcome.OPTIMAL, ""), f"run {n}"
+    else:
+        pytest.skip("the runs never added up to the limit")
+    assert kept.highs.getRunTime() > kept.time_limit_s
+    inp = _input(case33, scale=1.1)
+    kept.update(lp_numbers(case33, inp, d.operating_points(inp)))
+    assert kept.run() == (SolveOutcome.OPTIMAL, "")
 
 
 def _largest_finite_row_bound(h: highspy.Highs) -> float:
@@ -132,7 +156,7 @@ def test_absent_limits_are_free_rows_not_huge_numbers(case33: Network) -> None:
     """No import or export limit: HiGHS gets infinite row bounds, not the 1e9 stand-ins (which
     next to 1e-7 tolerances made the LP badly scaled), when built and when updated."""
     inp = _input(case33, import_limit_kw=None, export_limit_kw=None)
-    ops = Dispatcher(case33).operating_points(inp)
+    ops = Dispatcher(case33, time_limit_s=60.0).operating_points(inp)
     session = HighsSession(build(case33, inp, ops), time_limit_s=10.0)
     assert _largest_finite_row_bound(session.highs) < 1e6
     session.update(lp_numbers(case33, inp, ops))
@@ -143,7 +167,7 @@ def test_absent_limits_are_free_rows_not_huge_numbers(case33: Network) -> None:
 
 
 def test_new_unit_set_rebuilds(case33: Network) -> None:
-    d = Dispatcher(case33)
+    d = Dispatcher(case33, time_limit_s=60.0)
     d.solve(_input(case33))
     d.solve(_input(case33, batteries=()))
     assert d.builds == 2
@@ -151,8 +175,8 @@ def test_new_unit_set_rebuilds(case33: Network) -> None:
 
 def test_cbc_gives_the_same_dispatch(case33: Network) -> None:
     inp = _input(case33, scale=1.2, import_limit_kw=2500.0)
-    highs = Dispatcher(case33).solve(inp)
-    cbc = Dispatcher(case33, solver="cbc").solve(inp)
+    highs = Dispatcher(case33, time_limit_s=60.0).solve(inp)
+    cbc = Dispatcher(case33, solver="cbc", time_limit_s=60.0).solve(inp)
     assert cbc.solver == "CBC"
     assert cbc.status is highs.status
     assert cbc.objective == pytest.approx(highs.objective, rel=1e-5, abs=1e-4)
@@ -176,7 +200,7 @@ def _ac_of(net: Network, inp: DispatchInput, res: object) -> object:
 def test_lp_estimates_match_pandapower_case33(case33: Network, pv_available: float) -> None:
     ders = synthetic_ders(case33, pv_available=pv_available)
     inp = _input(case33, pv=ders.pv)
-    res = Dispatcher(case33, passes=3).solve(inp)
+    res = Dispatcher(case33, passes=3, time_limit_s=60.0).solve(inp)
     assert res.status.has_setpoints, res.message
     ac = _ac_of(case33, inp, res)
     assert res.losses_kw == pytest.approx(ac.losses_kw, rel=0.03)  # type: ignore[attr-defined]
@@ -188,7 +212,7 @@ def test_lp_estimates_match_pandapower_on_a_feeder_with_transformers() -> None:
     net = synthetic_feeder(150, seed=4, total_load_kw=3000.0)
     assert any(b.tap != 1.0 for b in net.branches)
     inp = _input(net, v_min_pu=0.9)
-    res = Dispatcher(net, passes=3).solve(inp)
+    res = Dispatcher(net, passes=3, time_limit_s=60.0).solve(inp)
     assert res.status.has_setpoints, res.message
     ac = _ac_of(net, inp, res)
     assert res.losses_kw == pytest.approx(ac.losses_kw, rel=0.03)  # type: ignore[attr-defined]
@@ -196,7 +220,7 @@ def test_lp_estimates_match_pandapower_on_a_feeder_with_transformers() -> None:
 
 
 def test_reactive_power_stays_in_the_kva_polygon(case33: Network) -> None:
-    res = Dispatcher(case33).solve(_input(case33))
+    res = Dispatcher(case33, time_limit_s=60.0).solve(_input(case33))
     inp = _input(case33)
     assert sum(abs(v) for v in res.pv_kvar.values()) > 10.0  # the LP uses reactive power
     for u in inp.pv:
@@ -207,10 +231,12 @@ def test_reactive_power_stays_in_the_kva_polygon(case33: Network) -> None:
 
 def test_flexible_load_is_shed_only_to_meet_a_limit(case33: Network) -> None:
     fl = FlexibleLoad(name="heat", bus=18, p_nominal_kw=300.0, p_min_kw=50.0, q_per_kw=0.2)
-    free = Dispatcher(case33).solve(_input(case33, flexible_loads=(fl,), import_limit_kw=None))
+    free = Dispatcher(case33, time_limit_s=60.0).solve(
+        _input(case33, flexible_loads=(fl,), import_limit_kw=None)
+    )
     assert free.load_kw["heat"] == pytest.approx(300.0, abs=1e-6)
     tight = _input(case33, flexible_loads=(fl,), batteries=(), import_limit_kw=free.import_kw - 200)
-    res = Dispatcher(case33).solve(tight)
+    res = Dispatcher(case33, time_limit_s=60.0).solve(tight)
     assert res.status is DispatchStatus.OPTIMAL, res.message
     assert 50.0 <= res.load_kw["heat"] < 300.0 - 150.0
     assert res.import_kw <= tight.import_limit_kw + 0.01  # type: ignore[operator]
@@ -226,7 +252,7 @@ def test_flexible_load_with_impossible_limits_is_refused() -> None:
 def test_horizon_moves_battery_energy_to_the_expensive_step(case33: Network) -> None:
     price = pd.Series([0.05] * 6 + [0.40] * 6)
     inp = _input(case33, horizon=12, forecast=Forecast(price=price), import_limit_kw=None)
-    res = Dispatcher(case33).solve(inp)
+    res = Dispatcher(case33, time_limit_s=60.0).solve(inp)
     assert res.status.has_setpoints, res.message
     assert len(res.import_plan_kw) == 12
     for plan in res.soc_plan_kwh.values():
@@ -246,7 +272,7 @@ def test_branch_rating_is_a_soft_limit_reported_in_kva() -> None:
     rated = [b for b in net.branches if b.rating_kva is not None]
     assert rated
     inp = _input(net, scale=3.0, pv=(), batteries=(), import_limit_kw=None)
-    res = Dispatcher(net).solve(inp)
+    res = Dispatcher(net, time_limit_s=60.0).solve(inp)
     assert res.status is DispatchStatus.LIMIT_RELAXED
     assert res.rating_slack_kva > 0
     assert "branch rating exceeded" in res.message
@@ -272,7 +298,7 @@ def test_highs_writes_nothing_to_stdout_and_leaves_the_process_stdout_alone() ->
         "        print(f'line {i}', flush=True)\n"
         "t = threading.Thread(target=talk); t.start()\n"
         "for _ in range(3):\n"
-        "    assert Dispatcher(net).solve(inp).status.has_setpoints\n"
+        "    assert Dispatcher(net, time_limit_s=60.0).solve(inp).status.has_setpoints\n"
         "t.join()\n"
     )
     out = subprocess.run(
