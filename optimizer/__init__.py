@@ -13,6 +13,13 @@ if TYPE_CHECKING:
     from optimizer.dispatch import (
         Dispatcher,
     )
+    from optimizer.estimation import (
+        BadMeasurement,
+        Measurement,
+        MeasurementKind,
+        StateEstimate,
+        StateEstimator,
+    )
     from optimizer.fallback import (
         proportional_curtailment,
     )
@@ -54,6 +61,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BUILTIN_CASES",
+    "BadMeasurement",
     "BatteryUnit",
     "Branch",
     "Bus",
@@ -65,10 +73,14 @@ __all__ = [
     "FlexibleLoad",
     "Forecast",
     "HighsSession",
+    "Measurement",
+    "MeasurementKind",
     "Network",
     "NetworkError",
     "PowerFlowResult",
     "PvUnit",
+    "StateEstimate",
+    "StateEstimator",
     "SyntheticDers",
     "builtin_case",
     "load_matpower",
@@ -83,6 +95,7 @@ __all__ = [
 # Loaded on first use, so that importing one part (say the journal) loads only what it needs.
 _EXPORTS = {
     "BUILTIN_CASES": "optimizer.builtin_cases",
+    "BadMeasurement": "optimizer.estimation",
     "BatteryUnit": "optimizer.units",
     "Branch": "optimizer.network",
     "Bus": "optimizer.network",
@@ -94,10 +107,14 @@ _EXPORTS = {
     "FlexibleLoad": "optimizer.units",
     "Forecast": "optimizer.forecast",
     "HighsSession": "optimizer.session",
+    "Measurement": "optimizer.estimation",
+    "MeasurementKind": "optimizer.estimation",
     "Network": "optimizer.network",
     "NetworkError": "optimizer.network",
     "PowerFlowResult": "optimizer.powerflow",
     "PvUnit": "optimizer.units",
+    "StateEstimate": "optimizer.estimation",
+    "StateEstimator": "optimizer.estimation",
     "SyntheticDers": "optimizer.synthetic",
     "builtin_case": "optimizer.builtin_cases",
     "load_matpower": "optimizer.network",
