@@ -1,15 +1,18 @@
 """The hardware-in-the-loop rig: the simulated feeder that feederd is tested against.
 
 Independent physics (pandapower AC power flow of the IEEE 33-bus case), simulated SunSpec
-devices (PV inverters, batteries, a head meter; controllable loads on a plain register map) and
-the pymodbus servers that expose them, with
-faults; day profiles, scenarios, KPIs and a Mosquitto broker for scenario runs (the runner that
-drives the daemon through a scenario is ``controller.commands.rig.scenario``; the plots are
+devices (PV inverters, batteries, a head meter, smart meters along the feeder over Modbus or
+MQTT; controllable loads on a plain register map) and the pymodbus servers that expose them,
+with faults; a feeder varied away from the controller's case (``hil.variation``); day
+profiles, scenarios, KPIs and a Mosquitto broker for scenario runs (the runner that drives the
+daemon through a scenario is ``controller.commands.rig.scenario``; the plots are
 ``hil.plots``).
 """
 
+from hil.ami import AmiPublisher, AmiSchedule, AmiSettings
 from hil.broker import BrokerError, MosquittoBroker
 from hil.cases import case33bw_path
+from hil.feeder_meters import FeederMeters, MeterPlan, meter_layout, plan_meters
 from hil.kpis import Sample, compliant, kpis
 from hil.physics import FeederPhysics, PhysicsError, PhysicsState
 from hil.profiles import CloudPass, LoadStep, TapChange, clear_sky, load_shape
@@ -33,6 +36,7 @@ from hil.scenario import Scenario, ScenarioError, bundled_scenario, load_scenari
 from hil.server import DeviceFault, SunSpecServer
 from hil.sim_devices import SimBattery, SimInverter, SimMeter
 from hil.sim_load import SimLoad
+from hil.variation import FeederVariation, RigVariation
 
 __all__ = [
     "BASE_ADDRESS",
@@ -41,16 +45,23 @@ __all__ = [
     "DEFAULT_PV_BUSES",
     "END_MARKER",
     "SUNS_MARKER",
+    "AmiPublisher",
+    "AmiSchedule",
+    "AmiSettings",
     "BrokerError",
     "CloudPass",
     "DeviceFault",
+    "FeederMeters",
     "FeederPhysics",
+    "FeederVariation",
     "HilRig",
     "LoadStep",
+    "MeterPlan",
     "MosquittoBroker",
     "PhysicsError",
     "PhysicsState",
     "RigDevice",
+    "RigVariation",
     "Sample",
     "Scenario",
     "ScenarioError",
@@ -71,4 +82,6 @@ __all__ = [
     "kpis",
     "load_scenario",
     "load_shape",
+    "meter_layout",
+    "plan_meters",
 ]

@@ -2,17 +2,25 @@
 
 The controller under test estimates losses and voltages with its own linearised model; the rig
 grades it against a full Newton–Raphson solution of the same case, so the two never share code.
-Loads are the case's loads times one load scale, plus any controllable load (``add_load``) at
+Loads are the case's loads times a factor per bus (``load_scale`` sets them all to one value;
+``set_bus_load_factors`` sets some buses' own), plus any controllable load (``add_load``) at
 what it draws; every PV inverter and battery is a static generator at its bus (battery
 discharge positive, charge negative). The slack bus (the substation's busbar) is held at
 ``slack_v_pu``: the case's (VG of its generator) until set, e.g. by an on-load tap changer.
+
+``impedance_factors`` builds the physics with its own line impedances: each branch
+``(from_bus, to_bus)`` named has its R and X multiplied by the factors given (a transformer's
+``vkr``/``vk`` so that its R and X scale alike). The case file is not touched: the controller
+that reads it keeps the case's impedances, and the two disagree as a real feeder and its
+model do.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +64,12 @@ class PhysicsState:
     losses_kw: float
     load_kw: float
     der_kw: float
+    bus_p_kw: dict[int, float] = field(default_factory=dict)
+    """The true load of each bus's customers (kW, consumption positive): the case's loads as
+    the physics scaled them, without the DERs and controllable loads at the bus; every bus of
+    the case, 0 where it has no load. What a state estimate is graded against."""
+    bus_q_kvar: dict[int, float] = field(default_factory=dict)
+    """Likewise reactive (kvar)."""
 
 
 class FeederPhysics:
@@ -64,7 +78,13 @@ class FeederPhysics:
     Not thread-safe: one caller at a time (the rig serialises its solves).
     """
 
-    def __init__(self, case: Path | None = None, *, load_scale: float = 1.0) -> None:
+    def __init__(
+        self,
+        case: Path | None = None,
+        *,
+        load_scale: float = 1.0,
+        impedance_factors: Mapping[tuple[int, int], tuple[float, float]] | None = None,
+    ) -> None:
         path = case if case is not None else case33bw_path()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pandas FutureWarnings from inside the converter
@@ -80,6 +100,12 @@ class FeederPhysics:
         self._case_loads = net.load.index.copy()
         self._base_load_p_mw = net.load.p_mw.to_numpy(dtype=float, copy=True)
         self._base_load_q_mvar = net.load.q_mvar.to_numpy(dtype=float, copy=True)
+        self._load_bus_numbers = net.load.bus.to_numpy(dtype=int) + 1
+        self._load_factor = np.full(len(self._case_loads), float(load_scale))
+        self._check_factor(load_scale, "load scale")
+        self._branches = self._branch_list()
+        if impedance_factors:
+            self._scale_impedances(impedance_factors)
         self._sgen: dict[str, int] = {}
         self._loads: dict[str, int] = {}
         self._load_scale = load_scale
@@ -101,19 +127,121 @@ class FeederPhysics:
         return self._head_vn_kv
 
     @property
+    def bus_vn_kv(self) -> dict[int, float]:
+        """Each bus's nominal line-line voltage (kV)."""
+        return {
+            int(i) + 1: float(v)
+            for i, v in zip(self._net.bus.index, self._net.bus.vn_kv, strict=True)
+        }
+
+    @property
     def base_load_kw(self) -> float:
         """Total case load at a load scale of 1."""
         return float(self._base_load_p_mw.sum() * 1000.0)
 
     @property
     def load_scale(self) -> float:
+        """The one factor last set for every bus, or after ``set_bus_load_factors`` the
+        load-weighted mean factor (total load over the case's total)."""
         return self._load_scale
 
     @load_scale.setter
     def load_scale(self, scale: float) -> None:
-        if not math.isfinite(scale) or scale < 0.0:
-            raise ValueError(f"load scale must be a finite number >= 0, got {scale}")
+        self._check_factor(scale, "load scale")
         self._load_scale = scale
+        self._load_factor.fill(scale)
+
+    @property
+    def load_buses(self) -> tuple[int, ...]:
+        """The buses with a load in the case (sorted, once each)."""
+        return tuple(sorted({int(b) for b in self._load_bus_numbers}))
+
+    @property
+    def base_bus_load_kw(self) -> dict[int, float]:
+        """Each load bus's case load (kW) at a factor of 1."""
+        out: dict[int, float] = {}
+        for bus, p_mw in zip(self._load_bus_numbers, self._base_load_p_mw, strict=True):
+            out[int(bus)] = out.get(int(bus), 0.0) + float(p_mw) * 1000.0
+        return out
+
+    def set_bus_load_factors(self, factors: Mapping[int, float]) -> None:
+        """Set the load factor of each bus named (the case's load there times it); buses not
+        named keep theirs. A bus without a case load is refused."""
+        known = set(self.load_buses)
+        for bus, factor in factors.items():
+            if bus not in known:
+                raise ValueError(f"bus {bus} has no load in the case")
+            self._check_factor(factor, f"load factor of bus {bus}")
+        for i, bus in enumerate(self._load_bus_numbers):
+            if int(bus) in factors:
+                self._load_factor[i] = float(factors[int(bus)])
+        base = self._base_load_p_mw.sum()
+        if base > 0:
+            self._load_scale = float((self._base_load_p_mw * self._load_factor).sum() / base)
+
+    @staticmethod
+    def _check_factor(value: float, what: str) -> None:
+        if not math.isfinite(value) or value < 0.0:
+            raise ValueError(f"{what} must be a finite number >= 0, got {value}")
+
+    # --- impedances --------------------------------------------------------------------------
+
+    @property
+    def branches(self) -> tuple[tuple[int, int], ...]:
+        """The case's branches as ``(from_bus, to_bus)``: lines first, then transformers."""
+        return self._branches
+
+    def impedance_ohm(self, branch: tuple[int, int]) -> tuple[float, float]:
+        """The physics' series R and X of ``branch`` (ohms; a transformer's on its LV side)."""
+        net = self._net
+        f, t = branch[0] - 1, branch[1] - 1
+        lines = net.line[(net.line.from_bus == f) & (net.line.to_bus == t)]
+        if len(lines):
+            row = lines.iloc[0]
+            length = float(row.length_km) / float(row.parallel)
+            return float(row.r_ohm_per_km) * length, float(row.x_ohm_per_km) * length
+        trafos = net.trafo[(net.trafo.hv_bus == f) & (net.trafo.lv_bus == t)]
+        if not len(trafos):
+            raise KeyError(f"no branch {branch}")
+        row = trafos.iloc[0]
+        z_base = float(row.vn_lv_kv) ** 2 / float(row.sn_mva)
+        vk, vkr = float(row.vk_percent), float(row.vkr_percent)
+        return vkr / 100.0 * z_base, math.sqrt(max(vk**2 - vkr**2, 0.0)) / 100.0 * z_base
+
+    def _branch_list(self) -> tuple[tuple[int, int], ...]:
+        net = self._net
+        lines = [
+            (int(f) + 1, int(t) + 1)
+            for f, t in zip(net.line.from_bus, net.line.to_bus, strict=True)
+        ]
+        trafos = [
+            (int(f) + 1, int(t) + 1)
+            for f, t in zip(net.trafo.hv_bus, net.trafo.lv_bus, strict=True)
+        ]
+        return (*lines, *trafos)
+
+    def _scale_impedances(self, factors: Mapping[tuple[int, int], tuple[float, float]]) -> None:
+        """Multiply the named branches' R and X by their factors (see the module docstring)."""
+        unknown = sorted(set(factors) - set(self._branches))
+        if unknown:
+            raise ValueError(f"impedance_factors: no branch {unknown[0]} in the case")
+        net = self._net
+        for (f_bus, t_bus), (fr, fx) in factors.items():
+            if not (math.isfinite(fr) and math.isfinite(fx) and fr > 0 and fx > 0):
+                raise ValueError(f"impedance factors of branch {(f_bus, t_bus)} must be > 0")
+            f, t = f_bus - 1, t_bus - 1
+            mask = (net.line.from_bus == f) & (net.line.to_bus == t)
+            net.line.loc[mask, "r_ohm_per_km"] *= fr
+            net.line.loc[mask, "x_ohm_per_km"] *= fx
+            tmask = (net.trafo.hv_bus == f) & (net.trafo.lv_bus == t)
+            for idx in net.trafo.index[tmask]:
+                vk, vkr = (
+                    float(net.trafo.at[idx, "vk_percent"]),
+                    float(net.trafo.at[idx, "vkr_percent"]),
+                )
+                vkx = math.sqrt(max(vk**2 - vkr**2, 0.0)) * fx
+                net.trafo.at[idx, "vkr_percent"] = vkr * fr
+                net.trafo.at[idx, "vk_percent"] = math.hypot(vkr * fr, vkx)
 
     @property
     def slack_v_pu(self) -> float:
@@ -162,8 +290,8 @@ class FeederPhysics:
     def solve(self) -> PhysicsState:
         """Run the AC power flow (warm-started from the last solution) and return its state."""
         net = self._net
-        net.load.loc[self._case_loads, "p_mw"] = self._base_load_p_mw * self._load_scale
-        net.load.loc[self._case_loads, "q_mvar"] = self._base_load_q_mvar * self._load_scale
+        net.load.loc[self._case_loads, "p_mw"] = self._base_load_p_mw * self._load_factor
+        net.load.loc[self._case_loads, "q_mvar"] = self._base_load_q_mvar * self._load_factor
         try:
             if self._solved_once:  # same elements, new powers: reuse the model of the last solve
                 recycle = _RECYCLE_GEN if self._slack_changed else _RECYCLE
@@ -191,6 +319,13 @@ class FeederPhysics:
         load_mw = float(net.load.p_mw.sum())
         der_mw = float(net.sgen.p_mw.sum()) if len(net.sgen) else 0.0
         i_min = int(np.argmin(vm))
+        bus_p = dict.fromkeys(self._bus_numbers, 0.0)
+        bus_q = dict.fromkeys(self._bus_numbers, 0.0)
+        p_kw = self._base_load_p_mw * self._load_factor * 1000.0
+        q_kvar = self._base_load_q_mvar * self._load_factor * 1000.0
+        for bus, p, q in zip(self._load_bus_numbers, p_kw, q_kvar, strict=True):
+            bus_p[int(bus)] += float(p)
+            bus_q[int(bus)] += float(q)
         return PhysicsState(
             head_p_kw=head_p_mw * 1000.0,
             head_q_kvar=head_q_mvar * 1000.0,
@@ -203,4 +338,6 @@ class FeederPhysics:
             losses_kw=(head_p_mw + der_mw - load_mw) * 1000.0,
             load_kw=load_mw * 1000.0,
             der_kw=der_mw * 1000.0,
+            bus_p_kw=bus_p,
+            bus_q_kvar=bus_q,
         )

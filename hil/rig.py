@@ -25,6 +25,24 @@ DER buses must exist in it). The physics is re-solved
   ``physics_period_s`` of real time in a background task. A step reads ``monotonic``, applies the
   load and sun profiles, integrates battery energy and applies due revert timers.
 
+A varied feeder (``variation``, a ``hil.variation.RigVariation``; ``None``, the default, keeps
+the case's own picture: one load scale for every bus, the case's impedances, exact meters, a
+cloud over every inverter at once): the physics gets its own impedances (the controller's case
+file is untouched), every load bus its own factor (customer classes by hour of ``now()``,
+nominal error, noise; the feeder's total still follows ``load_scale``), the head meter and the
+bus meters their accuracy class, and each inverter sees ``clouds`` when the front reaches its
+bus. ``clouds`` (``hil.profiles.CloudPass``, timed at the substation) multiply
+``pv_available_frac``, which then should not hold them too.
+
+Smart meters along the feeder (``meter_buses``: ``"all"`` the case's load buses, ``"half"``
+every other one, or a list; none by default), each measuring its bus's customers (P, Q,
+consumption positive, the DERs there excluded) and voltage, over ``meter_transport``:
+``"modbus"`` (SunSpec model 203, or 201 at ``single_phase_meter_buses``, named ``mNN``, unit
+ids 1, 2, ... behind one gateway port), ``"mqtt"`` (AMI meters ``amiNN`` publishing JSON on
+the rig's Mosquitto at their own cadence, see ``hil.ami``; ``ami`` sets how), or ``"mixed"``
+(alternating). Their readings' timestamps come from ``now`` (wall clock by default; a
+simulation passes its ``FakeClock.now``). ``miscalibrate`` makes a meter lie (bad data).
+
 Profiles are functions of ``t``, the seconds of ``monotonic`` since the rig started. With a fake
 ``monotonic`` the rig runs in simulated time: advance the clock, then ``await rig.step()``.
 ``slack_v_pu`` is the substation busbar's voltage (p.u.), e.g. an on-load tap changer's steps:
@@ -36,22 +54,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import structlog
 
+from hil.ami import AmiPublisher, AmiSettings, ami_topic
 from hil.broker import MosquittoBroker
+from hil.feeder_meters import FeederMeters, MeterLayout, MeterTransport, meter_layout, plan_meters
 from hil.mqtt_bridge import MqttPvBridge
 from hil.physics import SLACK_V_RANGE_PU, FeederPhysics, PhysicsState
+from hil.profiles import CloudPass
 from hil.register_image import SimSunSpecDevice
 from hil.server import DeviceFault, ServedImage, SunSpecServer
 from hil.sim_devices import SimBattery, SimInverter, SimMeter
 from hil.sim_load import LOAD_MAP, SimLoad
+from hil.variation import FeederVariation, RigVariation
 
 __all__ = [
     "DEFAULT_BATTERY_BUSES",
@@ -68,6 +92,8 @@ DEFAULT_BATTERY_BUSES = (8, 14, 26, 30)
 DEFAULT_LOAD_BUSES = (12, 28)
 """Where ``feederd sim --serve`` puts its controllable loads (the rig's default has none)."""
 UNIT = 1
+AMI_MAX_AGE_S = 120.0
+"""What the rig's config tells the controller an AMI reading is good for."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,11 +115,17 @@ class RigDevice:
     """The register map a config names for a non-SunSpec device (loads)."""
     mqtt_root: str | None = None
     """For a device behind the rig's MQTT broker (``host``/``port``): its topic root."""
+    telemetry_topic: str | None = None
+    """For an AMI meter: where it publishes its readings."""
 
 
 def _one(_t: float) -> float:
     """The default profile: nominal load, full sun."""
     return 1.0
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
 
 
 class HilRig:
@@ -123,8 +155,19 @@ class HilRig:
         load_kw: float = 100.0,
         pv_control_model: int = 123,
         mqtt_pv_buses: Sequence[int] = (),
+        variation: RigVariation | None = None,
+        now: Callable[[], datetime] = _utc_now,
+        clouds: Sequence[CloudPass] = (),
+        meter_buses: MeterLayout | Sequence[int] = (),
+        meter_transport: MeterTransport = "modbus",
+        single_phase_meter_buses: Sequence[int] = (),
+        ami: AmiSettings | None = None,
+        mqtt_root: str = "hil",
     ) -> None:
         self.monotonic = monotonic
+        self.now = now
+        self.clouds = tuple(clouds)
+        self.mqtt_root = mqtt_root
         self.load_scale = load_scale
         self.pv_available_frac = pv_available_frac
         self.slack_v_pu = slack_v_pu
@@ -133,7 +176,18 @@ class HilRig:
         self.solve_on_write = solve_on_write
         self.host = host
         self.base_port = base_port
-        self.physics = FeederPhysics(case)
+        self.variation: FeederVariation | None = None
+        if variation is not None:
+            case_physics = FeederPhysics(case)  # the case as the controller reads it
+            self.variation = FeederVariation(
+                variation,
+                base_load_kw=case_physics.base_bus_load_kw,
+                branches=case_physics.branches,
+                head_bus=case_physics.head_bus,
+            )
+            self.physics = FeederPhysics(case, impedance_factors=self.variation.impedance_factors)
+        else:
+            self.physics = FeederPhysics(case)
         self.case_slack_v_pu = self.physics.slack_v_pu
         """The slack voltage the case file gives (what the busbar is held at by default)."""
         v_ll = 1000.0 * self.physics.head_vn_kv
@@ -176,10 +230,25 @@ class HilRig:
             self.physics.add_load(ld.name, bus)
             ld.on_write = self._on_load_write
             self.loads[ld.name] = ld
+        self.meters = FeederMeters(
+            plan_meters(
+                meter_layout(self.physics.load_buses, meter_buses),
+                meter_transport,
+                single_phase=single_phase_meter_buses,
+            ),
+            base_load_kw=self.physics.base_bus_load_kw,
+            bus_vn_kv=self.physics.bus_vn_kv,
+            variation=self.variation,
+            ami=ami if ami is not None else AmiSettings(seed=variation.seed if variation else 1),
+            monotonic=monotonic,
+            t0_s=0.0,
+        )
+        """The smart meters along the feeder (``hil.feeder_meters``)."""
         self._sims: dict[str, SimSunSpecDevice] = {
             **self.inverters,
             **self.batteries,
             self.meter.name: self.meter,
+            **self.meters.modbus,
         }
         unknown = sorted(set(mqtt_pv_buses) - set(pv_buses))
         if unknown:
@@ -187,9 +256,17 @@ class HilRig:
         self._mqtt_pv = {f"pv{bus:02d}": self.inverters[f"pv{bus:02d}"] for bus in mqtt_pv_buses}
         self._broker: MosquittoBroker | None = None
         self._bridge: MqttPvBridge | None = None
+        self._ami: AmiPublisher | None = None
         served: dict[str, ServedImage] = {**self._sims, **self.loads}
-        self._served = {name: sim for name, sim in served.items() if name not in self._mqtt_pv}
+        self._served = {  # each on its own port; the bus meters are behind their gateways
+            name: sim
+            for name, sim in served.items()
+            if name not in self._mqtt_pv and name not in self.meters.modbus
+        }
         self._servers: dict[str, SunSpecServer] = {}
+        self._gateways: list[SunSpecServer] = []
+        self._endpoints: dict[str, tuple[SunSpecServer, int]] = {}
+        """Each Modbus device's server and unit id (the meters share gateways)."""
         self._devices: tuple[RigDevice, ...] = ()
         self._t0 = monotonic()
         self._state: PhysicsState | None = None
@@ -198,6 +275,7 @@ class HilRig:
         self._tasks: list[asyncio.Task[None]] = []
         self._solves = 0
         self._load_scale_now = 1.0
+        self._bus_factors_now: dict[int, float] | None = None
         self._slack_v_now = self.case_slack_v_pu
 
     # --- what the rig offers ---------------------------------------------------------------
@@ -211,6 +289,18 @@ class HilRig:
         entries: list[dict[str, Any]] = []
         for d in self._devices:
             entry: dict[str, Any] = {"name": d.name, "kind": d.kind, "bus": d.bus}
+            if d.telemetry_topic is not None:  # an AMI meter: passive, read what it publishes
+                entry["transport"] = {
+                    "type": "mqtt",
+                    "host": d.host,
+                    "port": d.port,
+                    "telemetry_topic": d.telemetry_topic,
+                    "paths": {"p_kw": "p_w", "q_kvar": "q_var", "v_ll_v": "v_v", "timestamp": "ts"},
+                    "scale": {"p_kw": 0.001, "q_kvar": 0.001},
+                    "max_age_s": AMI_MAX_AGE_S,
+                }
+                entries.append(entry)
+                continue
             if d.mqtt_root is not None:
                 entry["transport"] = {
                     "type": "mqtt",
@@ -226,7 +316,8 @@ class HilRig:
             else:
                 entry["transport"] = {"type": "tcp", "host": d.host, "port": d.port, "unit": d.unit}
             if d.kind == "meter":
-                entry["head"] = True
+                if d.name == self.meter.name:
+                    entry["head"] = True
             else:
                 entry["rating_kw"] = d.p_max_kw
                 entry["revert_s"] = revert_s
@@ -275,18 +366,37 @@ class HilRig:
         return self.monotonic() - self._t0
 
     def set_fault(self, name: str, fault: DeviceFault) -> None:
-        self._servers[name].set_fault(UNIT, fault)
+        server, unit = self._endpoints[name]
+        server.set_fault(unit, fault)
 
     def fault(self, name: str) -> DeviceFault:
-        return self._servers[name].fault(UNIT)
+        server, unit = self._endpoints[name]
+        return server.fault(unit)
 
     def set_silent(self, name: str, silent: bool = True) -> None:
         """Make device ``name`` stop (or resume) answering Modbus requests."""
-        self._servers[name].set_silent(UNIT, silent)
+        server, unit = self._endpoints[name]
+        server.set_silent(unit, silent)
 
     def reset_connections(self, name: str) -> int:
-        """Drop every client connection to device ``name`` now (it keeps listening)."""
-        return self._servers[name].reset_connections()
+        """Drop every client connection to device ``name``'s port now (it keeps listening;
+        a meter's gateway drops its other meters' connections too)."""
+        return self._endpoints[name][0].reset_connections()
+
+    def miscalibrate(self, name: str, gain: float = 1.0) -> None:
+        """Bad data: bus meter ``name`` reports its P and Q times ``gain`` from now on (−1 a
+        wrong sign, 2 a wrong CT ratio; 1 heals it). Its voltage stays right."""
+        if name not in self.meters.plans_by_name:
+            raise KeyError(f"no bus meter named {name!r}")
+        if not math.isfinite(gain):
+            raise ValueError(f"gain must be finite, got {gain}")
+        self.meters.gains[name] = gain
+        self._dirty.set()
+
+    @property
+    def ami_publisher(self) -> AmiPublisher | None:
+        """The AMI meters' publisher (``published``, ``dropped``), once started."""
+        return self._ami
 
     @property
     def pv_kw(self) -> float:
@@ -327,17 +437,36 @@ class HilRig:
                 server = SunSpecServer({UNIT: sim}, host=self.host, port=port)
                 await server.start()
                 self._servers[name] = server
-            if self._mqtt_pv:
+                self._endpoints[name] = (server, UNIT)
+            for g, units in enumerate(self.meters.gateways()):
+                port = 0 if self.base_port is None else self.base_port + len(self._served) + g
+                server = SunSpecServer(dict(units), host=self.host, port=port)
+                await server.start()
+                self._gateways.append(server)
+                for unit, meter in units.items():
+                    self._endpoints[meter.name] = (server, unit)
+            if self._mqtt_pv or self.meters.ami_names:
                 self._broker = MosquittoBroker()
                 await self._broker.start()
+            if self._mqtt_pv:
+                assert self._broker is not None
                 self._bridge = MqttPvBridge(
                     self._mqtt_pv, host=self._broker.host, port=self._broker.port
                 )
                 await self._bridge.__aenter__()
+            if self.meters.ami_names:
+                assert self._broker is not None
+                self._ami = AmiPublisher(
+                    host=self._broker.host, port=self._broker.port, root=self.mqtt_root
+                )
+                await self._ami.__aenter__()
         except BaseException:
             await self._close()
             raise
-        self._devices = tuple(self._record(name) for name in (*self._served, *self._mqtt_pv))
+        self._devices = tuple(
+            self._record(name)
+            for name in (*self._served, *self._mqtt_pv, *(p.name for p in self.meters.plans))
+        )
         if self.solve_on_write:
             self._tasks.append(asyncio.create_task(self._solver(), name="hil.rig.solver"))
         if self.physics_period_s is not None:
@@ -359,9 +488,14 @@ class HilRig:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        for server in self._servers.values():
+        for server in (*self._servers.values(), *self._gateways):
             await server.stop()
         self._servers.clear()
+        self._gateways.clear()
+        self._endpoints.clear()
+        if self._ami is not None:
+            await self._ami.__aexit__(None, None, None)
+            self._ami = None
         if self._bridge is not None:
             await self._bridge.__aexit__(None, None, None)
             self._bridge = None
@@ -370,6 +504,21 @@ class HilRig:
             self._broker = None
 
     def _record(self, name: str) -> RigDevice:
+        plan = self.meters.plans_by_name.get(name)
+        if plan is not None and plan.transport == "mqtt":
+            assert self._broker is not None
+            return RigDevice(
+                name=name,
+                kind="meter",
+                bus=plan.bus,
+                host=self._broker.host,
+                port=self._broker.port,
+                unit=0,
+                p_max_kw=0.0,
+                energy_kwh=None,
+                mqtt_root=f"{self.mqtt_root}/ami/{name}",
+                telemetry_topic=ami_topic(self.mqtt_root, name),
+            )
         if name in self._mqtt_pv:
             assert self._broker is not None
             inv = self._mqtt_pv[name]
@@ -405,13 +554,14 @@ class HilRig:
         else:
             assert isinstance(sim, SimMeter)
             bus, p_max, energy = sim.bus, sim.p_max_kw, None
+        server, unit = self._endpoints[name]
         return RigDevice(
             name=name,
             kind=sim.kind,
             bus=bus,
             host=self.host,
-            port=self._servers[name].port,
-            unit=UNIT,
+            port=server.port,
+            unit=unit,
             p_max_kw=p_max,
             energy_kwh=energy,
         )
@@ -425,15 +575,37 @@ class HilRig:
         if not scale >= 0.0:  # also catches NaN
             raise ValueError(f"load_scale({t:.1f}) = {scale}: must be >= 0")
         self._load_scale_now = scale
+        self._bus_factors_now = self._bus_factors(t, scale)
         self._slack_v_now = self._busbar(t)
-        sun = min(max(float(self.pv_available_frac(t)), 0.0), 1.0)
+        sun = float(self.pv_available_frac(t))
         for inv in self.inverters.values():
-            inv.update(available_kw=sun * inv.w_max_kw)
+            frac = sun * self._cloud_at(inv.bus, t)
+            inv.update(available_kw=min(max(frac, 0.0), 1.0) * inv.w_max_kw)
         for bat in self.batteries.values():
             bat.update()
         for ld in self.loads.values():
             ld.update(demand_kw=scale * ld.rating_kw)
-        return await self.settle(force=True)
+        state = await self.settle(force=True)
+        if self._ami is not None:
+            self._ami.submit(self.meters.ami_step(state, t, self.now().timestamp()))
+        return state
+
+    def _bus_factors(self, t: float, scale: float) -> dict[int, float] | None:
+        """Each load bus's factor at ``t`` on a varied feeder (``None``: one scale for all)."""
+        if self.variation is None:
+            return None
+        now = self.now()
+        hour = now.hour + now.minute / 60.0 + (now.second + now.microsecond / 1e6) / 3600.0
+        return self.variation.load_factors(t_s=t, hour=hour, scale=scale)
+
+    def _cloud_at(self, bus: int, t: float) -> float:
+        """What the clouds leave of the sun at ``bus`` at ``t`` (their front reaches each bus
+        at its own time on a varied feeder)."""
+        delay = 0.0 if self.variation is None else self.variation.cloud_delay_s(bus)
+        value = 1.0
+        for cloud in self.clouds:
+            value *= cloud.factor(t - delay)
+        return value
 
     def _busbar(self, t: float) -> float:
         v = None if self.slack_v_pu is None else self.slack_v_pu(t)
@@ -482,29 +654,44 @@ class HilRig:
     async def _solve(self) -> None:
         async with self._solve_lock:
             scale, slack_v_pu = self._load_scale_now, self._slack_v_now
+            factors = self._bus_factors_now
             injections = [
                 (d.name, d.p_kw) for d in (*self.inverters.values(), *self.batteries.values())
             ]
             injections += [(name, -ld.p_kw) for name, ld in self.loads.items()]
-            state = await asyncio.to_thread(self._solve_sync, scale, slack_v_pu, injections)
+            state = await asyncio.to_thread(
+                self._solve_sync, scale, factors, slack_v_pu, injections
+            )
             self._state = state
             self._solves += 1
-            self.meter.update(
-                p_kw=state.head_p_kw,
-                q_kvar=state.head_q_kvar,
-                v_ll_v=state.head_v_ll_v,
-                a=state.head_a,
-            )
+            self._update_meters(state)
             for inv in self.inverters.values():
                 inv.set_voltage(state.v_pu[inv.bus])
             for bat in self.batteries.values():
                 bat.set_voltage(state.v_pu[bat.bus])
 
+    def _update_meters(self, state: PhysicsState) -> None:
+        """The head meter and the bus meters read the new solution (with their accuracy)."""
+        p, q, v = state.head_p_kw, state.head_q_kvar, state.head_v_ll_v
+        a: float | None = state.head_a
+        t = self.t
+        if self.variation is not None:
+            r = self.variation.read(0, t_s=t, p_kw=p, q_kvar=q, v_ll_v=v, head=True)
+            p, q, v, a = r.p_kw, r.q_kvar, r.v_ll_v, None
+        self.meter.update(p_kw=p, q_kvar=q, v_ll_v=v, a=a)
+        self.meters.update_modbus(state, t)
+
     def _solve_sync(
-        self, scale: float, slack_v_pu: float, injections: list[tuple[str, float]]
+        self,
+        scale: float,
+        factors: dict[int, float] | None,
+        slack_v_pu: float,
+        injections: list[tuple[str, float]],
     ) -> PhysicsState:
         """Runs in a worker thread, one at a time (under the solve lock)."""
         self.physics.load_scale = scale
+        if factors is not None:
+            self.physics.set_bus_load_factors(factors)
         self.physics.slack_v_pu = slack_v_pu
         for name, p_kw in injections:
             if name in self.loads:

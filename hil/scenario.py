@@ -13,6 +13,10 @@ duration_s = 7200
 [feeder]            # optional: the rig (IEEE 33-bus unless ``case`` says otherwise)
 load_scale = 1.1
 v_slack_pu = 1.02   # the substation's busbar at the start (default: the case's slack voltage)
+varied = true       # a feeder unlike the case (hil.variation); false: the case's own picture
+seed = 1            # the variation's and the AMI meters' draws
+meters = "all"      # smart meters at the case's load buses: "all", "half" or "none"
+meter_transport = "modbus"  # SunSpec behind one gateway; "mqtt" AMI meters; "mixed"
 [controller]        # optional: a partial feederd.toml merged into the rig's config
 interval_s = 5
 [controller.poll]
@@ -56,13 +60,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from hil.profiles import CloudPass, LoadStep, TapChange, busbar
+from hil.ami import AmiSettings
+from hil.feeder_meters import meter_layout, plan_meters
+from hil.profiles import CloudPass, LoadStep, TapChange, busbar, load, sun
 from hil.rig import DEFAULT_BATTERY_BUSES, DEFAULT_PV_BUSES
+from hil.variation import RigVariation
 
 __all__ = [
     "BROKER",
@@ -81,6 +89,9 @@ __all__ = [
 FAULT_KINDS = ("silent", "slow", "exception", "garbage", "frozen", "reset", "outage")
 BROKER = "broker"
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
+BUILTIN_CASE = "builtin:case33bw"
+CASE33_LOAD_BUSES = tuple(range(2, 34))
+"""The built-in 33-bus case's load buses (every bus but the slack): where its meters go."""
 BUNDLED_SCENARIOS = (
     "evening_peak",
     "midday_overvoltage",
@@ -199,7 +210,7 @@ class TapChangeSpec(_Strict):
 class FeederSpec(_Strict):
     """The rig: its case, DERs and how much load and sun it sees."""
 
-    case: str = "builtin:case33bw"
+    case: str = BUILTIN_CASE
     load_scale: Positive = 1.0
     """Multiplies the day's load shape (1 = the case's loads at the evening peak)."""
     pv_buses: list[int] = Field(default_factory=lambda: list(DEFAULT_PV_BUSES))
@@ -213,6 +224,15 @@ class FeederSpec(_Strict):
     v_slack_pu: BusbarPu | None = None
     """The substation's busbar voltage at the start (p.u.); unset: the case's slack voltage.
     ``[[oltc]]`` moves it during the run; the controller's config is not told."""
+    varied: StrictBool = True
+    """A feeder unlike the controller's case (``hil.variation.RigVariation``): its own
+    impedances, loads bus by bus, meters with an accuracy class, clouds that travel."""
+    seed: Annotated[int, Field(ge=0, strict=True)] = 1
+    """Seeds the variation and the AMI meters' cadence, lateness and losses."""
+    meters: Literal["none", "half", "all"] = "all"
+    """Smart meters at the case's load buses: all, every other one, or none."""
+    meter_transport: Literal["modbus", "mqtt", "mixed"] = "modbus"
+    """SunSpec meters behind one Modbus gateway, AMI meters over MQTT, or alternating."""
 
 
 _RENAMED = {
@@ -319,12 +339,48 @@ class Scenario(_Strict):
 
     @property
     def device_names(self) -> tuple[str, ...]:
-        """The rig's device names for this feeder (as ``HilRig`` names them)."""
+        """The rig's device names for this feeder (as ``HilRig`` names them); the bus meters'
+        only on the built-in case, whose load buses are known without loading it."""
+        feeder = self.feeder
+        meters: tuple[str, ...] = ()
+        if feeder.case == BUILTIN_CASE:
+            buses = meter_layout(CASE33_LOAD_BUSES, feeder.meters)
+            meters = tuple(p.name for p in plan_meters(buses, feeder.meter_transport))
         return (
-            *(f"pv{b:02d}" for b in self.feeder.pv_buses),
-            *(f"bat{b:02d}" for b in self.feeder.battery_buses),
+            *(f"pv{b:02d}" for b in feeder.pv_buses),
+            *(f"bat{b:02d}" for b in feeder.battery_buses),
             "head",
+            *meters,
         )
+
+    def rig_options(self) -> dict[str, Any]:
+        """The ``HilRig`` keyword arguments this scenario decides: the load and sun profiles,
+        the clouds (timed at the substation; kept out of ``pv_available_frac`` so that on a
+        varied feeder they travel), the busbar, the DERs, the variation and the meters. The
+        runner adds the clock (``monotonic``, ``now``), ``case`` and how it steps the physics."""
+        feeder = self.feeder
+        start_hour = self.start_hour
+        steps = self.load_steps()
+        return {
+            "load_scale": lambda t: load(
+                t, start_hour=start_hour, scale=feeder.load_scale, steps=steps
+            ),
+            "pv_available_frac": lambda t: sun(
+                t, start_hour=start_hour, peak_frac=feeder.pv_peak_frac, clouds=()
+            ),
+            "clouds": self.clouds(),
+            "slack_v_pu": self.busbar_v_pu if self.moves_busbar else None,
+            "pv_buses": tuple(feeder.pv_buses),
+            "pv_kw": feeder.pv_kw,
+            "battery_buses": tuple(feeder.battery_buses),
+            "battery_kw": feeder.battery_kw,
+            "battery_kwh": feeder.battery_kwh,
+            "battery_soc_pct": feeder.battery_soc_pct,
+            "variation": RigVariation(seed=feeder.seed) if feeder.varied else None,
+            "meter_buses": feeder.meters,
+            "meter_transport": feeder.meter_transport,
+            "ami": AmiSettings(seed=feeder.seed),
+        }
 
     def clouds(self) -> tuple[CloudPass, ...]:
         return tuple(

@@ -27,8 +27,9 @@ Battery inverter (models 1, 103, 120, 124)
     ``InOutWRte_RvrtTms`` seconds (> 0) without a write to model 124, ``StorCtl_Mod`` returns to
     0 (idle); the energy up to the revert instant is integrated with the old command.
 
-Meter (models 1, 203)
-    ``W`` is the head power, signed, positive = import into the feeder; ``VAR``, ``VA``, ``PF``,
+Meter (models 1, 203; or 1, 201 with ``model=201``, a single-phase meter)
+    ``W`` is the power it measures, signed: at the head, positive = import into the feeder; at a
+    bus, its customers' consumption; ``VAR``, ``VA``, ``PF``,
     ``A``, ``PhV`` (line-neutral), ``PPV`` (line-line), ``Hz``; ``TotWhImp``/``TotWhExp``
     accumulate. Scale factors come from the meter's range (``p_max_kw``): 5 MW gives
     ``W_SF = 3`` (1 kW steps, 0.03 % of the 33-bus feeder's load); readings beyond the range
@@ -670,7 +671,8 @@ class SimBattery(_AcDevice):
 
 
 class SimMeter(SimSunSpecDevice):
-    """A three-phase meter (model 203) at the feeder head."""
+    """A three-phase meter (model 203) at the feeder head or a bus; ``model=201`` makes it a
+    single-phase meter (phase A carries it all; ``PhV`` line-neutral, ``PPV`` line-line)."""
 
     kind: ClassVar[str] = "meter"
 
@@ -682,14 +684,18 @@ class SimMeter(SimSunSpecDevice):
         p_max_kw: float = 5000.0,
         v_nominal_ll_v: float = 12660.0,
         monotonic: Callable[[], float] = time.monotonic,
+        model: int = 203,
     ) -> None:
+        if model not in (201, 203):
+            raise ValueError(f"{name}: a meter is model 201 or 203, got {model}")
+        self.model = model
         w_sf = fit_scale_factor(1000.0 * p_max_kw, signed=True, min_sf=0)
         a_max = 1250.0 * p_max_kw / (_SQRT3 * 0.9 * v_nominal_ll_v)
         super().__init__(
             name,
-            models=(1, 203),
+            models=(1, model),
             scale_factors={
-                203: {
+                model: {
                     "A_SF": fit_scale_factor(a_max, signed=True, min_sf=-2),
                     "V_SF": fit_scale_factor(1.2 * v_nominal_ll_v, signed=True, min_sf=-1),
                     "Hz_SF": -2,
@@ -726,7 +732,7 @@ class SimMeter(SimSunSpecDevice):
             self._exp_wh -= wh
         self._t = now
         self._p_kw = p_kw
-        sf = self._sf[203]
+        sf = self._sf[self.model]
         s_kva = math.hypot(p_kw, q_kvar)
         amps = a if a is not None else (s_kva * 1000.0 / (_SQRT3 * v_ll_v) if v_ll_v > 0 else 0.0)
         v_ln = v_ll_v / _SQRT3
@@ -737,6 +743,9 @@ class SimMeter(SimSunSpecDevice):
         w, var, va = 1000.0 * p_kw, 1000.0 * q_kvar, 1000.0 * s_kva
         pf = 100.0 * p_kw / s_kva if s_kva > 0 else 100.0
         imp, exp = int(self._imp_wh) % _ACC32, int(self._exp_wh) % _ACC32
+        if self.model == 201:
+            self._set(201, self._single_phase(sat, amps, v_ln, v_ll_v, w, var, va, pf, imp, exp))
+            return
         self._set(
             203,
             {
@@ -774,3 +783,37 @@ class SimMeter(SimSunSpecDevice):
                 "Evt": 0,
             },
         )
+
+    @staticmethod
+    def _single_phase(
+        sat: Callable[[float, str], float],
+        amps: float,
+        v_ln: float,
+        v_ll_v: float,
+        w: float,
+        var: float,
+        va: float,
+        pf: float,
+        imp: int,
+        exp: int,
+    ) -> dict[str, Value]:
+        """Model 201's points: phase A carries the whole reading, B and C are absent."""
+        return {
+            "A": sat(amps, "A_SF"),
+            "AphA": sat(amps, "A_SF"),
+            "PhV": sat(v_ln, "V_SF"),
+            "PhVphA": sat(v_ln, "V_SF"),
+            "PPV": sat(v_ll_v, "V_SF"),
+            "Hz": _HZ,
+            "W": sat(w, "W_SF"),
+            "WphA": sat(w, "W_SF"),
+            "VA": sat(va, "VA_SF"),
+            "VAphA": sat(va, "VA_SF"),
+            "VAR": sat(var, "VAR_SF"),
+            "VARphA": sat(var, "VAR_SF"),
+            "PF": pf,
+            "PFphA": pf,
+            "TotWhImp": imp if imp else None,
+            "TotWhExp": exp if exp else None,
+            "Evt": 0,
+        }
