@@ -103,7 +103,9 @@ class Daemon:
         config = loaded.config
         metrics = metrics or Metrics()
         async with contextlib.AsyncExitStack() as stack:
-            fleet = Fleet.build(loaded, monotonic=clock.monotonic)
+            fleet = Fleet.build(
+                loaded, monotonic=clock.monotonic, wall_s=lambda: clock.now().timestamp()
+            )
             stack.push_async_callback(fleet.close)
             journal = Journal(
                 journal_path or loaded.journal_path or MEMORY,

@@ -11,6 +11,7 @@ branch in ``_driver`` below that builds it from its config entry.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator, Mapping
 
 from controller.config import (
@@ -68,9 +69,16 @@ class Fleet(Mapping[str, Device]):
         return [(n, d) for n, d in self._devices.items() if isinstance(d, Background)]
 
     @classmethod
-    def build(cls, loaded: LoadedConfig, *, monotonic: Callable[[], float]) -> Fleet:
+    def build(
+        cls,
+        loaded: LoadedConfig,
+        *,
+        monotonic: Callable[[], float],
+        wall_s: Callable[[], float] = time.time,
+    ) -> Fleet:
         """The drivers of every configured device; a file that will not load (a TLS
-        certificate) is a ``ConfigError``."""
+        certificate) is a ``ConfigError``. ``wall_s`` is the daemon's wall clock (Unix
+        seconds), against which the timestamps MQTT meters publish are judged."""
         config = loaded.config
         links: dict[tuple[str, str, int], ModbusLink] = {}
         devices: dict[str, Device] = {}
@@ -82,7 +90,7 @@ class Fleet(Mapping[str, Device]):
                 else Ramp(kw_per_s=dev.ramp_kw_per_s, interval_s=config.interval_s)
             )
             if isinstance(t, MqttTransport):
-                devices[dev.name] = _mqtt_driver(dev, t, config, ramp, monotonic)
+                devices[dev.name] = _mqtt_driver(dev, t, config, ramp, monotonic, wall_s)
                 continue
             if t.link_key not in links:
                 links[t.link_key] = _link(dev, i, config, loaded, monotonic)
@@ -149,6 +157,7 @@ def _mqtt_driver(
     config: Config,
     ramp: Ramp | None,
     monotonic: Callable[[], float],
+    wall_s: Callable[[], float],
 ) -> MqttDevice:
     return MqttDevice(
         dev.name,
@@ -169,6 +178,7 @@ def _mqtt_driver(
         keepalive_s=config.mqtt.keepalive_s,
         queue_size=config.mqtt.queue_size,
         monotonic=monotonic,
+        wall_s=wall_s,
     )
 
 

@@ -136,6 +136,8 @@ class Journal:
     def append(self, record: CycleRecord, at: datetime) -> None:
         body: dict[str, Any] = dataclasses.asdict(record)
         body["setpoints_kw"] = dict(record.setpoints_kw)
+        del body["estimated_v_pu"]  # one number per bus: the summary fields are kept
+        del body["picture_v_pu"]
         body["at"] = at.isoformat()
         with self._db:
             self._db.execute(

@@ -12,6 +12,7 @@ which owns the fleet, the journal, the DR service and the background tasks.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import sqlite3
 import time
@@ -24,6 +25,7 @@ import structlog
 
 from controller.clock import Clock
 from controller.config import LoadedConfig
+from controller.estimation import BusEstimator, EstimateSummary
 from controller.metrics import Metrics
 from controller.records import ActiveLimits, CycleRecord, CycleStatus
 from controller.setpoints import setpoints
@@ -31,7 +33,10 @@ from controller.snapshot import (
     EstimatorState,
     SlackVoltage,
     Snapshot,
+    case_loads,
+    der_injections_kw,
     dispatch_input,
+    estimate_load_scale,
     slack_voltage,
 )
 from devices import (
@@ -49,6 +54,7 @@ from devices import (
 )
 from optimizer import (
     Dispatcher,
+    DispatchInput,
     DispatchResult,
     DispatchStatus,
     proportional_curtailment,
@@ -133,6 +139,15 @@ class Controller:
         }
         self._bands = loaded.bus_bands_pu
         self._slack: SlackVoltage | None = None  # the last interval's that dispatched
+        self.bus_estimator = (
+            BusEstimator(self.config, self.network, metrics=self.metrics)
+            if self.config.estimation_enabled
+            else None
+        )
+        self._estimate: EstimateSummary | None = None  # this interval's, if it made one
+        self._refused: dict[tuple[str, str], int] = {}  # messages refused, as last counted
+        self.last_input: DispatchInput | None = None
+        """What the last interval that dispatched dispatched on (its bus loads, units)."""
         self._cycle = 0
         self._armed = False  # no setpoint before the first complete, valid snapshot
         self.overruns = 0
@@ -199,6 +214,7 @@ class Controller:
                 self.limits = active
                 self._publish_limits()
         snapshot = await self.poll(t)
+        self._estimate = None
         result: DispatchResult | None = None
         written: dict[str, float] = {}
         if not snapshot.valid:
@@ -278,6 +294,7 @@ class Controller:
                 self._failed(name, reason)
         if pending:
             await asyncio.wait(pending)
+        self._count_refusals()
         t.poll_ms = (time.perf_counter() - started) * 1000.0
         self.metrics.poll_duration.observe(t.poll_ms / 1000.0)
         head = readings.get(self.head_name)
@@ -288,8 +305,25 @@ class Controller:
             pv={n: r for n, r in readings.items() if isinstance(r, PvReading)},
             batteries={n: r for n, r in readings.items() if isinstance(r, BatteryReading)},
             loads={n: r for n, r in readings.items() if isinstance(r, LoadReading)},
+            meters={
+                n: r
+                for n, r in readings.items()
+                if isinstance(r, MeterReading) and n != self.head_name
+            },
             missing=frozenset(set(self.fleet) - set(readings)),
         )
+
+    def _count_refusals(self) -> None:
+        """Messages a device refused since the last poll (an MQTT meter's garbage, or a
+        timestamp too old or in the future), into ``feederd_device_refused_messages_total``;
+        the device itself logs the first of each run."""
+        for name, device in self.fleet.items():
+            refused: Mapping[str, int] = getattr(device, "refused", None) or {}
+            for reason, count in refused.items():
+                seen = self._refused.get((name, reason), 0)
+                if count > seen:
+                    self.metrics.refused_messages.labels(name, reason).inc(count - seen)
+                    self._refused[(name, reason)] = count
 
     def _failed(self, name: str, reason: str, *, bad_reading: bool = False) -> None:
         self._health(name, self.health[name].record_failure(reason, bad_reading=bad_reading))
@@ -336,9 +370,46 @@ class Controller:
         self.metrics.slack_voltage_measured.set(1 if sv.source == "meter" else 0)
         return sv
 
+    def _estimated_loads(
+        self, snapshot: Snapshot, v_slack_pu: float
+    ) -> tuple[Mapping[int, float], Mapping[int, float]] | None:
+        """The bus loads of this interval's state estimate (``None``: estimation is off, or
+        failed this interval, and the dispatch takes the head-scaled loads as before)."""
+        if self.bus_estimator is None or snapshot.head is None:
+            return None
+        injections = der_injections_kw(
+            snapshot, pv_bus=self._bus, battery_bus=self._bus, load_bus=self._bus
+        )
+        scale = estimate_load_scale(
+            self.network,
+            head_import_kw=snapshot.head.p_kw,
+            injections_kw=injections,
+            v_slack_pu=v_slack_pu,
+        )
+        pseudo_kw, pseudo_kvar = case_loads(self.network, scale)
+        measured = self._slack is not None and self._slack.source == "meter"
+        self._estimate = self.bus_estimator.estimate(
+            snapshot.head,
+            snapshot.meters,
+            pseudo_loads_kw=pseudo_kw,
+            pseudo_loads_kvar=pseudo_kvar,
+            injections_kw=injections,
+            # a measured busbar is estimated with the meters along the feeder; a configured
+            # one (feeder.v_slack_pu, v_slack_from_meter = false) is held
+            v_slack_pu=None if measured else v_slack_pu,
+        )
+        if self._estimate is None:
+            return pseudo_kw, pseudo_kvar
+        return self._estimate.loads_kw, self._estimate.loads_kvar
+
     async def _dispatch(self, snapshot: Snapshot, t: _Timings) -> DispatchResult:
         started = time.perf_counter()
         sv = self._slack_voltage(snapshot)
+        bus_loads = self._estimated_loads(snapshot, sv.v_pu)
+        if self._estimate is not None and sv.source == "meter":
+            sv = dataclasses.replace(sv, v_pu=self._estimate.v_pu[self.network.slack_bus])
+            self._slack = sv
+            self.metrics.slack_voltage_pu.set(sv.v_pu)
         inp = dispatch_input(
             snapshot,
             self.network,
@@ -356,7 +427,9 @@ class Controller:
             shed_cost_per_kwh=self._shed_cost,
             v_slack_pu=sv.v_pu,
             v_band_pu=self._bands,
+            bus_loads=bus_loads,
         )
+        self.last_input = inp
         budget = self.config.interval_s * SOLVE_BUDGET_FRACTION
         result: DispatchResult | None = None
         if self._solving is not None and not self._solving.done():
@@ -443,6 +516,7 @@ class Controller:
     ) -> CycleRecord:
         if snapshot.head is not None:
             self.metrics.import_kw.set(snapshot.head.p_kw)
+        est = self._estimate
         return CycleRecord(
             cycle=self._cycle,
             status=status,
@@ -463,7 +537,21 @@ class Controller:
             write_ms=t.write_ms,
             cycle_ms=cycle_ms,
             dr_events=self._dr_events,
+            estimation_residual=est.residual if est else None,
+            estimation_dropped=est.dropped if est else (),
+            estimated_v_min_pu=est.v_min_pu if est and est.v_pu else None,
+            estimated_v_max_pu=est.v_max_pu if est and est.v_pu else None,
+            estimated_v_pu=dict(est.v_pu) if est else None,
+            picture_v_pu=self._picture_v_pu(result),
         )
+
+    def _picture_v_pu(self, result: DispatchResult | None) -> dict[int, float] | None:
+        """The bus voltages of the operating point the completed dispatch linearised at."""
+        ops = self.dispatcher.last_operating_points
+        solved = (DispatchStatus.OPTIMAL, DispatchStatus.LIMIT_RELAXED)
+        if result is None or result.status not in solved or not ops:
+            return None  # the fallback rule has no picture (and a late solve may be writing)
+        return dict(ops[0].v_pu)
 
 
 def _r(value: float | None, digits: int = 1) -> float | None:

@@ -9,6 +9,7 @@ request's thread (a client that never finishes it cannot hold up the others).
 
 from __future__ import annotations
 
+import math
 import socket
 import ssl
 import threading
@@ -195,6 +196,60 @@ class Metrics:
         self.fallbacks = Counter(
             "feederd_solver_fallbacks", "Solves replaced by the fallback rule.", registry=r
         )
+
+        self.refused_messages = Counter(
+            "feederd_device_refused_messages",
+            "Telemetry messages a device refused, by reason (garbage, too_old, future).",
+            ["device", "reason"],
+            registry=r,
+        )
+        # state estimation (issue 13)
+        self.estimation_residual = Gauge(
+            "feederd_estimation_residual",
+            "The state estimate's weighted residual (NaN: no estimate this interval).",
+            registry=r,
+        )
+        self.estimation_v_sigma_max_pu = Gauge(
+            "feederd_estimation_v_sigma_max_pu",
+            "The largest standard deviation of an estimated bus voltage, p.u.",
+            registry=r,
+        )
+        self.estimation_v_min_pu = Gauge(
+            "feederd_estimation_v_min_pu", "Lowest estimated bus voltage, p.u.", registry=r
+        )
+        self.estimation_v_max_pu = Gauge(
+            "feederd_estimation_v_max_pu", "Highest estimated bus voltage, p.u.", registry=r
+        )
+        self.estimation_measurements = Gauge(
+            "feederd_estimation_measurements",
+            "Measurements the state estimate used (pseudo-measurements not counted).",
+            registry=r,
+        )
+        self.estimation_meters = Gauge(
+            "feederd_estimation_meters",
+            "Meters along the feeder by state: fresh (a reading this interval) or stale.",
+            ["state"],
+            registry=r,
+        )
+        self.estimation_bad_data = Counter(
+            "feederd_estimation_bad_data",
+            "Intervals in which a meter's measurement was dropped as bad data.",
+            ["device"],
+            registry=r,
+        )
+        self.estimation_failures = Counter(
+            "feederd_estimation_failures",
+            "Intervals whose state estimate failed (the head-scaled loads were used).",
+            registry=r,
+        )
+
+        for no_estimate in (
+            self.estimation_residual,
+            self.estimation_v_sigma_max_pu,
+            self.estimation_v_min_pu,
+            self.estimation_v_max_pu,
+        ):
+            no_estimate.set(math.nan)  # until an interval makes one (none without meters)
 
         self.journal_errors = Counter(
             "feederd_journal_errors", "Interval records the journal could not write.", registry=r

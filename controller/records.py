@@ -107,6 +107,20 @@ class CycleRecord:
     dr_events: tuple[str, ...] = ()
     v_slack_pu: float | None = None
     """The slack bus's voltage the interval dispatched with (measured, or the configured)."""
+    estimation_residual: float | None = None
+    """The state estimate's weighted residual (``None``: the interval estimated no state)."""
+    estimation_dropped: tuple[str, ...] = ()
+    """The meters whose measurements the estimate dropped as bad data this interval."""
+    estimated_v_min_pu: float | None = None
+    estimated_v_max_pu: float | None = None
+    """The lowest and highest bus voltage of the state estimate."""
+    estimated_v_pu: Mapping[int, float] | None = None
+    """Every bus's estimated voltage (p.u.), for a grader to set against the physics; left out
+    of the journal (the summary above is kept there)."""
+    picture_v_pu: Mapping[int, float] | None = None
+    """Every bus's voltage as the dispatch saw it (p.u.): the AC power flow of the loads it
+    took (the state estimate's, or the case's times the head meter's one factor) with the
+    measured DER outputs; ``None`` when it did not dispatch. Left out of the journal too."""
 
     @property
     def compliant(self) -> bool | None:

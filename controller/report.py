@@ -2,7 +2,7 @@
 
 ``frame(records)`` turns interval records into a DataFrame indexed by time; ``summary(df)``
 is the table an operator reads (intervals, import against the limit, compliance, losses,
-curtailment, voltages, timings); ``plots(df, out)`` writes ``import.png``, ``voltage.png``
+curtailment, voltages, timings, the state estimate's residual, voltages and bad data); ``plots(df, out)`` writes ``import.png``, ``voltage.png``
 and ``setpoints.png``.
 """
 
@@ -65,6 +65,33 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
                 (
                     label,
                     f"min {values.min():.{digits}f} / mean {values.mean():.{digits}f} / max {values.max():.{digits}f}",
+                )
+            )
+    if "estimation_residual" in df:
+        residual = pd.to_numeric(df["estimation_residual"], errors="coerce").dropna()
+        if not residual.empty:
+            rows.append(("intervals with a state estimate", f"{len(residual)}/{len(df)}"))
+            rows.append(
+                (
+                    "estimate residual",
+                    f"min {residual.min():.2f} / mean {residual.mean():.2f} / "
+                    f"max {residual.max():.2f}",
+                )
+            )
+            low = pd.to_numeric(df["estimated_v_min_pu"], errors="coerce").dropna()
+            high = pd.to_numeric(df["estimated_v_max_pu"], errors="coerce").dropna()
+            if not low.empty and not high.empty:
+                rows.append(
+                    ("estimated voltages, p.u.", f"min {low.min():.4f} / max {high.max():.4f}")
+                )
+            dropped: dict[str, int] = {}
+            for names in df.get("estimation_dropped", []):
+                for name in names or []:
+                    dropped[name] = dropped.get(name, 0) + 1
+            rows.append(
+                (
+                    "meters dropped as bad data",
+                    ", ".join(f"{n} ({k} intervals)" for n, k in sorted(dropped.items())) or "none",
                 )
             )
     if "dr_events" in df:

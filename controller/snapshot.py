@@ -26,6 +26,8 @@ __all__ = [
     "EstimatorState",
     "SlackVoltage",
     "Snapshot",
+    "case_loads",
+    "der_injections_kw",
     "dispatch_input",
     "estimate_load_scale",
     "flexible_loads",
@@ -45,6 +47,8 @@ class Snapshot:
     batteries: Mapping[str, BatteryReading]
     missing: frozenset[str]
     loads: Mapping[str, LoadReading] = field(default_factory=dict)
+    meters: Mapping[str, MeterReading] = field(default_factory=dict)
+    """The meters along the feeder that answered (the head meter is ``head``)."""
 
     @property
     def valid(self) -> bool:
@@ -192,6 +196,33 @@ def estimate_load_scale(
     return s1
 
 
+def der_injections_kw(
+    snapshot: Snapshot,
+    *,
+    pv_bus: Mapping[str, int],
+    battery_bus: Mapping[str, int],
+    load_bus: Mapping[str, int],
+) -> dict[int, float]:
+    """What the controlled units that answered put into each bus (kW): PV and battery
+    output, less what controllable loads draw. The bus loads estimated are the rest."""
+    injections: dict[int, float] = {}
+    for name, r in snapshot.pv.items():
+        injections[pv_bus[name]] = injections.get(pv_bus[name], 0.0) + r.p_kw
+    for name, rb in snapshot.batteries.items():
+        injections[battery_bus[name]] = injections.get(battery_bus[name], 0.0) + rb.p_kw
+    for name, rl in snapshot.loads.items():
+        injections[load_bus[name]] = injections.get(load_bus[name], 0.0) - rl.p_kw
+    return injections
+
+
+def case_loads(network: Network, scale: float) -> tuple[dict[int, float], dict[int, float]]:
+    """The case's bus loads (kW, kvar) times one factor: the picture the head meter gives."""
+    return (
+        {b.id: scale * b.p_load_kw for b in network.buses},
+        {b.id: scale * b.q_load_kvar for b in network.buses},
+    )
+
+
 def dispatch_input(
     snapshot: Snapshot,
     network: Network,
@@ -210,12 +241,15 @@ def dispatch_input(
     shed_cost_per_kwh: Mapping[str, float] | None = None,
     v_slack_pu: float | None = None,
     v_band_pu: Mapping[int, tuple[float, float]] | None = None,
+    bus_loads: tuple[Mapping[int, float], Mapping[int, float]] | None = None,
 ) -> DispatchInput:
-    """Translate a valid snapshot into the optimizer's input (loads estimated from the head).
+    """Translate a valid snapshot into the optimizer's input.
 
-    A controllable load's measured draw is part of its bus's load: it is taken out of the head
-    import before the other loads are scaled, and comes back as a ``FlexibleLoad`` whose draw
-    the dispatch chooses between its floor and its demand."""
+    The bus loads (kW, kvar) are ``bus_loads`` when given (the state estimate), else the
+    case's loads scaled to the head import. A controllable load's measured draw is part of its
+    bus's load: it is taken out of the head import before the other loads are scaled, and comes
+    back as a ``FlexibleLoad`` whose draw the dispatch chooses between its floor and its
+    demand."""
     if snapshot.head is None:
         raise ValueError("dispatch_input needs a snapshot with a head-meter reading")
     pv_units = tuple(
@@ -244,14 +278,10 @@ def dispatch_input(
         )
         for name, r in sorted(snapshot.batteries.items())
     )
-    injections: dict[int, float] = {}
-    for name, r in snapshot.pv.items():
-        injections[pv_bus[name]] = injections.get(pv_bus[name], 0.0) + r.p_kw
-    for name, rb in snapshot.batteries.items():
-        injections[battery_bus[name]] = injections.get(battery_bus[name], 0.0) + rb.p_kw
     load_bus = load_bus if load_bus is not None else pv_bus
-    for name, rl in snapshot.loads.items():
-        injections[load_bus[name]] = injections.get(load_bus[name], 0.0) - rl.p_kw
+    injections = der_injections_kw(
+        snapshot, pv_bus=pv_bus, battery_bus=battery_bus, load_bus=load_bus
+    )
     loads = flexible_loads(
         snapshot.loads,
         bus=load_bus,
@@ -259,15 +289,18 @@ def dispatch_input(
         shed_cost_per_kwh=shed_cost_per_kwh or {},
         state=state,
     )
-    scale = estimate_load_scale(
-        network,
-        head_import_kw=snapshot.head.p_kw,
-        injections_kw=injections,
-        v_slack_pu=v_slack_pu,
-    )
+    if bus_loads is None:
+        scale = estimate_load_scale(
+            network,
+            head_import_kw=snapshot.head.p_kw,
+            injections_kw=injections,
+            v_slack_pu=v_slack_pu,
+        )
+        bus_loads = case_loads(network, scale)
+    loads_kw, loads_kvar = bus_loads
     return DispatchInput(
-        loads_kw={b.id: scale * b.p_load_kw for b in network.buses},
-        loads_kvar={b.id: scale * b.q_load_kvar for b in network.buses},
+        loads_kw=dict(loads_kw),
+        loads_kvar=dict(loads_kvar),
         pv=pv_units,
         batteries=batteries,
         flexible_loads=loads,

@@ -8,9 +8,13 @@ resubscribing each time. Incoming messages go through a bounded queue.
 
 ``read`` never waits on the network: it returns the newest telemetry if it is fresher than
 ``max_age_s`` and the device is online, else raises ``DeviceUnavailable``. A payload that is not
-JSON, lacks a path, or holds a non-finite number is counted in ``bad_payloads``, and logged when
-the device turns from good to bad payloads (not once per message); the previous good values
-stay but age out.
+JSON, lacks a path, or holds a non-finite number is refused (``refused["garbage"]``); with a
+``timestamp`` path (Unix epoch seconds, the measurement's own time, as AMI meters publish) a
+payload older than ``max_age_s`` by the daemon's wall clock (``refused["too_old"]``) or more
+than ``FUTURE_TOLERANCE_S`` ahead of it (``refused["future"]``) is refused too, and the age of an
+accepted one counts from its timestamp, not from its arrival. Each refusal is counted; one log
+line marks the device turning from good payloads to refused ones (or from one reason to
+another), never one per message; the previous good values stay but age out.
 
 Parsing is pure (``extract``), so it is tested without a broker.
 """
@@ -22,6 +26,7 @@ import contextlib
 import json
 import math
 import random
+import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -44,7 +49,7 @@ from devices.records import (
 from devices.safety import Ramp, load_command, pv_command
 from devices.tasks import cancel_and_wait
 
-__all__ = ["MqttDevice", "PayloadError", "extract"]
+__all__ = ["FUTURE_TOLERANCE_S", "TIMESTAMP", "MqttDevice", "PayloadError", "extract"]
 
 log = structlog.get_logger("feederd.devices.mqtt")
 
@@ -52,6 +57,10 @@ PLAUSIBLE_PV = 1.2
 """A PV inverter reporting more than this multiple of its rating is taken as a bad reading."""
 PLAUSIBLE_LOAD = 1.5
 """A load drawing more than this multiple of its rating is taken as a bad reading."""
+TIMESTAMP = "timestamp"
+"""The reading field (a key of ``paths``) that holds the measurement's own time, Unix seconds."""
+FUTURE_TOLERANCE_S = 5.0
+"""A timestamp at most this far ahead of the daemon's clock is taken as clock skew, not refused."""
 
 
 class PayloadError(ValueError):
@@ -133,6 +142,7 @@ class MqttDevice:
         backoff_min_s: float = 0.5,
         backoff_max_s: float = 30.0,
         monotonic: Callable[[], float],
+        wall_s: Callable[[], float] = time.time,
     ) -> None:
         kind = DeviceKind(kind)
         if kind is DeviceKind.BATTERY:
@@ -163,14 +173,21 @@ class MqttDevice:
         self.queue_size = queue_size
         self._backoff = Backoff(backoff_min_s, backoff_max_s)
         self._monotonic = monotonic
+        self._wall_s = wall_s
         self._values: dict[str, float] = {}
         self._received_at: float | None = None
         self._online: bool | None = None
         self._client: aiomqtt.Client | None = None
         self._connected = asyncio.Event()
-        self._payload_ok = True
-        self.bad_payloads = 0
+        self._refusing: str | None = None  # the reason of the refusals under way, if any
+        self.refused: dict[str, int] = {}
+        """Payloads refused, by reason: ``garbage``, ``too_old``, ``future``."""
         self.connects = 0
+
+    @property
+    def bad_payloads(self) -> int:
+        """Every payload refused, whatever the reason."""
+        return sum(self.refused.values())
 
     # --- lifetime ------------------------------------------------------------------------
 
@@ -249,29 +266,55 @@ class MqttDevice:
         if self.status_topic is not None and topic == self.status_topic:
             online = parse_status(payload)
             if online is None:
-                self._bad(topic, f"status payload {payload[:64]!r} not understood")
+                self._bad(topic, "garbage", f"status payload {payload[:64]!r} not understood")
             else:
                 self._online = online
             return
         try:
             values = extract(payload, self.paths)
         except PayloadError as err:
-            self._bad(topic, str(err))
+            self._bad(topic, "garbage", str(err))
             return
         for key, factor in self.scale.items():
             if key in values:
                 values[key] *= factor
+        received = self._monotonic()
+        stamp = values.pop(TIMESTAMP, None)
+        if stamp is not None:
+            ahead = stamp - self._wall_s()
+            if ahead > FUTURE_TOLERANCE_S:
+                self._bad(
+                    topic,
+                    "future",
+                    f"timestamp {stamp:.0f} is {ahead:.0f} s ahead of the daemon's clock "
+                    f"(tolerance {FUTURE_TOLERANCE_S:g} s)",
+                )
+                return
+            if -ahead > self.max_age_s:
+                self._bad(
+                    topic,
+                    "too_old",
+                    f"timestamp {stamp:.0f} is {-ahead:.0f} s old (max_age_s {self.max_age_s:g})",
+                )
+                return
+            received -= max(-ahead, 0.0)  # its age runs from when it was measured
         self._values = values
-        self._received_at = self._monotonic()
-        if not self._payload_ok:
+        self._received_at = received
+        if self._refusing is not None:
             log.info("mqtt_device_payloads_good", device=self.name, topic=topic)
-            self._payload_ok = True
+            self._refusing = None
 
-    def _bad(self, topic: str, reason: str) -> None:
-        self.bad_payloads += 1
-        if self._payload_ok:  # the first bad one after good ones: later ones are counted only
-            log.warning("mqtt_device_bad_payload", device=self.name, topic=topic, reason=reason)
-            self._payload_ok = False
+    def _bad(self, topic: str, reason: str, detail: str) -> None:
+        self.refused[reason] = self.refused.get(reason, 0) + 1
+        if self._refusing != reason:  # the first of a run: later ones are counted only
+            log.warning(
+                "mqtt_device_bad_payload",
+                device=self.name,
+                topic=topic,
+                refused=reason,
+                reason=detail,
+            )
+            self._refusing = reason
 
     # --- the device protocol -------------------------------------------------------------
 
@@ -307,6 +350,7 @@ class MqttDevice:
                 q_kvar=v.get("q_kvar"),
                 v_ll_v=v.get("v_ll_v"),
                 a=v.get("a"),
+                age_s=max(age, 0.0),
             )
         assert self.rating_kw is not None
         # as the Modbus drivers do: a little below zero is noise, beyond the rating a fault

@@ -29,7 +29,8 @@ class DeviceKind(StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class MeterReading:
-    """A meter at a bus; ``p_kw`` is signed, positive = power flowing into the feeder."""
+    """A meter at a bus; ``p_kw`` is signed, positive = power flowing into the feeder at the
+    head, into the bus's customers (consumption) for a meter along the feeder."""
 
     device: str
     p_kw: float
@@ -38,6 +39,9 @@ class MeterReading:
     a: float | None
     dropped: tuple[str, ...] = ()
     """Points left out of this reading as implausible (their fields are ``None``)."""
+    age_s: float = 0.0
+    """How old the measurement is when read: 0 for a meter polled now, the time since its own
+    timestamp (else since its message arrived) for one that publishes (MQTT)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

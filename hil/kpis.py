@@ -63,6 +63,11 @@ class Sample:
     """The substation busbar's (slack bus's) voltage the physics held, p.u."""
     seen_v_slack_pu: float | None = None
     """The slack voltage the controller dispatched with (``None``: it did not dispatch)."""
+    est_v_rms_err_pu: float | None = None
+    """RMS over the buses of the controller's picture of the bus voltages (its state estimate,
+    or the one-factor load picture) against the physics, p.u. (``None``: no picture)."""
+    est_v_max_err_pu: float | None = None
+    """The largest such error at one bus, p.u."""
     devices_missing: tuple[str, ...] = ()
     faults: tuple[str, ...] = ()
     cycle_ms: float = 0.0
@@ -151,5 +156,20 @@ def kpis(
         "battery_charged_kwh": round(sum(max(-s.battery_kw, 0.0) for s in samples) * dt_h, 3),
         "max_import_kw": round(max((s.import_kw for s in samples), default=math.nan), 1),
         "device_missed_intervals": sum(len(s.devices_missing) for s in samples),
+        "estimate_v_rms_err_pu": _rms_or_none([s.est_v_rms_err_pu for s in samples]),
+        "estimate_v_max_err_pu": _max_or_none([s.est_v_max_err_pu for s in samples]),
         "statuses": statuses,
     }
+
+
+def _rms_or_none(values: Sequence[float | None]) -> float | None:
+    """The RMS of the values given (each an interval's RMS over the buses), 6 decimals."""
+    known = [v for v in values if v is not None]
+    if not known:
+        return None
+    return round(math.sqrt(math.fsum(v * v for v in known) / len(known)), 6)
+
+
+def _max_or_none(values: Sequence[float | None]) -> float | None:
+    known = [v for v in values if v is not None]
+    return round(max(known), 6) if known else None

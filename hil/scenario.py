@@ -412,6 +412,22 @@ class Scenario(_Strict):
                 return event.import_limit_kw, event.export_limit_kw
         return None, None
 
+    def variant(self, *, uniform: bool = False, estimation: bool | None = None) -> Scenario:
+        """The same scenario for a comparison: ``uniform`` takes the rig's variation away (the
+        meters stay); ``estimation`` sets the controller's ``[estimation] enabled`` (``None``:
+        as the scenario's ``[controller]`` has it)."""
+        update: dict[str, Any] = {}
+        if uniform:
+            update["feeder"] = self.feeder.model_copy(update={"varied": False})
+        if estimation is not None:
+            controller = dict(self.controller)
+            controller["estimation"] = {
+                **dict(controller.get("estimation") or {}),
+                "enabled": estimation,
+            }
+            update["controller"] = controller
+        return self.model_copy(update=update) if update else self
+
     def compressed(self, factor: float) -> Scenario:
         """The same timeline with every time (and the duration) times ``factor`` (0 < f <= 1):
         how the tests run a two-hour scenario in a fraction of it."""

@@ -7,6 +7,8 @@ import argparse
 from controller.config import LoadedConfig, load_config
 
 HELP = "validate a config and print the feeder and devices"
+LISTED_BUS_METERS = 40
+"""Meters along the feeder listed one a line; the rest (thousands, with AMI) are counted."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,19 +50,30 @@ def _check(loaded: LoadedConfig) -> int:
         limits.append(f"export <= {cfg.dr.export_limit_kw:g} kW")
     print("default limits: " + (", ".join(limits) if limits else "none"))
     print(f"devices ({len(cfg.devices)}):")
-    print(f"  {'name':<16} {'kind':<8} {'bus':>4}  {'address':<32} {'rating':>10}  revert")
+    print(f"  {'name':<16} {'kind':<8} {'bus':>4}  {'address':<32} {'rating':>10}  revert/class")
+    shown_meters = 0
     for d in cfg.devices:
+        if d.kind == "meter" and not d.head:
+            shown_meters += 1
+            if shown_meters > LISTED_BUS_METERS:
+                continue
         rating = f"{d.rating_kw:g} kW" if d.rating_kw else "-"
         if d.kind == "battery":
             rating += f"/{d.energy_kwh:g} kWh"
         if d.kind == "load":
             rating = f"{d.min_kw:g}-{rating}"
         revert = "-" if d.kind == "meter" else f"{d.revert_s} s"
+        if d.kind == "meter":
+            revert = f"class {d.accuracy_pct or cfg.estimation.accuracy_pct:g}%"
         if d.kind == "load":
             revert += f" (to full draw), shed {d.shed_cost_per_kwh:g}/kWh"
         kind = "meter*" if d.head else d.kind
         print(f"  {d.name:<16} {kind:<8} {d.bus:>4}  {d.address:<32} {rating:>10}  {revert}")
+    if shown_meters > LISTED_BUS_METERS:
+        print(f"  ... and {shown_meters - LISTED_BUS_METERS} more meters along the feeder")
     print("(* feeder-head meter)")
+    for line in _estimation_lines(loaded):
+        print(line)
     loads = [d for d in cfg.devices if d.kind == "load"]
     if loads and cfg.dr.import_limit_kw is not None:
         shed = sum((d.rating_kw or 0.0) - d.min_kw for d in loads)
@@ -88,3 +101,44 @@ def _network_line(loaded: LoadedConfig) -> str:
         f"slack voltage: {slack}; {charged} branch(es) with charging, {taps} transformer "
         f"tap(s), {shunts} bus shunt(s), {len(net.generators)} fixed generator(s)"
     )
+
+
+def _estimation_lines(loaded: LoadedConfig) -> list[str]:
+    """The meters along the feeder, how they are reached, and what the estimator does."""
+    cfg, net = loaded.config, loaded.network
+    meters = cfg.bus_meters
+    est = cfg.estimation
+    if not cfg.estimation_enabled:
+        why = "estimation.enabled = false" if meters else "no meters along the feeder"
+        return [f"state estimation: off ({why}): bus loads are the case's, scaled to the head"]
+    load_buses = {b.id for b in net.buses if b.p_load_kw or b.q_load_kvar}
+    metered = {d.bus for d in meters}
+    gateways: dict[str, int] = {}
+    mqtt = 0
+    for d in meters:
+        t = d.transport
+        if t.type == "mqtt":
+            mqtt += 1
+        else:
+            where = t.address.rsplit(" unit ", 1)[0]
+            gateways[where] = gateways.get(where, 0) + 1
+    reach = [f"{n} behind {g}" for g, n in sorted(gateways.items())[:3]]
+    if len(gateways) > 3:
+        reach.append(f"... {len(gateways)} Modbus links in all")
+    if mqtt:
+        reach.append(f"{mqtt} over MQTT")
+    lines = [
+        f"state estimation: on; {len(meters)} meter(s) along the feeder at {len(metered)} "
+        f"bus(es), {len(metered & load_buses)} of the {len(load_buses)} load buses"
+        + (f" ({'; '.join(reach)})" if reach else ""),
+        f"  pseudo-loads elsewhere (sigma {est.pseudo_sigma_frac:g} x the head-scaled case "
+        f"load), meters class {est.accuracy_pct:g}% (V {est.v_accuracy_pct:g}%), bad data "
+        f"above {est.bad_data_threshold:g} sigma (at most {est.max_drops} dropped an interval)",
+    ]
+    shared = sorted(b for b in metered if sum(1 for d in meters if d.bus == b) > 1)
+    if shared:
+        lines.append(
+            f"note: bus(es) {', '.join(map(str, shared[:10]))} have more than one meter: each "
+            "is taken as a measurement of the whole bus's load"
+        )
+    return lines

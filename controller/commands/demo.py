@@ -56,6 +56,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--site", type=site_name, default="demo", help="site name, topic root feederd/<site>"
     )
     parser.add_argument(
+        "--uniform",
+        action="store_true",
+        help="a feeder that follows the case file (one load factor, exact meters, no meters "
+        "along it) instead of the varied one, for comparison",
+    )
+    parser.add_argument(
         "--simulated",
         action="store_true",
         help="run the daemon and the feeder on a simulated clock, as fast as they go",
@@ -77,5 +83,6 @@ def run(args: argparse.Namespace) -> int:
             journal_path=args.journal,
             site=args.site,
             simulated=args.simulated,
+            uniform=args.uniform,
         )
     )

@@ -62,6 +62,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="F",
         help="scale the scenario's timeline by F (0 < F <= 1), e.g. 0.25 for a quick run",
     )
+    parser.add_argument(
+        "--uniform",
+        action="store_true",
+        help="with --scenario: the rig without its variation (every bus load the case's times "
+        "one factor, the case's impedances, exact meters), for comparison",
+    )
+    parser.add_argument(
+        "--estimation",
+        choices=("on", "off"),
+        default=None,
+        help="with --scenario: state estimation from the meters along the feeder on or off "
+        "(off: the head meter's one-factor picture); default: the scenario's config",
+    )
     parser.add_argument("--case", metavar="FILE.m", help="with --serve: a MATPOWER case")
     parser.add_argument(
         "--base-port",
@@ -84,14 +97,23 @@ def run(args: argparse.Namespace) -> int:
     from controller.cli import UsageError  # noqa: PLC0415 (the CLI imports this module)
 
     if args.serve:
-        if args.out is not None or args.compress != 1.0:
-            raise UsageError("--out and --compress go with --scenario, not --serve")
+        if args.out is not None or args.compress != 1.0 or args.uniform or args.estimation:
+            raise UsageError(
+                "--out, --compress, --uniform and --estimation go with --scenario, not --serve"
+            )
         return _serve(args.case, args.base_port, args.pv_model, sys.stdout)
     if args.case is not None or args.base_port is not None or args.pv_model != 123:
         raise UsageError(
             "--case, --base-port and --pv-model go with --serve (a scenario names its case)"
         )
-    return _scenario(args.scenario, args.out, args.compress, sys.stdout)
+    return _scenario(
+        args.scenario,
+        args.out,
+        args.compress,
+        sys.stdout,
+        uniform=args.uniform,
+        estimation=args.estimation,
+    )
 
 
 def _scenario_path(text: str) -> Path:
@@ -103,7 +125,15 @@ def _scenario_path(text: str) -> Path:
     return path
 
 
-def _scenario(text: str, out: str | None, compress: float, stream: TextIO) -> int:
+def _scenario(
+    text: str,
+    out: str | None,
+    compress: float,
+    stream: TextIO,
+    *,
+    uniform: bool = False,
+    estimation: str | None = None,
+) -> int:
     from controller.cli import UsageError  # noqa: PLC0415
     from controller.commands.rig.scenario import run_scenario, write_results  # noqa: PLC0415
     from controller.logs import configure_logging  # noqa: PLC0415
@@ -116,6 +146,9 @@ def _scenario(text: str, out: str | None, compress: float, stream: TextIO) -> in
         raise UsageError(str(err)) from None
     if compress != 1.0:
         scenario = scenario.compressed(compress)
+    scenario = scenario.variant(
+        uniform=uniform, estimation=None if estimation is None else estimation == "on"
+    )
     out_dir = Path(out) if out is not None else Path(f"sim-{scenario.name}")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,8 @@ Kw = Annotated[float, Field(ge=-MAX_KW, le=MAX_KW)]
 RatingKw = Annotated[float, Field(ge=MIN_RATING_KW, le=MAX_KW)]
 BusId = Annotated[int, Field(ge=0, le=MAX_BUS_ID)]
 PerUnit = Annotated[float, Field(gt=0, le=2.0)]
+AccuracyPct = Annotated[float, Field(gt=0.0, le=50.0)]
+"""A meter's accuracy class, % of the reading (0.2, 0.5, 1, 2 are the usual classes)."""
 
 
 def _no_nul(value: str) -> str:
@@ -323,6 +325,8 @@ class DeviceConfig(_Strict):
     # price, so PV and batteries are used first and a load is shed only when a limit needs it)
     min_kw: Annotated[float, Field(ge=0, le=MAX_KW)] = 0.0
     shed_cost_per_kwh: Annotated[float, Field(ge=0, le=MAX_PRICE)] = 0.50
+    # meters: the accuracy class, % of the reading (the [estimation] table's when unset)
+    accuracy_pct: AccuracyPct | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -335,6 +339,8 @@ class DeviceConfig(_Strict):
             raise ValueError(f"a {self.kind} device needs 'rating_kw'")
         if self.kind == "battery" and self.energy_kwh is None:
             raise ValueError("a battery needs 'energy_kwh'")
+        if self.kind != "meter" and "accuracy_pct" in self.model_fields_set:
+            raise ValueError("'accuracy_pct' is for meters only (kind = \"meter\")")
         if self.kind != "load":
             for key in ("min_kw", "shed_cost_per_kwh"):
                 if key in self.model_fields_set:
@@ -370,6 +376,30 @@ class DeviceConfig(_Strict):
     def address(self) -> str:
         """Where the device is, as a commissioning engineer would write it down."""
         return self.transport.address
+
+
+class EstimationConfig(_Strict):
+    """State estimation from the meters along the feeder (``optimizer.StateEstimator``)."""
+
+    # unset: on when any meter along the feeder (kind = "meter" without head) is configured
+    enabled: bool | None = None
+    # a bus without a meter keeps the case's load scaled to the head meter (the estimate
+    # without meters) as a pseudo-measurement with this sigma, a share of that load: large, so
+    # that a real measurement outweighs it
+    pseudo_sigma_frac: Annotated[float, Field(gt=0.0, le=10.0)] = 0.5
+    # a measurement whose normalised residual is above this is dropped as bad data (then the
+    # next largest, at most max_drops per interval)
+    bad_data_threshold: Annotated[float, Field(ge=1.0, le=100.0)] = 4.0
+    max_drops: Annotated[int, Field(ge=0, le=100)] = 5
+    # a meter's accuracy class: the sigma of its P and Q in % of the reading, never below
+    # floor_kw (kW, kvar: a reading near zero is not exact), and of its voltage
+    accuracy_pct: AccuracyPct = 1.0
+    v_accuracy_pct: Annotated[float, Field(gt=0.0, le=10.0)] = 0.5
+    floor_kw: Annotated[float, Field(gt=0.0, le=1000.0)] = 0.5
+    # an older reading (MQTT meters publish every 15-60 s) is widened, in quadrature, by this
+    # share of the reading per minute of age: what a load or a voltage drifts in a minute
+    age_pq_pct_per_min: Annotated[float, Field(ge=0.0, le=100.0)] = 5.0
+    age_v_pct_per_min: Annotated[float, Field(ge=0.0, le=10.0)] = 0.2
 
 
 class PollConfig(_Strict):
@@ -460,6 +490,7 @@ class Config(_Strict):
     mqtt: MqttConfig = MqttConfig()
     metrics: MetricsConfig = MetricsConfig()
     journal: JournalConfig = JournalConfig()
+    estimation: EstimationConfig = EstimationConfig()
     # on SIGTERM: "revert" leaves each control to its revert timer; "release" also disables
     # the controls (PV limit off, battery idle) before exiting
     on_stop: Literal["revert", "release"] = "revert"
@@ -489,3 +520,14 @@ class Config(_Strict):
     @property
     def topic_root(self) -> str:
         return self.mqtt.topic_root or f"feederd/{self.site}"
+
+    @property
+    def bus_meters(self) -> list[DeviceConfig]:
+        """The meters along the feeder: every meter but the head's."""
+        return [d for d in self.devices if d.kind == "meter" and not d.head]
+
+    @property
+    def estimation_enabled(self) -> bool:
+        """``estimation.enabled``, else whether any meter along the feeder is configured."""
+        enabled = self.estimation.enabled
+        return bool(self.bus_meters) if enabled is None else enabled

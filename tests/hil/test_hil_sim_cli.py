@@ -76,7 +76,8 @@ def test_sim_runs_a_scenario_and_writes_results(
     ("argv", "message"),
     [
         (["sim", "--scenario", "no/such.toml"], "no/such.toml: cannot read scenario"),
-        (["sim", "--serve", "--out", "x"], "--out and --compress go with --scenario"),
+        (["sim", "--serve", "--out", "x"], "--out, --compress, --uniform and --estimation go with"),
+        (["sim", "--serve", "--estimation", "on"], "--estimation go with --scenario, not --serve"),
         (
             ["sim", "--scenario", "evening_peak", "--base-port", "2000"],
             "--case, --base-port and --pv-model go with --serve",

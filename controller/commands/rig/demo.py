@@ -3,8 +3,11 @@
 The IEEE 33-bus feeder with PV at a dozen buses, four batteries and a SunSpec head meter is
 served on 127.0.0.1 by ``hil`` (pandapower physics behind pymodbus servers); the daemon
 (``Daemon.open``, as ``feederd run`` assembles it) talks to it over Modbus TCP exactly as it
-would to a substation. A cloud passes over the PV in the middle of the run. One readable line
-per interval, a summary at the end.
+would to a substation. A cloud passes over the PV in the middle of the run. The feeder is not
+the case file: each bus follows its own customers, the lines differ from the case by up to
+12 %, meters have an accuracy class, and a smart meter at every load bus (behind one Modbus
+gateway) lets the daemon estimate the state (``--uniform``: the case file's feeder, no bus
+meters). One readable line per interval, a summary at the end.
 
 In real time by default (the rig's physics ticks on its own, the daemon on its interval); with
 ``simulated`` the daemon and the rig share a simulated clock and the run goes as fast as the
@@ -31,7 +34,7 @@ from controller.logs import configure_logging
 from controller.metrics import Metrics
 from controller.records import COMPLIANCE_TOLERANCE, CycleRecord, CycleStatus, within_limits
 from controller.signals import Signals
-from hil import HilRig
+from hil import HilRig, RigVariation
 
 __all__ = ["DEFAULT_IMPORT_LIMIT_KW", "DemoOptions", "demo_config", "run_demo"]
 
@@ -50,6 +53,7 @@ class DemoOptions:
     journal_path: str | None = None
     site: str = "demo"
     simulated: bool = False
+    uniform: bool = False  # the rig as the case file has it: no variation, no bus meters
 
 
 def demo_config(rig: HilRig, opts: DemoOptions) -> LoadedConfig:
@@ -135,6 +139,9 @@ async def _demo(opts: DemoOptions, out: TextIO) -> int:
             pv_available_frac=lambda t: cloud(t, opts.duration_s),
             physics_period_s=None if opts.simulated else 0.5,
             solve_on_write=not opts.simulated,
+            now=clock.now,
+            variation=None if opts.uniform else RigVariation(seed=1),
+            meter_buses="none" if opts.uniform else "all",
         ) as rig:
             loaded = demo_config(rig, opts)
             metrics = Metrics()

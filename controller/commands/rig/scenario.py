@@ -22,7 +22,7 @@ import csv
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -38,7 +38,6 @@ from controller.daemon import Daemon
 from controller.dr.intake import MqttSettings
 from hil import DeviceFault, HilRig, MosquittoBroker
 from hil.kpis import Sample, kpis
-from hil.profiles import load, sun
 from hil.scenario import BROKER, DrEvent, Fault, Scenario, ScenarioError
 from optimizer import builtin_case
 
@@ -118,28 +117,15 @@ async def run_scenario(
     """Run ``scenario`` against a fresh rig; see the module docstring."""
     started = time.perf_counter()
     case = case_path(scenario, base_dir or Path.cwd(), source)
-    feeder = scenario.feeder
     interval = scenario.interval_s
     clock = FakeClock(start=SIM_DATE + timedelta(hours=scenario.start_hour))
-    clouds, steps = scenario.clouds(), scenario.load_steps()
     rig = HilRig(
         monotonic=clock.monotonic,
-        load_scale=lambda t: load(
-            t, start_hour=scenario.start_hour, scale=feeder.load_scale, steps=steps
-        ),
-        pv_available_frac=lambda t: sun(
-            t, start_hour=scenario.start_hour, peak_frac=feeder.pv_peak_frac, clouds=clouds
-        ),
-        slack_v_pu=scenario.busbar_v_pu if scenario.moves_busbar else None,
-        pv_buses=feeder.pv_buses,
-        pv_kw=feeder.pv_kw,
-        battery_buses=feeder.battery_buses,
-        battery_kw=feeder.battery_kw,
-        battery_kwh=feeder.battery_kwh,
-        battery_soc_pct=feeder.battery_soc_pct,
+        now=clock.now,
         physics_period_s=None,  # the runner steps the physics, tick by tick ...
         solve_on_write=False,  # ... and only then: one power flow per interval
         case=case,
+        **scenario.rig_options(),
     )
     samples: list[Sample] = []
     active: dict[int, Fault] = {}
@@ -173,6 +159,8 @@ async def run_scenario(
             await rig.step()
             seen = _physics(rig)  # before the cycle's writes move the physics on
             rec = await daemon.controller.cycle()
+            picture = rec.estimated_v_pu if rec.estimated_v_pu is not None else rec.picture_v_pu
+            rms_err, max_err = _estimate_error(picture, seen["v_pu"])
             sample = Sample(
                 t_s=t,
                 meter_kw=rec.import_kw,
@@ -187,6 +175,8 @@ async def run_scenario(
                 faults=tuple(f"{f.device}:{f.kind}" for f in active.values()),
                 cycle_ms=rec.cycle_ms,
                 seen_v_slack_pu=rec.v_slack_pu,
+                est_v_rms_err_pu=rms_err,
+                est_v_max_err_pu=max_err,
                 **seen,
             )
             samples.append(sample)
@@ -228,6 +218,17 @@ def _clear_faults(rig: HilRig, active: dict[int, Fault]) -> None:
     for fault in active.values():
         if fault.device != BROKER:
             rig.set_fault(fault.device, DeviceFault())
+
+
+def _estimate_error(
+    estimated: Mapping[int, float] | None, true_v_pu: Mapping[int, float]
+) -> tuple[float | None, float | None]:
+    """How far the bus voltages the controller dispatched on were from the physics' (RMS and
+    largest over the buses both know, p.u.); ``None`` when it had no picture this interval."""
+    errors = [estimated[b] - v for b, v in true_v_pu.items() if b in estimated] if estimated else []
+    if not errors:
+        return None, None
+    return math.sqrt(math.fsum(e * e for e in errors) / len(errors)), max(map(abs, errors))
 
 
 def _physics(rig: HilRig) -> dict[str, Any]:
@@ -366,6 +367,8 @@ def write_results(result: SimResult, out_dir: Path) -> list[Path]:
                 "v_max_pu",
                 "v_slack_pu",
                 "seen_v_slack_pu",
+                "est_v_rms_err_pu",
+                "est_v_max_err_pu",
                 "status",
                 "devices_up",
                 "devices_missing",
@@ -396,6 +399,8 @@ def write_results(result: SimResult, out_dir: Path) -> list[Path]:
                     f"{max(s.v_pu.values()):.5f}",
                     _opt(s.v_slack_pu, ".5f"),
                     _opt(s.seen_v_slack_pu, ".5f"),
+                    _opt(s.est_v_rms_err_pu, ".5f"),
+                    _opt(s.est_v_max_err_pu, ".5f"),
                     s.status,
                     s.devices_up,
                     " ".join(s.devices_missing),

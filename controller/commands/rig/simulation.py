@@ -56,6 +56,7 @@ class Simulation:
     ) -> AsyncIterator[Simulation]:
         clock = FakeClock(start)
         options = {"solve_on_write": False, **(rig_options or {})}
+        options.setdefault("now", clock.now)  # the AMI meters' timestamps: the daemon's clock
         async with HilRig(monotonic=clock.monotonic, physics_period_s=None, **options) as rig:
             loaded = rig_config(
                 rig, overrides=overrides, site=site, case=options.get("case"), devices=devices
