@@ -7,7 +7,6 @@ import asyncio
 import itertools
 import json
 import math
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import aiomqtt
@@ -22,20 +21,11 @@ from hil.physics import FeederPhysics
 from hil.profiles import CloudPass
 from hil.sim_devices import SimMeter
 from hil.variation import RigVariation
+from tests.support.wait import until
 
 pytestmark = pytest.mark.asyncio
 
-HANG_GUARD_S = 30.0
 EVENING = datetime(2026, 1, 1, 19, 0, tzinfo=UTC)
-
-
-async def _until(done: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + HANG_GUARD_S
-    while not done():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up after {HANG_GUARD_S:g} s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def _rig(clock: FakeClock, **kwargs: object) -> HilRig:
@@ -182,7 +172,7 @@ async def test_ami_meters_publish_at_their_cadence_some_late_some_missing() -> N
                 for _ in range(0, 900, 5):
                     state = await rig.step()
                     truth[round(clock.now().timestamp(), 3)] = dict(state.bus_p_kw)
-                    await _until(lambda: len(got) == publisher.submitted, "AMI readings")
+                    await until(lambda: len(got) == publisher.submitted, "AMI readings")
                     clock.advance(5.0)
             finally:
                 listener.cancel()

@@ -7,8 +7,6 @@ setpoints applied by the rig's bridge, fresh telemetry back), never for a fixed 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,6 +18,7 @@ from devices import MqttDevice
 from hil import HilRig
 from hil.broker import find_mosquitto
 from tests.support.feeder import feeder
+from tests.support.wait import until
 
 pytestmark = [
     pytest.mark.integration,
@@ -34,17 +33,7 @@ RIG_MQTT: dict[str, Any] = {
     "battery_buses": (),
     "mqtt_pv_buses": MQTT_BUSES,
 }
-HANG_GUARD_S = 30.0
 """Real seconds to wait for the broker before calling it a hang (it takes milliseconds)."""
-
-
-async def _until(done: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + HANG_GUARD_S
-    while not done():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up after {HANG_GUARD_S:g} s waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 def _mqtt_drivers(sim: Simulation) -> list[MqttDevice]:
@@ -54,7 +43,7 @@ def _mqtt_drivers(sim: Simulation) -> list[MqttDevice]:
 async def _fresh_telemetry(sim: Simulation) -> None:
     """Wait until every MQTT driver holds telemetry received at the clock's current time."""
     drivers = _mqtt_drivers(sim)
-    await _until(lambda: all(d.age_s() == 0.0 for d in drivers), "fresh MQTT telemetry")
+    await until(lambda: all(d.age_s() == 0.0 for d in drivers), "fresh MQTT telemetry")
 
 
 async def _step(sim: Simulation) -> CycleRecord:
@@ -66,7 +55,7 @@ async def _step(sim: Simulation) -> CycleRecord:
     await sim.rig.step()
     rec = await sim.daemon.controller.cycle()
     sent = sum(1 for d in _mqtt_drivers(sim) if d.name in rec.setpoints_kw)
-    await _until(lambda: bridge.applied_setpoints >= applied + sent, "the setpoints applied")
+    await until(lambda: bridge.applied_setpoints >= applied + sent, "the setpoints applied")
     sim.clock.advance(sim.interval_s)
     await _fresh_telemetry(sim)
     return rec

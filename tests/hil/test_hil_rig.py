@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from pymodbus.client import AsyncModbusTcpClient
@@ -17,6 +17,7 @@ from hil import (
     HilRig,
     RigDevice,
 )
+from tests.support.wait import until
 
 
 def _clock(start_s: float) -> FakeClock:
@@ -28,17 +29,7 @@ def _clock(start_s: float) -> FakeClock:
 
 pytestmark = pytest.mark.asyncio
 
-HANG_GUARD_S = 30.0
 """Real seconds to wait for the rig's background work before calling it a hang."""
-
-
-async def _until(done: Callable[[], bool], what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + HANG_GUARD_S
-    while not done():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up after {HANG_GUARD_S:g} s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 def _s16(value: int) -> int:
@@ -162,7 +153,7 @@ async def test_write_triggers_physics_without_a_step(rig: HilRig) -> None:
     finally:
         client.close()
     # the write's own (debounced) solve, in the background: wait for it, not for a set time
-    await _until(lambda: rig.solves > solves, "the solve after the write")
+    await until(lambda: rig.solves > solves, "the solve after the write")
     assert rig.state.der_kw == pytest.approx(1440.0 - 120.0, abs=0.1)
 
 
@@ -256,7 +247,7 @@ async def test_background_physics_follows_the_profiles() -> None:
         assert rig.state.der_kw == pytest.approx(0.0)
         clock.advance(10.0)
         # the background ticker (real time, by nature) picks up the new time on its own
-        await _until(lambda: rig.state.der_kw > 0.0, "the background physics step")
+        await until(lambda: rig.state.der_kw > 0.0, "the background physics step")
         assert rig.state.der_kw == pytest.approx(1800.0, abs=0.1)
 
 

@@ -40,11 +40,13 @@ Fault = Literal["sign", "ct", "stale"]
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Truth:
-    """pandapower's AC solution: every bus's voltage and the import at the head."""
+    """pandapower's AC solution: every bus's voltage, the import at the head, the series
+    losses."""
 
     v_pu: Mapping[int, float]
     import_kw: float
     import_kvar: float
+    losses_kw: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,6 +108,7 @@ def truth(
         v_pu={int(b): float(v) for b, v in vm.items()},
         import_kw=float(pp_net.res_ext_grid.p_mw.sum()) * 1e3,
         import_kvar=float(pp_net.res_ext_grid.q_mvar.sum()) * 1e3,
+        losses_kw=float(pp_net.res_line.pl_mw.sum() + pp_net.res_trafo.pl_mw.sum()) * 1e3,
     )
 
 
