@@ -25,6 +25,7 @@ import structlog
 
 from controller.clock import Clock
 from controller.config import LoadedConfig
+from controller.correction import CorrectionSettings, LimitCorrection, LimitCorrector, headroom_kw
 from controller.estimation import BusEstimator, EstimateSummary
 from controller.metrics import Metrics
 from controller.records import ActiveLimits, CycleRecord, CycleStatus
@@ -130,6 +131,18 @@ class Controller:
         self.limits = ActiveLimits(
             import_kw=self.config.dr.import_limit_kw, export_kw=self.config.dr.export_limit_kw
         )
+        control = self.config.control
+        self.corrector = LimitCorrector(
+            CorrectionSettings(
+                enabled=control.limit_correction,
+                gain=control.correction_gain,
+                max_pct=control.correction_max_pct,
+                max_floor_kw=control.correction_max_floor_kw,
+                reset_pct=control.correction_reset_pct,
+                margin_pct=control.limit_margin_pct,
+            )
+        )
+        self._correction: LimitCorrection | None = None  # this interval's
         self.head_name = loaded.head_meter.name
         devices = {d.name: d for d in self.config.devices}
         self._bus = {name: devices[name].bus for name in fleet}
@@ -214,6 +227,7 @@ class Controller:
                 self.limits = active
                 self._publish_limits()
         snapshot = await self.poll(t)
+        self._correct(snapshot)
         self._estimate = None
         result: DispatchResult | None = None
         written: dict[str, float] = {}
@@ -354,6 +368,26 @@ class Controller:
                 last_good_age_s=_r(tracker.age_s()),
             )
 
+    def _correct(self, snapshot: Snapshot) -> LimitCorrection:
+        """This interval's corrections of the limits: the head import measured now against
+        the one the last dispatch predicted (``controller.correction``)."""
+        units = (
+            id(self.network),
+            frozenset(snapshot.pv) | frozenset(snapshot.batteries) | frozenset(snapshot.loads),
+        )
+        corr = self.corrector.begin(
+            measured_kw=snapshot.head.p_kw if snapshot.head is not None else None,
+            import_limit_kw=self.limits.import_kw,
+            export_limit_kw=self.limits.export_kw,
+            units=units,
+        )
+        for reason in corr.reset:
+            log.info("limit_correction_reset", reason=reason)
+        for label, value in (("import", corr.import_kw), ("export", corr.export_kw)):
+            self.metrics.limit_correction_kw.labels(label).set(math.nan if value is None else value)
+        self._correction = corr
+        return corr
+
     def _slack_voltage(self, snapshot: Snapshot) -> SlackVoltage:
         """This interval's slack voltage; a log line when its source changes (or why the head
         meter's voltage is not believed, once per reason)."""
@@ -404,6 +438,7 @@ class Controller:
 
     async def _dispatch(self, snapshot: Snapshot, t: _Timings) -> DispatchResult:
         started = time.perf_counter()
+        corr = self._correction or self._correct(snapshot)
         sv = self._slack_voltage(snapshot)
         bus_loads = self._estimated_loads(snapshot, sv.v_pu)
         if self._estimate is not None and sv.source == "meter":
@@ -418,8 +453,8 @@ class Controller:
             ramp_kw_per_s=self._ramp,
             state=self.estimator,
             interval_s=self.config.interval_s,
-            import_limit_kw=self.limits.import_kw,
-            export_limit_kw=self.limits.export_kw,
+            import_limit_kw=corr.import_limit_kw,
+            export_limit_kw=corr.export_limit_kw,
             v_min_pu=self.config.feeder.dispatch_band_pu[0],
             v_max_pu=self.config.feeder.dispatch_band_pu[1],
             price_per_kwh=self.config.dr.price_per_kwh,
@@ -452,6 +487,15 @@ class Controller:
             log.error("solver_fallback", reason=reason, rule="proportional")
             self.metrics.fallbacks.inc()
             result = proportional_curtailment(self.network, inp)
+        elif math.isfinite(result.import_kw):  # the LP's prediction, for the next interval
+            room_down, room_up = headroom_kw(inp, result)
+            self.corrector.dispatched(
+                predicted_kw=result.import_kw,
+                room_down_kw=room_down,
+                room_up_kw=room_up,
+                import_slack_kw=result.import_slack_kw,
+                export_slack_kw=result.export_slack_kw,
+            )
         t.solve_ms = (time.perf_counter() - started) * 1000.0
         self.metrics.solve_duration.observe(t.solve_ms / 1000.0)
         for status in DispatchStatus:
@@ -517,6 +561,7 @@ class Controller:
         if snapshot.head is not None:
             self.metrics.import_kw.set(snapshot.head.p_kw)
         est = self._estimate
+        corr = self._correction
         return CycleRecord(
             cycle=self._cycle,
             status=status,
@@ -543,6 +588,9 @@ class Controller:
             estimated_v_max_pu=est.v_max_pu if est and est.v_pu else None,
             estimated_v_pu=dict(est.v_pu) if est else None,
             picture_v_pu=self._picture_v_pu(result),
+            import_correction_kw=corr.import_kw if corr and result else None,
+            export_correction_kw=corr.export_kw if corr and result else None,
+            model_error_kw=corr.error_kw if corr else None,
         )
 
     def _picture_v_pu(self, result: DispatchResult | None) -> dict[int, float] | None:

@@ -166,6 +166,13 @@ class Metrics:
             ["limit"],
             registry=r,
         )
+        self.limit_correction_kw = Gauge(
+            "feederd_limit_correction_kw",
+            "How far the head meter's feedback tightened a limit for the dispatch (kW; "
+            "negative loosens, at most by the margin; NaN: no such limit).",
+            ["limit"],
+            registry=r,
+        )
         self.slack_voltage_pu = Gauge(
             "feederd_slack_bus_voltage_pu",
             "The slack (substation) bus's voltage the dispatch used, p.u.",

@@ -117,6 +117,14 @@ class CycleRecord:
     estimated_v_pu: Mapping[int, float] | None = None
     """Every bus's estimated voltage (p.u.), for a grader to set against the physics; left out
     of the journal (the summary above is kept there)."""
+    import_correction_kw: float | None = None
+    """How far the head meter's feedback tightened the import limit the dispatch held (kW,
+    ``controller.correction``; negative loosens, by the margin at most; ``None``: no import
+    limit, or no feedback)."""
+    export_correction_kw: float | None = None
+    """Likewise the export limit (positive: the dispatch held less export than the limit)."""
+    model_error_kw: float | None = None
+    """This interval's measured head import less what the last dispatch predicted (kW)."""
     picture_v_pu: Mapping[int, float] | None = None
     """Every bus's voltage as the dispatch saw it (p.u.): the AC power flow of the loads it
     took (the state estimate's, or the case's times the head meter's one factor) with the

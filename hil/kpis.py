@@ -68,6 +68,13 @@ class Sample:
     or the one-factor load picture) against the physics, p.u. (``None``: no picture)."""
     est_v_max_err_pu: float | None = None
     """The largest such error at one bus, p.u."""
+    import_correction_kw: float | None = None
+    """How far the controller's feedback tightened the import limit it dispatched with (kW;
+    ``None``: no import limit, or it did not dispatch)."""
+    export_correction_kw: float | None = None
+    """Likewise the export limit."""
+    model_error_kw: float | None = None
+    """The controller's measured head import less what its last dispatch predicted (kW)."""
     devices_missing: tuple[str, ...] = ()
     faults: tuple[str, ...] = ()
     cycle_ms: float = 0.0

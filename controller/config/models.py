@@ -402,6 +402,24 @@ class EstimationConfig(_Strict):
     age_v_pct_per_min: Annotated[float, Field(ge=0.0, le=10.0)] = 0.2
 
 
+class ControlConfig(_Strict):
+    """Feedback on the import and export limits (``controller.correction``)."""
+
+    # each interval, the head import measured less the one the last dispatch predicted
+    # tightens (or loosens) the limit the next dispatch holds; false: the model alone
+    limit_correction: bool = True
+    # share of each new error taken into the correction (over 0, at most 1)
+    correction_gain: Annotated[float, Field(gt=0.0, le=1.0)] = 0.5
+    # anti-windup: a correction stays within this % of its limit (0-50) ...
+    correction_max_pct: Annotated[float, Field(ge=0.0, le=50.0)] = 5.0
+    # ... or this many kW, whichever is more (0-100000; a zero-export limit has no size)
+    correction_max_floor_kw: Annotated[float, Field(ge=0.0, le=1e5)] = 20.0
+    # a limit that moves by more than this % of its size (over 0, at most 1000) starts afresh
+    correction_reset_pct: Annotated[float, Field(gt=0.0, le=1000.0)] = 10.0
+    # the dispatch aims this % of the limit inside it (0-10): held at or just below it
+    limit_margin_pct: Annotated[float, Field(ge=0.0, le=10.0)] = 0.1
+
+
 class PollConfig(_Strict):
     # one attempt per request: it must fit inside the poll deadline (checked with interval_s)
     timeout_s: Annotated[float, Field(gt=0, le=600)] = 1.0
@@ -491,6 +509,7 @@ class Config(_Strict):
     metrics: MetricsConfig = MetricsConfig()
     journal: JournalConfig = JournalConfig()
     estimation: EstimationConfig = EstimationConfig()
+    control: ControlConfig = ControlConfig()
     # on SIGTERM: "revert" leaves each control to its revert timer; "release" also disables
     # the controls (PV limit off, battery idle) before exiting
     on_stop: Literal["revert", "release"] = "revert"
