@@ -13,12 +13,13 @@ estimate of it and tightens that limit by it:
 
 so each correction is positive when it tightens its limit. A model that over-predicts may
 loosen it by the margin, never past the limit itself: an error learnt while the sun went
-behind a cloud must not let the export past the cap when it comes out. Each update is ``c += g·(error − c)``, an
-integral of the error the corrected prediction makes (``g = 1`` for the first after a reset,
-when the last error is all that is known). Anti-windup: ``c`` stays within ``max_pct`` of the
-limit (at least ``max_floor_kw``), and ``c`` is frozen (not updated) after an interval whose
-limit was not binding (the error there says nothing about the import at the limit) or whose
-dispatch had no room left toward it (units at their bounds, or the limit's slack in use).
+behind a cloud must not let the export past the cap when it comes out. Each update is
+``c += g·(error − c)``, an integral of the error the corrected prediction makes (``g = 1`` for
+the first after a reset, when the last error is all that is known). Anti-windup: ``c`` stays
+within ``max_pct`` of the limit (at least ``max_floor_kw``), and ``c`` is frozen (not
+updated) after an interval whose limit was not binding (the error there says nothing about
+the import at the limit) or whose dispatch had no room left toward it (units at their bounds,
+or the limit's slack in use).
 A correction restarts from zero when its limit appears, goes or moves by more than
 ``reset_pct``, when the units the dispatch controls or the network change, and after an
 interval without a fresh head reading or dispatched by the fallback rule.
