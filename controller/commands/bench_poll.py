@@ -31,6 +31,19 @@ HELP = "time one poll cycle over N simulated SunSpec inverters (JSON figures)"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", type=positive_int, default=1000, help="inverters (1000)")
+    parser.add_argument(
+        "--meters",
+        action="store_true",
+        help="the devices are smart meters along the feeder (model 203), 200 unit ids behind "
+        "each gateway port, instead of inverters on a port each",
+    )
+    parser.add_argument(
+        "--connections",
+        type=positive_int,
+        default=1,
+        help="with --meters: parallel connections to each gateway (the transport's "
+        "'connections', 1-16; default 1)",
+    )
     parser.add_argument("--cycles", type=positive_int, default=10, help="timed cycles (10)")
     parser.add_argument(
         "--timeout", type=float, default=2.0, help="per-request timeout, seconds (2)"
@@ -51,7 +64,9 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _config(meter_port: int, ports: list[int], timeout_s: float) -> Any:
+def _config(
+    meter_port: int, ports: list[int], timeout_s: float, *, meters: int = 0, connections: int = 1
+) -> Any:
     from controller.config import parse_config  # noqa: PLC0415
 
     devices: list[dict[str, Any]] = [
@@ -62,6 +77,26 @@ def _config(meter_port: int, ports: list[int], timeout_s: float) -> Any:
             "transport": {"type": "tcp", "host": "127.0.0.1", "port": meter_port},
         }
     ]
+    if meters:
+        from controller.commands.rig.poll_fleet import METERS_PER_GATEWAY  # noqa: PLC0415
+
+        per = METERS_PER_GATEWAY
+        devices += [
+            {
+                "name": f"m{i}",
+                "kind": "meter",
+                "bus": 2 + i % 32,
+                "transport": {
+                    "type": "tcp",
+                    "host": "127.0.0.1",
+                    "port": ports[i // per],
+                    "unit": i % per + 1,
+                    "connections": connections,
+                },
+            }
+            for i in range(meters)
+        ]
+        ports = []
     devices += [
         {
             "name": f"pv{i}",
@@ -85,9 +120,9 @@ def _config(meter_port: int, ports: list[int], timeout_s: float) -> Any:
     return parse_config(data, source="<bench poll>", base_dir=Path.cwd())
 
 
-def _start_fleet(n: int) -> subprocess.Popen[str]:
+def _start_fleet(n: int, kind: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "controller.commands.rig.poll_fleet", str(n)],
+        [sys.executable, "-m", "controller.commands.rig.poll_fleet", str(n), kind],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -95,7 +130,9 @@ def _start_fleet(n: int) -> subprocess.Popen[str]:
     )
 
 
-async def _bench(n: int, cycles: int, timeout_s: float) -> dict[str, Any]:
+async def _bench(
+    n: int, cycles: int, timeout_s: float, *, meters: bool, connections: int = 1
+) -> dict[str, Any]:
     from controller.clock import SystemClock  # noqa: PLC0415
     from controller.daemon import Daemon  # noqa: PLC0415
 
@@ -103,7 +140,7 @@ async def _bench(n: int, cycles: int, timeout_s: float) -> dict[str, Any]:
     if soft < n + 256:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(n + 256, hard), hard))
     rss_start = _rss_mb()
-    fleet_proc = _start_fleet(n)
+    fleet_proc = _start_fleet(n, "meters" if meters else "inverters")
     try:
         assert fleet_proc.stdout is not None
         started = time.perf_counter()
@@ -112,7 +149,12 @@ async def _bench(n: int, cycles: int, timeout_s: float) -> dict[str, Any]:
             raise RuntimeError("the simulated fleet exited before listening")
         ports = json.loads(line)
         fleet_start_s = time.perf_counter() - started
-        loaded = _config(ports["meter"], ports["inverters"], timeout_s)
+        if meters:
+            loaded = _config(
+                ports["meter"], ports["gateways"], timeout_s, meters=n, connections=connections
+            )
+        else:
+            loaded = _config(ports["meter"], ports["inverters"], timeout_s)
         async with Daemon.open(loaded, clock=SystemClock()) as daemon:
             ctl, links = daemon.controller, daemon.fleet.links
             t0 = time.perf_counter()
@@ -139,7 +181,7 @@ async def _bench(n: int, cycles: int, timeout_s: float) -> dict[str, Any]:
             fleet_proc.kill()
     return {
         "devices": n + 1,
-        "inverters": n,
+        ("meters" if meters else "inverters"): n,
         "cycles": cycles,
         "cycle_ms_median": round(statistics.median(times), 1),
         "cycle_ms_p95": round(_p95(times), 1),
@@ -160,6 +202,14 @@ def run(args: argparse.Namespace) -> int:
     from controller.logs import configure_logging  # noqa: PLC0415
 
     configure_logging(level="warning")  # on stderr: stdout is the JSON alone
-    result = asyncio.run(_bench(args.devices, args.cycles, args.timeout))
+    result = asyncio.run(
+        _bench(
+            args.devices,
+            args.cycles,
+            args.timeout,
+            meters=args.meters,
+            connections=args.connections,
+        )
+    )
     print(json.dumps(result))
     return 0

@@ -290,3 +290,20 @@ def test_bench_poll_json_is_the_only_thing_on_stdout(
     assert bench_poll.returncode == 0, bench_poll.stderr
     assert bench_poll.stdout.count("\n") == 1
     assert json.loads(bench_poll.stdout)["devices"] == 4
+
+
+def test_bench_poll_meters_reads_each_meter_behind_its_gateway_in_one_request() -> None:
+    """``--meters``: smart meters along the feeder, 200 unit ids a gateway; every one answers,
+    one request each (the head meter too)."""
+    proc = subprocess.run(
+        [FEEDERD, "bench", "poll", "--meters", "--devices", "205", "--cycles", "2", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(proc.stdout)
+    assert figures["meters"] == 205  # behind two gateways: 200 and 5
+    assert figures["devices_up_median"] == 206
+    assert figures["requests_per_cycle"] == 206
