@@ -8,6 +8,8 @@ poll deadline, health bookkeeping) for C cycles after one warm-up cycle
 request. Prints one JSON object: ``devices``, ``cycles``, ``cycle_ms_median``, ``cycle_ms_p95``,
 ``cycle_ms_max``, ``first_cycle_ms`` (with discovery), ``requests_per_s``, ``devices_up``
 (median), ``rss_mb`` (this process: the daemon's side only) and ``cpu_s_per_cycle``.
+``--meters`` polls N smart meters along the feeder instead (model 203, 200 unit ids behind
+each gateway port, ``--connections`` to each), one request per meter.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any
 
 from controller.commands.args import positive_int
 
-HELP = "time one poll cycle over N simulated SunSpec inverters (JSON figures)"
+HELP = "time one poll cycle over N simulated SunSpec inverters or meters (JSON figures)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
