@@ -7,8 +7,15 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import structlog
+from hypothesis import settings
 
 from hil import HilRig
+
+# The property tests draw the same examples on every run (seeded by each test's name): the
+# suite's red is reproducible. Wider random exploration is the fuzz benchmarks' job
+# (benchmarks/fuzz_config.py, benchmarks/fuzz_dr.py), with a seed on their command line.
+settings.register_profile("feederd", derandomize=True)
+settings.load_profile("feederd")
 
 
 @pytest.fixture(autouse=True)

@@ -41,7 +41,7 @@ from controller.setpoints import setpoints
 from controller.snapshot import EstimatorState, Snapshot, dispatch_input
 from devices import BatteryReading, LoadReading, MeterReading, PvReading, Ramp
 from devices.safety import battery_command, load_command, pv_command
-from optimizer import Dispatcher, DispatchResult, builtin_case
+from optimizer import Dispatcher, DispatchResult, builtin_case, proportional_curtailment
 
 __all__ = [
     "Chooser",
@@ -659,7 +659,9 @@ def evaluate(text: bytes, files: Files) -> Outcome:
 def dispatch_once(loaded: LoadedConfig) -> tuple[DispatchResult, dict[str, Any]]:
     """One interval's dispatch on ``loaded``'s values, as the controller makes it: a snapshot
     of every device at a plausible reading, ``dispatch_input`` with the config's limits, price
-    and band, ``Dispatcher.solve``, then each device's command clamped to its ratings."""
+    and band, ``Dispatcher.solve`` (the proportional rule when it gives no setpoints, e.g. a
+    1,000 MW inverter on the 33-bus feeder, whose power flow cannot converge), then each
+    device's command clamped to its ratings."""
     cfg = loaded.config
     net = loaded.network
     pv: dict[str, PvReading] = {}
@@ -726,6 +728,8 @@ def dispatch_once(loaded: LoadedConfig) -> tuple[DispatchResult, dict[str, Any]]
         shed_cost_per_kwh={d.name: d.shed_cost_per_kwh for d in cfg.devices if d.kind == "load"},
     )
     result = Dispatcher(net, time_limit_s=max(cfg.interval_s * 0.3, 1.0)).solve(inp)
+    if not result.status.has_setpoints:  # as the controller does: the documented rule
+        result = proportional_curtailment(net, inp)
     commands: dict[str, Any] = {}
     devices = {d.name: d for d in cfg.devices}
     for name, sp in setpoints(result, snapshot, state).items():
