@@ -73,6 +73,9 @@ if TYPE_CHECKING:
     from devices.safety import (
         Ramp,
     )
+    from devices.volt_var import (
+        VoltVarCurve,
+    )
 
 __all__ = [
     "BUNDLED_MAPS",
@@ -114,6 +117,7 @@ __all__ = [
     "SunSpecMeter",
     "Transition",
     "UnsafeWriteError",
+    "VoltVarCurve",
     "WriteResult",
     "check_load_map",
     "load_register_map",
@@ -161,6 +165,7 @@ _EXPORTS = {
     "SunSpecMeter": "devices.meter",
     "Transition": "devices.health",
     "UnsafeWriteError": "devices.errors",
+    "VoltVarCurve": "devices.volt_var",
     "WriteResult": "devices.records",
     "check_load_map": "devices.load",
     "load_register_map": "devices.register_map",

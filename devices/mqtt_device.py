@@ -117,8 +117,13 @@ class MqttDevice:
 
     A load's setpoint is ``{"p_max_kw": ..., "revert_s": ...}`` on ``setpoint_topic``: the
     ceiling it may draw and how long it holds it without a new message (the device reverts to
-    its unconstrained demand after that; feederd republishes every interval).
+    its unconstrained demand after that; feederd republishes every interval). A PV inverter's
+    setpoint carries its ceiling only: a reactive setpoint is not sent (one
+    ``reactive_unsupported`` line per run).
     """
+
+    _said_no_reactive = False
+    """Whether ``reactive_unsupported`` was logged (set on the instance when it is)."""
 
     def __init__(
         self,
@@ -406,6 +411,13 @@ class MqttDevice:
             )
             written, clamped = cmd.p_max_kw, cmd.clamped
             body = {"p_max_kw": cmd.p_max_kw, "limit_pct": cmd.limit_pct, "revert_s": cmd.revert_s}
+            if setpoint.q_kvar is not None and not self._said_no_reactive:
+                self._said_no_reactive = True  # P only: said once per run
+                log.warning(
+                    "reactive_unsupported",
+                    device=self.name,
+                    reason="an MQTT PV device takes an active-power ceiling only",
+                )
         else:
             raise UnsafeWriteError(
                 self.name, f"a {type(setpoint).__name__} for a {self.kind} device"

@@ -46,7 +46,11 @@ class MeterReading:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PvReading:
-    """A PV inverter's output and the state of its model-123 power limit."""
+    """A PV inverter's output, the state of its power limit (123 or 704) and its reactive side.
+
+    Reactive power is positive when the inverter injects vars (over-excited: it raises the
+    voltage), negative when it absorbs them.
+    """
 
     device: str
     p_kw: float
@@ -54,6 +58,20 @@ class PvReading:
     limit_pct: float | None
     limit_enabled: bool
     limit_revert_s: int | None
+    q_kvar: float | None = None
+    """Measured reactive power (103 ``VAr``, 701 ``Var``); ``None`` when not reported."""
+    s_max_kva: float | None = None
+    """Apparent-power rating (121 ``VAMax``, 120 ``VARtg``, 702 ``VAMax``/``VAMaxRtg``), never
+    above the configured kVA rating (unset: the kW rating)."""
+    var_max_kvar: float | None = None
+    """The reactive capability the device declares (121 ``VArMaxQ1``, 702 ``VarMaxInj``), else
+    ``s_max_kva``."""
+    reactive: bool = False
+    """The device has fixed reactive-power points feederd can write (123 ``VArPct*`` or 704
+    ``VarSet*``)."""
+    explicit_revert: bool = False
+    """Its limit reverts to a value feederd writes (704 ``WMaxLimPctRvrt``); ``False``: it fails
+    open to 100 % (123) when the revert timer lapses."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -92,10 +110,15 @@ Reading = MeterReading | PvReading | BatteryReading | LoadReading
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PvSetpoint:
-    """An absolute active-power ceiling for one inverter."""
+    """An absolute active-power ceiling for one inverter, and optionally a fixed reactive power
+    (kvar, positive = injecting; ``None`` leaves the inverter's reactive mode alone)."""
 
     device: str
     p_max_kw: float
+    q_kvar: float | None = None
+    revert_kw: float | None = None
+    """The ceiling the limit reverts to when feederd stops rewriting it, where the device takes
+    one (704); ``None``: the configured ``revert_limit_pct``."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,9 +142,16 @@ Setpoint = PvSetpoint | BatterySetpoint | LoadSetpoint
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class WriteResult:
-    """What was written after the safety envelope: the value sent and whether it was clamped."""
+    """What was written after the safety envelope: the value sent and whether it was clamped.
+
+    For a PV inverter, ``q_kvar`` is the reactive power written after the envelope (``None``:
+    none was asked for, or the device has no reactive points) and ``q_clamped`` whether the
+    envelope moved it.
+    """
 
     device: str
     requested: float
     written: float
     clamped: bool
+    q_kvar: float | None = None
+    q_clamped: bool = False

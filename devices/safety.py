@@ -2,7 +2,9 @@
 
 Pure functions: a setpoint is clamped to the device's rating and ramp limit; a value that is not
 a finite number is refused; a power limit is never written as 0% (some inverters treat 0% as
-standby), and every control carries a revert timeout. The other rules sit where the write
+standby), and every control carries a revert timeout. A reactive-power setpoint is clamped to
+the inverter's kVA circle around the active-power ceiling written with it (active-power
+priority) and to the capability the device declares. The other rules sit where the write
 happens and are checked here too: ``check_writable`` (only points the model declares writable,
 ``SunSpecDevice.write_points`` and register maps) and ``check_read_back`` (what the device holds
 after the write is what was written).
@@ -21,16 +23,20 @@ __all__ = [
     "LoadCommand",
     "PvCommand",
     "Ramp",
+    "ReactiveCommand",
     "battery_command",
     "check_read_back",
     "check_writable",
     "load_command",
     "pv_command",
+    "reactive_command",
     "revert_limit",
+    "revert_pct",
 ]
 
 MIN_LIMIT_PCT = 0.1
 """The lowest WMaxLimPct feederd writes: 0% means standby on some inverters."""
+_INT16_MAX = 32767
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +65,17 @@ class PvCommand:
     limit_pct: float
     revert_s: int
     p_max_kw: float
+    clamped: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReactiveCommand:
+    """A fixed reactive-power write (123 ``VArWMaxPct``, 704 ``VarSetPct``), ready to encode:
+    ``pct`` of WMax, signed (positive injects vars), and the kvar that percentage means."""
+
+    pct: float
+    q_kvar: float
+    revert_s: int
     clamped: bool
 
 
@@ -141,6 +158,54 @@ def pv_command(
     )
 
 
+def reactive_command(
+    device: str,
+    q_kvar: float,
+    *,
+    w_max_kw: float,
+    s_max_kva: float,
+    var_max_kvar: float,
+    p_ceiling_kw: float,
+    revert_s: int,
+    pct_sf: int = -1,
+) -> ReactiveCommand:
+    """Clamp a reactive setpoint to ``±q_lim`` and express it in % of WMax.
+
+    ``q_lim = min(var_max, sqrt(S² - p_ceiling²), w_max)``: the device's declared capability,
+    what the kVA circle leaves beside the active-power ceiling written in the same call (the
+    inverter gives up vars, never watts), and 100 % of WMax (the most ``VArWMaxPct`` and
+    ``VarSetPct`` can say). ``pct`` is in the steps of the scale factor ``pct_sf`` (-1: 0.1 %),
+    rounded towards zero where rounding would step outside ``±q_lim``.
+    """
+    requested = _finite(device, q_kvar)
+    for name, value in (("WMax", w_max_kw), ("kVA rating", s_max_kva)):
+        if not (math.isfinite(value) and value > 0):
+            raise UnsafeWriteError(
+                device, f"{name} {value} is not a positive finite number; nothing written"
+            )
+    for name, value in (("var capability", var_max_kvar), ("active ceiling", p_ceiling_kw)):
+        if not (math.isfinite(value) and value >= 0):
+            raise UnsafeWriteError(
+                device, f"{name} {value} is not a finite number >= 0; nothing written"
+            )
+    if not -10 <= pct_sf <= 0:
+        raise UnsafeWriteError(device, f"scale factor 10^{pct_sf} is outside 10^-10..10^0")
+    head_kvar = math.sqrt(max(s_max_kva * s_max_kva - p_ceiling_kw * p_ceiling_kw, 0.0))
+    q_lim = min(var_max_kvar, head_kvar, w_max_kw)
+    value = min(max(requested, -q_lim), q_lim)
+    step = 10.0**pct_sf
+    # and no more than an int16 point carries at that scale factor
+    lim_steps = min(math.floor(round(q_lim / w_max_kw * 100.0 / step, 6)), _INT16_MAX)
+    steps = min(max(round(value / w_max_kw * 100.0 / step), -lim_steps), lim_steps)
+    pct = round(steps * step, -pct_sf)
+    return ReactiveCommand(
+        pct=pct,
+        q_kvar=pct * w_max_kw / 100.0,
+        revert_s=_revert(device, revert_s),
+        clamped=not -q_lim <= requested <= q_lim,
+    )
+
+
 def battery_command(
     device: str,
     p_kw: float,
@@ -207,6 +272,24 @@ def revert_limit(device: str, pct: float) -> float:
             device, f"revert limit {value}% is outside {MIN_LIMIT_PCT}..100%; nothing written"
         )
     return value
+
+
+def revert_pct(
+    device: str, revert_kw: float | None, *, w_max_kw: float, configured_pct: float
+) -> float:
+    """The value a model-704 limit reverts to: ``revert_kw`` (the controller's, under an export
+    limit) as a percentage of WMax in 0.1% steps rounded down, never above the configured
+    ``revert_limit_pct`` nor below ``MIN_LIMIT_PCT``; without one, the configured value."""
+    configured = revert_limit(device, configured_pct)
+    if revert_kw is None:
+        return configured
+    value = _finite(device, revert_kw)
+    if not w_max_kw > 0:
+        raise UnsafeWriteError(
+            device, f"rating WMax {w_max_kw} kW is not positive; nothing written"
+        )
+    pct = math.floor(round(value / w_max_kw * 1000.0, 6)) / 10.0
+    return min(max(pct, MIN_LIMIT_PCT), configured)
 
 
 def check_writable(device: str, what: str, read_only: list[str]) -> None:

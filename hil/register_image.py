@@ -66,7 +66,8 @@ class SimSunSpecDevice:
 
     Subclasses hold the device's behaviour: they set point values with ``_set`` and react to
     accepted writes in ``_after_write``. ``on_write`` is the rig's hook, called after each
-    accepted write.
+    accepted write. ``repeats`` gives, by model, the counts of its repeating groups (e.g.
+    ``{705: {"Crv": 2, "Crv.Pt": 4}}``, see ``devices.sunspec.layout``).
     """
 
     kind: ClassVar[str] = "device"
@@ -78,11 +79,13 @@ class SimSunSpecDevice:
         models: Sequence[int],
         scale_factors: Mapping[int, Mapping[str, int]],
         monotonic: Callable[[], float] = time.monotonic,
+        repeats: Mapping[int, Mapping[str, int]] | None = None,
     ) -> None:
         self.name = name
         self.monotonic = monotonic
         self.on_write: WriteHook | None = None
-        self._layouts: dict[int, ModelLayout] = {m: layout(m) for m in models}
+        counts = repeats or {}
+        self._layouts: dict[int, ModelLayout] = {m: layout(m, counts.get(m)) for m in models}
         self._sf: dict[int, dict[str, int]] = {m: dict(scale_factors.get(m, {})) for m in models}
         self._values: dict[int, dict[str, Value]] = {m: {} for m in models}
         self._start: dict[int, int] = {}

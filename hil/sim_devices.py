@@ -16,6 +16,20 @@ PV inverter (models 1, 103, 120, 123)
     in 704 (``WMaxLimPct``, ``WMaxLimPctEna``, no ramp); when ``WMaxLimPctRvrtTms`` lapses the
     limit takes ``WMaxLimPctRvrt`` and its enable ``WMaxLimPctEnaRvrt``.
 
+    With ``volt_var=True`` the chain ends with a volt-var model, 126 (123 chain) or 705 (704
+    chain), holding the IEEE 1547 category B curve, disabled (see ``hil.volt_var``).
+
+    Reactive power ``q_kvar`` (positive = injecting vars), see ``hil.sim_reactive``: a fixed
+    mode in force (123: ``VArPct_Ena`` with ``VArPct_Mod`` 1/2/3, ``OutPFSet_Ena``; 704:
+    ``VarSetEna`` with ``VarSetMod`` 0-4, ``PFWInjEna``), else the volt-var curve at the
+    terminal voltage the rig last set, else 0; then ``|q| <= min(var_max, sqrt(S² - p²))``
+    (active-power priority). Each fixed mode reverts on its ``*RvrtTms`` like the limit (123:
+    disabled; 704: its ``*Rvrt`` values). ``S`` is ``s_max_kva`` (default WMax: at full output
+    no vars are left), published as 120 ``VARtg`` / 702 ``VAMax``; ``var_max_kvar`` (default
+    ``S``) as 120 ``VArRtgQ1`` / 702 ``VarMaxInj``. Published: 103 ``VAr``, ``VA``, ``PF`` (%,
+    signed as ``OutPFSet``: negative while absorbing) or 701 ``Var``, ``VA``, ``PF`` (signed as
+    the active power, as 701 defines it); the current is ``S / (√3 V)``.
+
 Battery inverter (models 1, 103, 120, 124)
     Power ``P`` in kW, discharge positive. With ``StorCtl_Mod`` bit 0 (charge limit) set,
     ``P ≥ −InWRte % × WChaMax``; with bit 1 (discharge limit) set, ``P ≤ OutWRte % × WChaMax``;
@@ -44,7 +58,9 @@ from collections.abc import Callable, Mapping
 from typing import ClassVar
 
 from devices.sunspec import Value
+from hil import volt_var as volt_var_sim
 from hil.register_image import SimSunSpecDevice, fit_scale_factor, saturate
+from hil.sim_reactive import RevertTimers, accepts_reactive, fixed_q_kvar, within_kva
 
 __all__ = ["MANUFACTURER", "SimBattery", "SimInverter", "SimMeter"]
 
@@ -83,6 +99,7 @@ class _AcDevice(SimSunSpecDevice):
         scale_factors: Mapping[int, Mapping[str, int]],
         v_nominal_ll_v: float,
         monotonic: Callable[[], float],
+        repeats: Mapping[int, Mapping[str, int]] | None = None,
     ) -> None:
         w_sf = fit_scale_factor(1200.0 * rating_kw, signed=True, min_sf=0)
         a_max = 1200.0 * rating_kw / (_SQRT3 * 0.8 * v_nominal_ll_v)
@@ -101,6 +118,7 @@ class _AcDevice(SimSunSpecDevice):
             models=models,
             scale_factors={**scale_factors, 103: sf103},
             monotonic=monotonic,
+            repeats=repeats,
         )
         self.bus = bus
         self.rating_kw = rating_kw
@@ -130,10 +148,13 @@ class _AcDevice(SimSunSpecDevice):
         self._wh += max(self.p_kw, 0.0) * 1000.0 * max(now - self._energy_t, 0.0) / 3600.0
         self._energy_t = now
 
-    def _publish_103(self, st: int) -> None:
-        p_w = self.p_kw * 1000.0
+    def _publish_103(self, st: int, q_kvar: float = 0.0) -> None:
+        p_w, q_var = self.p_kw * 1000.0, q_kvar * 1000.0
+        s_va = math.hypot(p_w, q_var)
         v_ll = self._v_pu * self.v_nominal_ll_v
-        amps = abs(p_w) / (_SQRT3 * v_ll) if v_ll > 0 else 0.0
+        amps = s_va / (_SQRT3 * v_ll) if v_ll > 0 else 0.0
+        # PF in %, its sign that of OutPFSet: negative while absorbing vars
+        pf = 100.0 if s_va <= 0.0 else math.copysign(100.0 * abs(p_w) / s_va, q_var)
         sf = self._sf[103]
         wh = int(self._wh) % _ACC32
         self._set(
@@ -151,9 +172,9 @@ class _AcDevice(SimSunSpecDevice):
                 "PhVphC": v_ll / _SQRT3,
                 "W": saturate(p_w, sf["W_SF"], signed=True),
                 "Hz": _HZ,
-                "VA": saturate(abs(p_w), sf["VA_SF"], signed=True),
-                "VAr": 0.0,
-                "PF": 100.0,
+                "VA": saturate(s_va, sf["VA_SF"], signed=True),
+                "VAr": saturate(q_var, sf["VAr_SF"], signed=True),
+                "PF": pf if q_var < 0.0 else abs(pf),
                 "WH": wh if wh else None,
                 "St": st,
                 "Evt1": 0,
@@ -189,12 +210,20 @@ class SimInverter(_AcDevice):
         v_nominal_ll_v: float = 12660.0,
         monotonic: Callable[[], float] = time.monotonic,
         control_model: int = 123,
+        volt_var: bool = False,
+        s_max_kva: float | None = None,
+        var_max_kvar: float | None = None,
     ) -> None:
         if w_max_kw <= 0:
             raise ValueError(f"{name}: w_max_kw must be > 0, got {w_max_kw}")
+        s_max = w_max_kw if s_max_kva is None else s_max_kva
+        var_max = s_max if var_max_kvar is None else var_max_kvar
+        if not (math.isfinite(s_max) and s_max > 0 and math.isfinite(var_max) and var_max >= 0):
+            raise ValueError(f"{name}: s_max_kva must be > 0 and var_max_kvar >= 0")
         if control_model not in _CHAINS:
             raise ValueError(f"{name}: control_model must be 123 or 704, got {control_model}")
-        rating_sf = fit_scale_factor(1000.0 * w_max_kw, signed=False, min_sf=0)
+        vv_model = (126 if control_model == 123 else 705) if volt_var else None
+        rating_sf = fit_scale_factor(1000.0 * max(w_max_kw, s_max), signed=False, min_sf=0)
         w_sf = fit_scale_factor(1200.0 * w_max_kw, signed=True, min_sf=0)
         a_max = 1200.0 * w_max_kw / (_SQRT3 * 0.8 * v_nominal_ll_v)
         super().__init__(
@@ -202,9 +231,14 @@ class SimInverter(_AcDevice):
             md="PV",
             bus=bus,
             rating_kw=w_max_kw,
-            models=_CHAINS[control_model],
+            models=_CHAINS[control_model] + ((vv_model,) if vv_model else ()),
             scale_factors={
-                120: {"WRtg_SF": rating_sf, "VARtg_SF": rating_sf},
+                **volt_var_sim.SCALE_FACTORS,
+                120: {
+                    "WRtg_SF": rating_sf,
+                    "VARtg_SF": rating_sf,
+                    "VArRtg_SF": fit_scale_factor(1000.0 * var_max, signed=True, min_sf=0),
+                },
                 123: {"WMaxLimPct_SF": -1, "OutPFSet_SF": -3, "VArPct_SF": -1},
                 701: {
                     "A_SF": fit_scale_factor(a_max, signed=False, min_sf=-2),
@@ -217,14 +251,29 @@ class SimInverter(_AcDevice):
                     "TotWh_SF": 0,
                 },
                 702: {"W_SF": rating_sf, "VA_SF": rating_sf, "Var_SF": rating_sf},
-                704: {"WMaxLimPct_SF": -1, "WSet_SF": w_sf, "WSetPct_SF": -1, "PF_SF": -3},
+                704: {
+                    "WMaxLimPct_SF": -1,
+                    "WSet_SF": w_sf,
+                    "WSetPct_SF": -1,
+                    "PF_SF": -3,
+                    "VarSet_SF": w_sf,
+                    "VarSetPct_SF": -1,
+                },
             },
             v_nominal_ll_v=v_nominal_ll_v,
             monotonic=monotonic,
+            repeats=volt_var_sim.REPEATS,
         )
         self.control_model = control_model
+        self.volt_var_model = vv_model
+        """126 (123 chain) or 705 (704 chain) when the inverter has a volt-var curve."""
+        if vv_model is not None:
+            self._set(vv_model, volt_var_sim.initial_values(vv_model))
         self._pct, self._ena, self._rvrt, self._rmp = _LIMIT_POINTS[control_model]
         self.w_max_kw = w_max_kw
+        self.s_max_kva = s_max
+        self.var_max_kvar = var_max
+        self._q_timers = RevertTimers(control_model)
         self._available_kw = max(0.0, available_kw)
         self._limit_written_at: float | None = None
         self._ramp: tuple[float, float, float] | None = None
@@ -238,7 +287,20 @@ class SimInverter(_AcDevice):
 
     def _init_700_series(self) -> None:
         w = 1000.0 * self.w_max_kw
-        self._set(702, {"WMaxRtg": w, "VAMaxRtg": w, "WMax": w, "VAMax": w})
+        va, var = 1000.0 * self.s_max_kva, 1000.0 * self.var_max_kvar
+        self._set(
+            702,
+            {
+                "WMaxRtg": w,
+                "VAMaxRtg": va,
+                "WMax": w,
+                "VAMax": va,
+                "VarMaxInjRtg": var,
+                "VarMaxAbsRtg": var,
+                "VarMaxInj": var,
+                "VarMaxAbs": var,
+            },
+        )
         self._set(
             704,
             {
@@ -249,7 +311,21 @@ class SimInverter(_AcDevice):
                 "WMaxLimPctRvrtTms": 0,
                 "WSetEna": 0,
                 "VarSetEna": 0,
+                "VarSetMod": 0,
+                "VarSetPri": 0,
+                "VarSet": 0.0,
+                "VarSetRvrt": 0.0,
+                "VarSetPct": 0.0,
+                "VarSetPctRvrt": 0.0,
+                "VarSetEnaRvrt": 0,
+                "VarSetRvrtTms": 0,
                 "PFWInjEna": 0,
+                "PFWInjEnaRvrt": 0,
+                "PFWInjRvrtTms": 0,
+                "PFWInj.PF": 1.0,
+                "PFWInj.Ext": 0,
+                "PFWInjRvrt.PF": 1.0,
+                "PFWInjRvrt.Ext": 0,
                 "PFWAbsEna": 0,
                 "AntiIslEna": 0,
             },
@@ -257,7 +333,17 @@ class SimInverter(_AcDevice):
 
     def _init_123(self) -> None:
         w = 1000.0 * self.w_max_kw
-        self._set(120, {"DERTyp": 4, "WRtg": w, "VARtg": w})
+        var = 1000.0 * self.var_max_kvar
+        self._set(
+            120,
+            {
+                "DERTyp": 4,
+                "WRtg": w,
+                "VARtg": 1000.0 * self.s_max_kva,
+                "VArRtgQ1": var,
+                "VArRtgQ4": -var,
+            },
+        )
         self._set(
             123,
             {
@@ -327,6 +413,38 @@ class SimInverter(_AcDevice):
     def curtailed_kw(self) -> float:
         return min(self._available_kw, self.w_max_kw) - self.p_kw
 
+    @property
+    def q_kvar(self) -> float:
+        """Reactive power now (kvar, positive = injecting): the fixed mode in force, else the
+        volt-var curve, else 0, within ``±min(var_max, sqrt(S² - p²))``; 0 disconnected."""
+        if not self.connected:
+            return 0.0
+        p = self.p_kw
+        q = fixed_q_kvar(
+            self.control_model,
+            lambda point: self._get(self.control_model, point),
+            p_kw=p,
+            w_max_kw=self.w_max_kw,
+            s_max_kva=self.s_max_kva,
+            var_max_kvar=self.var_max_kvar,
+        )
+        if q is None:
+            q = self._volt_var_q_kvar()
+        return within_kva(
+            q or 0.0, p_kw=p, s_max_kva=self.s_max_kva, var_max_kvar=self.var_max_kvar
+        )
+
+    def _volt_var_q_kvar(self) -> float | None:
+        """The vars the volt-var curve asks for at the terminal voltage the rig last set
+        (% of WMax × WMax, positive = injecting), ``None`` while no curve is enabled. Before the
+        kVA limit: ``q_kvar`` applies it, and a fixed reactive mode wins over the curve."""
+        if self.volt_var_model is None:
+            return None
+        q_pct = volt_var_sim.volt_var_q_pct(
+            self.volt_var_model, self._values[self.volt_var_model], self._v_pu
+        )
+        return None if q_pct is None else q_pct / 100.0 * self.w_max_kw
+
     # --- the rig's side --------------------------------------------------------------------
 
     def update(self, *, available_kw: float | None = None, v_pu: float | None = None) -> None:
@@ -341,6 +459,9 @@ class SimInverter(_AcDevice):
         self._publish()
 
     def _check_revert(self, now: float) -> None:
+        due = self._q_timers.due(lambda point: self._get(self.control_model, point), now)
+        if due:  # a fixed reactive mode lapsed (hil.sim_reactive)
+            self._set(self.control_model, due)
         revert_s = self._get(self.control_model, self._rvrt)
         if (
             self.limit_enabled
@@ -367,6 +488,10 @@ class SimInverter(_AcDevice):
 
     def _accepts(self, model_id: int, candidate: Mapping[str, Value], written: set[str]) -> bool:
         if not super()._accepts(model_id, candidate, written):
+            return False
+        if model_id == self.volt_var_model:
+            return volt_var_sim.accepts(model_id, candidate, written)
+        if not accepts_reactive(model_id, candidate, written, s_max_kva=self.s_max_kva):
             return False
         if model_id == 704:
             checks = {
@@ -395,9 +520,13 @@ class SimInverter(_AcDevice):
         self._ceiling_before_write = self.ceiling_pct
 
     def _after_write(self, model_id: int, written: set[str]) -> None:
+        if model_id == 705 and "AdptCrvReq" in written:  # adopt the requested stored curve
+            self._set(705, volt_var_sim.adopt(self._values[705]))
         limit_points = {self._pct, self._ena, self._rvrt, "WMaxLimPct_WinTms", "WMaxLimPctRvrt"}
         if self._rmp is not None:
             limit_points.add(self._rmp)
+        if model_id == self.control_model:
+            self._q_timers.wrote(written, self.monotonic())
         if model_id == self.control_model and written & limit_points:
             now = self.monotonic()
             self._limit_written_at = now
@@ -420,10 +549,11 @@ class SimInverter(_AcDevice):
             st = _ST_THROTTLED
         else:
             st = _ST_MPPT
-        self._publish_103(st)
+        self._publish_103(st, self.q_kvar)
 
     def _publish_701(self) -> None:
-        p_w = self.p_kw * 1000.0
+        p_w, q_var = self.p_kw * 1000.0, self.q_kvar * 1000.0
+        s_va = math.hypot(p_w, q_var)
         v_ll = self._v_pu * self.v_nominal_ll_v
         sf = self._sf[701]
         if self.p_kw <= 0.0:
@@ -441,10 +571,10 @@ class SimInverter(_AcDevice):
                 "InvSt": inv_st,
                 "ConnSt": 1,
                 "W": saturate(p_w, sf["W_SF"], signed=True),
-                "VA": saturate(abs(p_w), sf["VA_SF"], signed=True),
-                "Var": 0.0,
-                "PF": 1.0,
-                "A": abs(p_w) / (_SQRT3 * v_ll) if v_ll > 0 else 0.0,
+                "VA": saturate(s_va, sf["VA_SF"], signed=True),
+                "Var": saturate(q_var, sf["Var_SF"], signed=True),
+                "PF": math.copysign(abs(p_w) / s_va, p_w) if s_va > 0.0 else 1.0,
+                "A": s_va / (_SQRT3 * v_ll) if v_ll > 0 else 0.0,
                 "LLV": v_ll,
                 "LNV": v_ll / _SQRT3,
                 "Hz": _HZ,

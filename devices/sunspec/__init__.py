@@ -9,7 +9,13 @@ from devices.sunspec.codec import (
     encode_model,
     encode_point,
 )
-from devices.sunspec.models import ModelLayout, PointDef, UnknownModelError, layout
+from devices.sunspec.models import (
+    ModelLayout,
+    PointDef,
+    UnknownModelError,
+    layout,
+    repeating_groups,
+)
 
 __all__ = [
     "NOT_IMPLEMENTED",
@@ -23,4 +29,5 @@ __all__ = [
     "encode_model",
     "encode_point",
     "layout",
+    "repeating_groups",
 ]

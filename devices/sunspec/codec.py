@@ -132,12 +132,16 @@ def decode_model(layout: ModelLayout, registers: Sequence[int]) -> dict[str, Val
     return values
 
 
-_PLANS: dict[int, tuple[ModelLayout, list[tuple[PointDef, tuple[int, bool] | None]]]] = {}
+_PLANS: dict[
+    tuple[int, tuple[tuple[str, int], ...]],
+    tuple[ModelLayout, list[tuple[PointDef, tuple[int, bool] | None]]],
+] = {}
 
 
 def _plan(layout: ModelLayout) -> list[tuple[PointDef, tuple[int, bool] | None]]:
     """Each point with, for one-register integers, its not-implemented word and signedness."""
-    cached = _PLANS.get(layout.model_id)
+    key = (layout.model_id, layout.repeats)  # a model laid out with other counts has its own
+    cached = _PLANS.get(key)
     if cached is not None and cached[0] is layout:
         return cached[1]
     plan: list[tuple[PointDef, tuple[int, bool] | None]] = []
@@ -145,7 +149,7 @@ def _plan(layout: ModelLayout) -> list[tuple[PointDef, tuple[int, bool] | None]]
         simple = pt.size == 1 and pt.type not in ("string", "float32", "pad")
         ni = NOT_IMPLEMENTED.get(pt.type, -1)
         plan.append((pt, (ni, pt.type in _SIGNED) if simple else None))
-    _PLANS[layout.model_id] = (layout, plan)
+    _PLANS[key] = (layout, plan)
     return plan
 
 
