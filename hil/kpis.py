@@ -14,6 +14,11 @@ figure comes from the physics (pandapower), never from the controller's own esti
     one (0 when the feeder already complied; the event's length when it never did).
 ``energy_over_limit_kwh``
     Integral of the excess over the limit (beyond the limit itself, no tolerance).
+``worst_overshoot_pct``
+    Issue 14's grade of a firm limit: the largest excess over a limit, in % of its size, in the
+    intervals of each DR event after its first two (``None``: no event that long).
+``intervals_over_after_first``
+    How many intervals of the events, after each one's first, were beyond the limit plus 2%.
 ``voltage_violation_bus_intervals``
     How many (bus, interval) pairs had a voltage outside the band.
 ``curtailed_kwh``, ``losses_kwh``
@@ -53,6 +58,8 @@ class Sample:
     battery_soc_pct: float
     status: str
     devices_up: int
+    pv_kvar: float = 0.0
+    """The reactive power the PV inverters feed in (kvar, negative: absorbed)."""
     dispatched: bool = True
     """Whether the controller dispatched in this interval (it had a head reading, and its first
     complete snapshot)."""
@@ -123,6 +130,16 @@ def _events(samples: Sequence[Sample]) -> list[list[Sample]]:
     return events
 
 
+def _over_pct(s: Sample) -> float:
+    """The excess over the limits in % of each limit's size (the larger one; floor 1 kW)."""
+    out = 0.0
+    if s.import_limit_kw is not None:
+        out = max(out, (s.import_kw - s.import_limit_kw) / max(abs(s.import_limit_kw), 1.0))
+    if s.export_limit_kw is not None:
+        out = max(out, (-s.export_limit_kw - s.import_kw) / max(s.export_limit_kw, 1.0))
+    return 100.0 * out
+
+
 def kpis(
     samples: Sequence[Sample], *, interval_s: float, v_min_pu: float, v_max_pu: float
 ) -> dict[str, Any]:
@@ -131,9 +148,13 @@ def kpis(
     limited = [s for s in samples if s.limited]
     ok = [s for s in limited if compliant(s)]
     times: list[float] = []
+    settled: list[float] = []
+    over_after_first = 0
     for event in _events(samples):
         first = next((s for s in event if compliant(s)), None)
         times.append(first.t_s - event[0].t_s if first is not None else len(event) * interval_s)
+        settled += [_over_pct(s) for s in event[2:]]
+        over_after_first += sum(1 for s in event[1:] if not compliant(s))
     violations = sum(
         1
         for s in samples
@@ -153,10 +174,13 @@ def kpis(
         "dr_compliance": round(len(ok) / len(limited), 4) if limited else None,
         "time_to_comply_s": max(times) if times else None,
         "energy_over_limit_kwh": round(sum(_over_kw(s) for s in samples) * dt_h, 3),
+        "worst_overshoot_pct": round(max(settled), 3) if settled else None,
+        "intervals_over_after_first": over_after_first,
         "voltage_violation_bus_intervals": violations,
         "v_min_pu": round(min(all_v), 4),
         "v_max_pu": round(max(all_v), 4),
         "curtailed_kwh": round(sum(s.curtailed_kw for s in samples) * dt_h, 3),
+        "pv_reactive_kvarh": round(sum(abs(s.pv_kvar) for s in samples) * dt_h, 3),
         "losses_kwh": round(sum(s.losses_kw for s in samples) * dt_h, 3),
         "imported_kwh": round(sum(s.import_kw for s in samples) * dt_h, 3),
         "battery_discharged_kwh": round(sum(max(s.battery_kw, 0.0) for s in samples) * dt_h, 3),

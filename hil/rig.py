@@ -1,7 +1,10 @@
 """The HIL rig: the IEEE 33-bus feeder with PV, batteries and a head meter on Modbus TCP.
 
 ``pv_control_model=704`` gives the PV inverters the 700-series chain (models 1, 701, 702,
-704) instead of models 1, 103, 120 and 123.
+704) instead of models 1, 103, 120 and 123. Each inverter is rated ``pv_kva_ratio`` times its
+kW rating in kVA (1.1 by default: IEEE 1547-2018 category B asks for 44 % vars at rated power,
+which needs 1.09), and with ``pv_volt_var`` (the default) carries a volt-var model (126 with
+123, 705 with 704) that feederd writes its fallback curve to.
 
 ``mqtt_pv_buses`` puts the PV inverters at those buses behind MQTT instead of Modbus: the rig
 starts its own Mosquitto and a ``hil.mqtt_bridge.MqttPvBridge`` (their ``RigDevice`` carries
@@ -24,6 +27,11 @@ DER buses must exist in it). The physics is re-solved
 * on every ``await rig.step()`` and, unless ``physics_period_s`` is ``None``, every
   ``physics_period_s`` of real time in a background task. A step reads ``monotonic``, applies the
   load and sun profiles, integrates battery energy and applies due revert timers.
+
+Each inverter injects its active and its reactive power (``SimInverter.q_kvar``, positive =
+injecting vars: a fixed reactive mode, or its volt-var curve). The vars are computed from the
+voltage the inverter saw at the last solve, so a volt-var curve responds one solve late (its
+response time is one physics step, not iterated to a fixed point within a solve).
 
 A varied feeder (``variation``, a ``hil.variation.RigVariation``; ``None``, the default, keeps
 the case's own picture: one load scale for every bus, the case's impedances, exact meters, a
@@ -111,6 +119,8 @@ class RigDevice:
     """PV/battery rating; the meter's measuring range."""
     energy_kwh: float | None
     """Battery capacity; ``None`` for the others."""
+    s_max_kva: float | None = None
+    """A PV inverter's apparent-power rating (``None`` for the others)."""
     register_map: str | None = None
     """The register map a config names for a non-SunSpec device (loads)."""
     mqtt_root: str | None = None
@@ -154,6 +164,8 @@ class HilRig:
         load_buses: Sequence[int] = (),
         load_kw: float = 100.0,
         pv_control_model: int = 123,
+        pv_kva_ratio: float = 1.1,
+        pv_volt_var: bool = True,
         mqtt_pv_buses: Sequence[int] = (),
         variation: RigVariation | None = None,
         now: Callable[[], datetime] = _utc_now,
@@ -201,6 +213,8 @@ class HilRig:
                 v_nominal_ll_v=v_ll,
                 monotonic=monotonic,
                 control_model=pv_control_model,
+                s_max_kva=pv_kva_ratio * pv_kw,
+                volt_var=pv_volt_var,
             )
             self.inverters[inv.name] = inv
         for bus in battery_buses:
@@ -323,6 +337,8 @@ class HilRig:
                 entry["revert_s"] = revert_s
             if d.kind == "battery":
                 entry["energy_kwh"] = d.energy_kwh
+            if d.s_max_kva is not None:
+                entry["rating_kva"] = d.s_max_kva
             if d.register_map is not None:
                 entry["register_map"] = d.register_map
             entries.append(entry)
@@ -402,6 +418,11 @@ class HilRig:
     def pv_kw(self) -> float:
         """What the PV inverters feed in now."""
         return sum(inv.p_kw for inv in self.inverters.values())
+
+    @property
+    def pv_kvar(self) -> float:
+        """What reactive power the PV inverters feed in now (kvar, negative: absorbed)."""
+        return sum(inv.q_kvar for inv in self.inverters.values())
 
     @property
     def pv_available_kw(self) -> float:
@@ -547,8 +568,9 @@ class HilRig:
                 register_map=LOAD_MAP,
             )
         sim = self._sims[name]
+        s_max = None
         if isinstance(sim, SimInverter):
-            bus, p_max, energy = sim.bus, sim.w_max_kw, None
+            bus, p_max, energy, s_max = sim.bus, sim.w_max_kw, None, sim.s_max_kva
         elif isinstance(sim, SimBattery):
             bus, p_max, energy = sim.bus, sim.p_max_kw, sim.energy_kwh
         else:
@@ -564,6 +586,7 @@ class HilRig:
             unit=unit,
             p_max_kw=p_max,
             energy_kwh=energy,
+            s_max_kva=s_max,
         )
 
     # --- physics ---------------------------------------------------------------------------
@@ -655,10 +678,11 @@ class HilRig:
         async with self._solve_lock:
             scale, slack_v_pu = self._load_scale_now, self._slack_v_now
             factors = self._bus_factors_now
-            injections = [
-                (d.name, d.p_kw) for d in (*self.inverters.values(), *self.batteries.values())
-            ]
-            injections += [(name, -ld.p_kw) for name, ld in self.loads.items()]
+            # an inverter's vars follow the voltage of the last solve (a volt-var curve's
+            # response time is one physics step); the batteries run at unity power factor
+            injections = [(d.name, d.p_kw, d.q_kvar) for d in self.inverters.values()]
+            injections += [(d.name, d.p_kw, 0.0) for d in self.batteries.values()]
+            injections += [(name, -ld.p_kw, 0.0) for name, ld in self.loads.items()]
             state = await asyncio.to_thread(
                 self._solve_sync, scale, factors, slack_v_pu, injections
             )
@@ -686,16 +710,16 @@ class HilRig:
         scale: float,
         factors: dict[int, float] | None,
         slack_v_pu: float,
-        injections: list[tuple[str, float]],
+        injections: list[tuple[str, float, float]],
     ) -> PhysicsState:
         """Runs in a worker thread, one at a time (under the solve lock)."""
         self.physics.load_scale = scale
         if factors is not None:
             self.physics.set_bus_load_factors(factors)
         self.physics.slack_v_pu = slack_v_pu
-        for name, p_kw in injections:
+        for name, p_kw, q_kvar in injections:
             if name in self.loads:
                 self.physics.set_load(name, -p_kw)
             else:
-                self.physics.set_der(name, p_kw)
+                self.physics.set_der(name, p_kw, q_kvar)
         return self.physics.solve()

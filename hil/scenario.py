@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import itertools
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -98,6 +99,7 @@ BUNDLED_SCENARIOS = (
     "device_failures",
     "broker_outage",
     "oltc_high_busbar",
+    "cloud_clearing_export_cap",
 )
 
 
@@ -412,19 +414,30 @@ class Scenario(_Strict):
                 return event.import_limit_kw, event.export_limit_kw
         return None, None
 
-    def variant(self, *, uniform: bool = False, estimation: bool | None = None) -> Scenario:
+    def variant(
+        self,
+        *,
+        uniform: bool = False,
+        estimation: bool | None = None,
+        control: Mapping[str, Any] | None = None,
+    ) -> Scenario:
         """The same scenario for a comparison: ``uniform`` takes the rig's variation away (the
         meters stay); ``estimation`` sets the controller's ``[estimation] enabled`` (``None``:
-        as the scenario's ``[controller]`` has it)."""
+        as the scenario's ``[controller]`` has it); ``control`` sets keys of its ``[control]``
+        table (``reactive_power = false``, ``firm_limits = false``, ...), checked with the
+        rest of the config when the run merges it into the rig's."""
         update: dict[str, Any] = {}
         if uniform:
             update["feeder"] = self.feeder.model_copy(update={"varied": False})
+        controller = dict(self.controller)
         if estimation is not None:
-            controller = dict(self.controller)
             controller["estimation"] = {
                 **dict(controller.get("estimation") or {}),
                 "enabled": estimation,
             }
+        if control:
+            controller["control"] = {**dict(controller.get("control") or {}), **control}
+        if controller != self.controller:
             update["controller"] = controller
         return self.model_copy(update=update) if update else self
 

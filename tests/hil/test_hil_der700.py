@@ -62,7 +62,7 @@ async def test_the_daemon_holds_an_export_limit_through_704_controls() -> None:
     async with feeder(rig=RIG_704) as sim:
         state = await sim.physics()
         assert all(
-            sim.rig.sim(d.name).model_ids == (1, 701, 702, 704)
+            sim.rig.sim(d.name).model_ids == (1, 701, 702, 704, 705)
             for d in sim.rig.devices
             if d.kind == "pv"
         )

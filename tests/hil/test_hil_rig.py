@@ -125,7 +125,7 @@ async def test_inverter_103_and_curtailment_raise_import(rig: HilRig) -> None:
     client = await _connect(pv)
     try:
         chain = await _discover(client, pv.unit)
-        assert list(chain) == [1, 103, 120, 123]
+        assert list(chain) == [1, 103, 120, 123, 126]  # 126: the volt-var fallback
         meas = await _read(client, chain, 103)
         assert meas["W"] == pytest.approx(120_000.0)
         assert meas["PPVphAB"] == pytest.approx(rig.state.v_pu[18] * 12660.0, abs=1.0)

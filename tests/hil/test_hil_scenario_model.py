@@ -138,6 +138,21 @@ def test_kpis_of_a_hand_made_run() -> None:
     assert k["voltage_violation_bus_intervals"] == 2
     assert k["curtailed_kwh"] == pytest.approx(1.0)
     assert k["losses_kwh"] == pytest.approx(6 * 100.0 * 10 / 3600, abs=1e-3)
+    # the firm-limit grades: after the first two intervals only 1010 and 900 kW count (1%
+    # over at worst); after the first, 1100 kW is the one beyond the limit plus 2%
+    assert k["worst_overshoot_pct"] == pytest.approx(1.0)
+    assert k["intervals_over_after_first"] == 1
+
+
+def test_firm_limit_grades_of_an_export_cap() -> None:
+    cap = {"export_limit_kw": 500.0}
+    samples = [_sample(t, -imp, **cap) for t, imp in ((0, 700.0), (5, 520.0), (10, 505.0))]
+    samples.append(_sample(15, -512.0, **cap))  # 2.4% over: beyond the tolerance
+    k = kpis(samples, interval_s=5.0, v_min_pu=0.9, v_max_pu=1.1)
+    assert k["worst_overshoot_pct"] == pytest.approx(2.4)
+    assert k["intervals_over_after_first"] == 2  # 520 (4%) and 512 (2.4%)
+    short = kpis(samples[:2], interval_s=5.0, v_min_pu=0.9, v_max_pu=1.1)
+    assert short["worst_overshoot_pct"] is None  # no event longer than two intervals
 
 
 def test_an_event_never_met_counts_its_whole_length_and_no_event_gives_none() -> None:

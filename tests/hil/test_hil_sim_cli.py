@@ -76,8 +76,9 @@ def test_sim_runs_a_scenario_and_writes_results(
     ("argv", "message"),
     [
         (["sim", "--scenario", "no/such.toml"], "no/such.toml: cannot read scenario"),
-        (["sim", "--serve", "--out", "x"], "--out, --compress, --uniform and --estimation go with"),
-        (["sim", "--serve", "--estimation", "on"], "--estimation go with --scenario, not --serve"),
+        (["sim", "--serve", "--out", "x"], "--out, --compress, --uniform, --estimation and"),
+        (["sim", "--serve", "--estimation", "on"], "--control go with --scenario, not --serve"),
+        (["sim", "--serve", "--control", "firm_limits=false"], "go with --scenario, not --serve"),
         (
             ["sim", "--scenario", "evening_peak", "--base-port", "2000"],
             "--case, --base-port and --pv-model go with --serve",
@@ -108,6 +109,27 @@ def test_compress_out_of_range_is_refused(capsys: pytest.CaptureFixture[str]) ->
         main(["sim", "--scenario", "evening_peak", "--compress", "0"])
     assert info.value.code == 2
     assert "must be within (0, 1]" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [("x", "'x': expected KEY=VALUE"), ("x=yes", "'yes' is not a TOML value")],
+)
+def test_a_control_setting_that_is_not_key_value_is_refused(
+    setting: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["sim", "--scenario", "evening_peak", "--control", setting])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_unknown_control_key_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["sim", "--scenario", "evening_peak", "--out", str(tmp_path), "--control", "bogus=1"]
+    assert main(argv) == 2
+    assert "controller.control.bogus: unknown key" in capsys.readouterr().err
 
 
 @pytest.mark.integration
