@@ -51,6 +51,8 @@ STOP_GRACE_S = 1.0
 class ReleaseReport:
     released: tuple[str, ...]
     failed: tuple[str, ...]
+    withheld: tuple[str, ...] = ()
+    """Devices whose control was kept because a limit is in force (firm limits)."""
 
 
 class Daemon:
@@ -207,13 +209,31 @@ class Daemon:
         """Disable every control (PV limit off, battery idle, load ceiling lifted) within the
         config's ``release_timeout_s``: each driver that can runs its own ``release()`` (it
         knows its control model, 123/124 or 704). A device that does not answer in time keeps
-        its control until its revert timer lapses."""
-        names = [n for n, d in self.fleet.items() if d.capabilities.releasable]
+        its control until its revert timer lapses.
+
+        A limit in force is kept firm: under an export limit the PV inverters keep their
+        ceilings, under an import limit the loads theirs (each until its revert timer lapses,
+        when its revert value takes over); they are named in the log and the report."""
+        limits = self.controller.limits
+        kept = {"pv"} if limits.export_kw is not None else set()
+        kept |= {"load"} if limits.import_kw is not None else set()
+        releasable = [n for n, d in self.fleet.items() if d.capabilities.releasable]
+        withheld = tuple(sorted(n for n in releasable if self.fleet[n].kind in kept))
+        for name in withheld:
+            which = "export" if self.fleet[name].kind == "pv" else "import"
+            value = limits.export_kw if which == "export" else limits.import_kw
+            log.warning(
+                "release_withheld",
+                device=name,
+                reason=f"{which} limit {value:g} kW in force: the control stays until its "
+                "revert timer lapses",
+            )
+        names = [n for n in releasable if n not in withheld]
         jobs: dict[asyncio.Future[Any], str] = {
             asyncio.ensure_future(self.fleet[n].release()): n for n in names
         }
         if not jobs:
-            return ReleaseReport(released=(), failed=())
+            return ReleaseReport(released=(), failed=(), withheld=withheld)
         done, pending = await self.clock.wait(jobs, self.loaded.config.release_timeout_s)
         await cancel_and_wait(list(pending))
         failed: list[str] = []
@@ -226,4 +246,4 @@ class Daemon:
             log.error("release_failed", device=jobs[task], error="timed out")
         released = tuple(sorted(set(names) - set(failed)))
         log.info("released", controls=len(jobs), failed=len(failed))
-        return ReleaseReport(released=released, failed=tuple(sorted(failed)))
+        return ReleaseReport(released=released, failed=tuple(sorted(failed)), withheld=withheld)

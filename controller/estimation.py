@@ -215,6 +215,7 @@ class BusEstimator:
         pseudo_loads_kvar: Mapping[int, float],
         injections_kw: Mapping[int, float],
         v_slack_pu: float | None,
+        injections_kvar: Mapping[int, float] | None = None,
     ) -> EstimateSummary | None:
         """This interval's estimate, or ``None`` when it failed (said once per episode and
         counted: the interval goes on with the head-scaled loads). ``v_slack_pu=None``: the
@@ -233,6 +234,7 @@ class BusEstimator:
                 pseudo_loads_kw=pseudo_loads_kw,
                 pseudo_loads_kvar=pseudo_loads_kvar,
                 injections_kw=injections_kw,
+                injections_kvar=injections_kvar or {},
                 v_slack_pu=v_slack_pu,
             )
         except Exception as err:  # any failure of the math: one line, and go on
@@ -255,6 +257,7 @@ class BusEstimator:
         pseudo_loads_kw: Mapping[int, float],
         pseudo_loads_kvar: Mapping[int, float],
         injections_kw: Mapping[int, float],
+        injections_kvar: Mapping[int, float],
         v_slack_pu: float | None,
     ) -> tuple[StateEstimate, list[BadMeasurement]]:
         """The estimate, and the measurements that made a meter a suspect.
@@ -271,6 +274,7 @@ class BusEstimator:
                 pseudo_loads_kw=pseudo_loads_kw,
                 pseudo_loads_kvar=pseudo_loads_kvar,
                 injections_kw=injections_kw,
+                injections_kvar=injections_kvar,
                 v_slack_pu=v_slack_pu,
             )
             if not est.dropped or len(suspects) >= self.estimator.max_drops:

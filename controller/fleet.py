@@ -39,6 +39,7 @@ from devices import (
     SunSpecBattery,
     SunSpecInverter,
     SunSpecMeter,
+    VoltVarCurve,
     tls_context,
 )
 
@@ -82,6 +83,12 @@ class Fleet(Mapping[str, Device]):
         config = loaded.config
         links: dict[tuple[str, str, int], ModbusLink] = {}
         devices: dict[str, Device] = {}
+        control = config.control
+        volt_var = (
+            VoltVarCurve(points=tuple(control.volt_var_curve))
+            if control.volt_var_fallback
+            else None
+        )
         for i, dev in enumerate(config.devices):
             t = dev.transport
             ramp = (
@@ -95,7 +102,7 @@ class Fleet(Mapping[str, Device]):
             if t.link_key not in links:
                 links[t.link_key] = _link(dev, i, config, loaded, monotonic)
             rmap = loaded.register_maps.get(dev.name)
-            devices[dev.name] = _driver(dev, links[t.link_key], rmap, ramp)
+            devices[dev.name] = _driver(dev, links[t.link_key], rmap, ramp, volt_var)
         return cls(devices, tuple(links.values()))
 
     async def close(self) -> None:
@@ -183,7 +190,11 @@ def _mqtt_driver(
 
 
 def _driver(
-    dev: DeviceConfig, link: ModbusLink, rmap: RegisterMap | None, ramp: Ramp | None
+    dev: DeviceConfig,
+    link: ModbusLink,
+    rmap: RegisterMap | None,
+    ramp: Ramp | None,
+    volt_var: VoltVarCurve | None = None,
 ) -> Device:
     t = dev.transport
     assert not isinstance(t, MqttTransport)
@@ -218,6 +229,8 @@ def _driver(
                 revert_s=dev.revert_s,
                 ramp=ramp,
                 revert_limit_pct=dev.revert_limit_pct,
+                rating_kva=dev.rating_kva,
+                volt_var=volt_var,
             )
         case "battery":
             assert dev.rating_kw is not None

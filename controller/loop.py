@@ -29,12 +29,13 @@ from controller.correction import CorrectionSettings, LimitCorrection, LimitCorr
 from controller.estimation import BusEstimator, EstimateSummary
 from controller.metrics import Metrics
 from controller.records import ActiveLimits, CycleRecord, CycleStatus
-from controller.setpoints import setpoints
+from controller.setpoints import Headroom, setpoints
 from controller.snapshot import (
     EstimatorState,
     SlackVoltage,
     Snapshot,
     case_loads,
+    der_injections_kvar,
     der_injections_kw,
     dispatch_input,
     estimate_load_scale,
@@ -52,6 +53,7 @@ from devices import (
     PvReading,
     Reading,
     Transition,
+    WriteResult,
 )
 from optimizer import (
     Dispatcher,
@@ -159,6 +161,8 @@ class Controller:
         )
         self._estimate: EstimateSummary | None = None  # this interval's, if it made one
         self._refused: dict[tuple[str, str], int] = {}  # messages refused, as last counted
+        self._p_only: set[str] = set()  # inverters said to have no reactive points
+        self._fails_open_said = False  # revert_fails_open said for the export limit in force
         self.last_input: DispatchInput | None = None
         """What the last interval that dispatched dispatched on (its bus loads, units)."""
         self._cycle = 0
@@ -227,6 +231,8 @@ class Controller:
                 self.limits = active
                 self._publish_limits()
         snapshot = await self.poll(t)
+        self._note_reactive(snapshot)
+        self._note_revert(snapshot)
         self._correct(snapshot)
         self._estimate = None
         result: DispatchResult | None = None
@@ -414,11 +420,13 @@ class Controller:
         injections = der_injections_kw(
             snapshot, pv_bus=self._bus, battery_bus=self._bus, load_bus=self._bus
         )
+        injections_kvar = der_injections_kvar(snapshot, pv_bus=self._bus)
         scale = estimate_load_scale(
             self.network,
             head_import_kw=snapshot.head.p_kw,
             injections_kw=injections,
             v_slack_pu=v_slack_pu,
+            injections_kvar=injections_kvar,
         )
         pseudo_kw, pseudo_kvar = case_loads(self.network, scale)
         measured = self._slack is not None and self._slack.source == "meter"
@@ -428,6 +436,7 @@ class Controller:
             pseudo_loads_kw=pseudo_kw,
             pseudo_loads_kvar=pseudo_kvar,
             injections_kw=injections,
+            injections_kvar=injections_kvar,
             # a measured busbar is estimated with the meters along the feeder; a configured
             # one (feeder.v_slack_pu, v_slack_from_meter = false) is held
             v_slack_pu=None if measured else v_slack_pu,
@@ -435,6 +444,36 @@ class Controller:
         if self._estimate is None:
             return pseudo_kw, pseudo_kvar
         return self._estimate.loads_kw, self._estimate.loads_kvar
+
+    def _ramp_direction(self, corr: LimitCorrection) -> int:
+        """Which way the sun's ramp is anticipated this interval: toward the limit in force
+        (+1 rising under an export limit, -1 falling under an import limit; 0: neither, or
+        ``ramp_anticipation`` off)."""
+        if not self.config.control.ramp_anticipation:
+            return 0
+        if corr.export_limit_kw is not None:
+            return 1
+        return -1 if corr.import_limit_kw is not None else 0
+
+    def _dispatched_against(self) -> dict[str, float] | None:
+        """What each inverter was dispatched against this interval (its sun as the dispatch
+        saw it, anticipated along its ramp)."""
+        inp = self.last_input
+        return None if inp is None else {u.name: u.available_kw for u in inp.pv}
+
+    def _headroom(self, result: DispatchResult) -> Headroom | None:
+        """The headroom this interval's dispatch left to its limits, for firm ceilings
+        (``None``: ``firm_limits`` off, or no limit in force)."""
+        corr = self._correction
+        if not self.config.control.firm_limits or corr is None:
+            return None
+        if corr.import_limit_kw is None and corr.export_limit_kw is None:
+            return None
+        return Headroom(
+            predicted_import_kw=result.import_kw,
+            import_limit_kw=corr.import_limit_kw,
+            export_limit_kw=corr.export_limit_kw,
+        )
 
     async def _dispatch(self, snapshot: Snapshot, t: _Timings) -> DispatchResult:
         started = time.perf_counter()
@@ -463,6 +502,9 @@ class Controller:
             v_slack_pu=sv.v_pu,
             v_band_pu=self._bands,
             bus_loads=bus_loads,
+            ramp_direction=self._ramp_direction(corr),
+            reactive=self.config.control.reactive_power,
+            reactive_cost_per_kvarh=self.config.control.reactive_cost_per_kvarh,
         )
         self.last_input = inp
         budget = self.config.interval_s * SOLVE_BUDGET_FRACTION
@@ -517,7 +559,14 @@ class Controller:
         started = time.perf_counter()
         jobs: dict[str, asyncio.Future[Any]] = {
             name: asyncio.ensure_future(self.fleet[name].write(sp))
-            for name, sp in setpoints(result, snapshot, self.estimator).items()
+            for name, sp in setpoints(
+                result,
+                snapshot,
+                self.estimator,
+                self._headroom(result),
+                reactive=self.config.control.reactive_power,
+                available_kw=self._dispatched_against(),
+            ).items()
             if self.fleet[name].capabilities.writable
         }
         written: dict[str, float] = {}
@@ -541,6 +590,7 @@ class Controller:
                     continue
                 res = task.result()
                 written[name] = res.written
+                self._reactive_written(name, res)
                 self.estimator.last_setpoint_kw[name] = res.written
                 self.metrics.setpoint_kw.labels(name, self.fleet[name].kind).set(res.written)
             if pending:
@@ -548,6 +598,48 @@ class Controller:
         t.write_ms = (time.perf_counter() - started) * 1000.0
         self.metrics.write_duration.observe(t.write_ms / 1000.0)
         return written
+
+    def _reactive_written(self, name: str, res: WriteResult) -> None:
+        """The vars an inverter was sent (and whether the envelope moved them)."""
+        if self.fleet[name].kind != "pv" or not self.config.control.reactive_power:
+            return
+        self.metrics.reactive_kvar.labels(name).set(math.nan if res.q_kvar is None else res.q_kvar)
+        if res.q_clamped:
+            self.metrics.reactive_clamped.labels(name).inc()
+
+    def _note_revert(self, snapshot: Snapshot) -> None:
+        """When an export limit comes into force, name the inverters whose limit fails open
+        to 100 % when feederd stops (123): the cap then rests on the site's own settings."""
+        if self.limits.export_kw is None:
+            self._fails_open_said = False
+            return
+        if self._fails_open_said or not snapshot.pv:
+            return
+        self._fails_open_said = True
+        open_ = sorted(n for n, r in snapshot.pv.items() if not r.explicit_revert)
+        if open_:
+            log.warning(
+                "revert_fails_open",
+                devices=open_,
+                export_limit_kw=self.limits.export_kw,
+                reason="their limit reverts to 100 % when feederd stops (SunSpec 123): the "
+                "export cap then rests on the site's export limitation (README, Firm limits)",
+            )
+
+    def _note_reactive(self, snapshot: Snapshot) -> None:
+        """Say once per run which inverters are dispatched on their active power alone."""
+        if not self.config.control.reactive_power:
+            return
+        for name, r in snapshot.pv.items():
+            if not r.reactive and name not in self._p_only:
+                self._p_only.add(name)
+                self.metrics.reactive_kvar.labels(name).set(math.nan)
+                log.warning(
+                    "reactive_unsupported",
+                    device=name,
+                    reason="no fixed reactive-power points (SunSpec 123 VArPct, 704 VarSet): "
+                    "dispatched on its active power alone",
+                )
 
     def _record(
         self,

@@ -166,6 +166,20 @@ class Metrics:
             ["limit"],
             registry=r,
         )
+        self.reactive_kvar = Gauge(
+            "feederd_reactive_setpoint_kvar",
+            "Last fixed reactive power written per PV inverter (kvar, positive injects; NaN: "
+            "the inverter has no reactive points and is dispatched on its active power alone).",
+            ["device"],
+            registry=r,
+        )
+        self.reactive_clamped = Counter(
+            "feederd_reactive_clamped",
+            "Reactive setpoints the safety envelope moved (to the kVA circle or the device's "
+            "declared capability).",
+            ["device"],
+            registry=r,
+        )
         self.limit_correction_kw = Gauge(
             "feederd_limit_correction_kw",
             "How far the head meter's feedback tightened a limit for the dispatch (kW; "

@@ -15,6 +15,7 @@ from datetime import datetime
 from devices import BatteryReading, LoadReading, MeterReading, PvReading
 from optimizer import (
     BatteryUnit,
+    DispatchCosts,
     DispatchInput,
     FlexibleLoad,
     Network,
@@ -27,10 +28,13 @@ __all__ = [
     "SlackVoltage",
     "Snapshot",
     "case_loads",
+    "der_injections_kvar",
     "der_injections_kw",
     "dispatch_input",
     "estimate_load_scale",
     "flexible_loads",
+    "reactive_kvar",
+    "s_max_kva",
     "slack_voltage",
 ]
 
@@ -104,22 +108,71 @@ class EstimatorState:
     pv_available_kw: dict[str, float] = field(default_factory=dict)
     last_setpoint_kw: dict[str, float] = field(default_factory=dict)
     load_demand_kw: dict[str, float] = field(default_factory=dict)
+    pv_trend_kw: dict[str, float] = field(default_factory=dict)
+    """Each inverter's sun ramp: how much more it offered each interval lately (kW, smoothed;
+    negative as the sun goes)."""
 
 
-def _pv_available(reading: PvReading, state: EstimatorState) -> float:
-    """Output below its ceiling is what the sun offers; at the ceiling, the last such value."""
+TREND_GAIN = 0.5
+"""Share of the newest interval's change taken into an inverter's ramp."""
+HELD_TREND_DECAY = 0.7
+"""While a ceiling holds an inverter, its ramp is carried on, shrinking by this each interval."""
+PROBE_FRACTION = 0.02
+"""... and at least this share of WMax is assumed to be there above its ceiling each interval:
+a held inverter shows only its ceiling, so the estimate climbs until the next reading below
+it says where the sun is (an estimate too high only leaves the export under its cap)."""
+
+
+def _pv_available(reading: PvReading, state: EstimatorState, *, anticipate: bool = False) -> float:
+    """Output below its ceiling is what the sun offers; at the ceiling, the last such value (with
+    ``anticipate``, under an export limit: carried on along the ramp it was on, at least
+    ``PROBE_FRACTION`` of WMax an interval, which the next reading below the ceiling
+    corrects)."""
+    name = reading.device
     ceiling = (
         reading.w_max_kw * (reading.limit_pct or 100.0) / 100.0
         if reading.limit_enabled
         else reading.w_max_kw
     )
     held = reading.limit_enabled and reading.p_kw >= ceiling - BINDING_MARGIN * reading.w_max_kw
+    last = state.pv_available_kw.get(name)
+    trend = state.pv_trend_kw.get(name, 0.0)
     if held and ceiling < reading.w_max_kw * (1 - BINDING_MARGIN):
-        available = max(reading.p_kw, state.pv_available_kw.get(reading.device, reading.p_kw))
+        rise = max(trend, PROBE_FRACTION * reading.w_max_kw) if anticipate else 0.0
+        available = max(reading.p_kw, (reading.p_kw if last is None else last) + rise)
+        state.pv_trend_kw[name] = max(trend, 0.0) * HELD_TREND_DECAY
     else:
         available = reading.p_kw
-    state.pv_available_kw[reading.device] = available
-    return min(available, reading.w_max_kw)
+        if last is not None:
+            state.pv_trend_kw[name] = trend + TREND_GAIN * (available - last - trend)
+    available = min(available, reading.w_max_kw)
+    state.pv_available_kw[name] = available
+    return available
+
+
+def s_max_kva(reading: PvReading) -> float:
+    """An inverter's apparent-power rating: the one it declares, else its active-power one."""
+    s = reading.s_max_kva
+    return s if s is not None and s > 0 else reading.w_max_kw
+
+
+def reactive_kvar(reading: PvReading) -> float:
+    """The reactive power an inverter can be dispatched to (either way): its declared
+    capability within its kVA rating; 0 when it has no fixed reactive points."""
+    if not reading.reactive:
+        return 0.0
+    s = s_max_kva(reading)
+    q = reading.var_max_kvar
+    return min(q, s) if q is not None and q >= 0 else s
+
+
+def _anticipated(available_kw: float, trend_kw: float, w_max_kw: float, direction: int) -> float:
+    """What an inverter will offer by the interval's end along its ramp, where the ramp goes
+    the way that threatens the limit (``direction`` +1: rising, under an export limit; -1:
+    falling, under an import limit; 0: not anticipated)."""
+    if direction == 0 or trend_kw * direction <= 0:
+        return available_kw
+    return min(max(available_kw + trend_kw, 0.0), w_max_kw)
 
 
 def _load_demand(reading: LoadReading, state: EstimatorState) -> float:
@@ -173,18 +226,22 @@ def estimate_load_scale(
     head_import_kw: float,
     injections_kw: Mapping[int, float],
     v_slack_pu: float | None = None,
+    injections_kvar: Mapping[int, float] | None = None,
 ) -> float:
     """The factor on the case's bus loads that makes the AC power flow meet the measured import.
 
-    Two secant steps on ``import(s) = head_import_kw``: import is nearly linear in ``s``.
+    Two secant steps on ``import(s) = head_import_kw``: import is nearly linear in ``s``. The
+    known injections (``injections_kw``, and the inverters' vars ``injections_kvar``) are in
+    the power flow: what they change in the losses is not taken for load.
     """
     total = network.total_load_kw
     if total <= 0:
         return 1.0
+    q_inj = injections_kvar or {}
 
     def imported(s: float) -> float:
         p = {b.id: s * b.p_load_kw - injections_kw.get(b.id, 0.0) for b in network.buses}
-        q = {b.id: s * b.q_load_kvar for b in network.buses}
+        q = {b.id: s * b.q_load_kvar - q_inj.get(b.id, 0.0) for b in network.buses}
         return solve_powerflow(network, p_kw=p, q_kvar=q, v_slack_pu=v_slack_pu).import_kw
 
     s0 = max((head_import_kw + sum(injections_kw.values())) / total, 0.0)
@@ -215,6 +272,16 @@ def der_injections_kw(
     return injections
 
 
+def der_injections_kvar(snapshot: Snapshot, *, pv_bus: Mapping[str, int]) -> dict[int, float]:
+    """What the PV inverters that report it put into each bus in reactive power (kvar): known,
+    so the bus loads estimated do not carry it."""
+    injections: dict[int, float] = {}
+    for name, r in snapshot.pv.items():
+        if r.q_kvar is not None:
+            injections[pv_bus[name]] = injections.get(pv_bus[name], 0.0) + r.q_kvar
+    return injections
+
+
 def case_loads(network: Network, scale: float) -> tuple[dict[int, float], dict[int, float]]:
     """The case's bus loads (kW, kvar) times one factor: the picture the head meter gives."""
     return (
@@ -242,6 +309,9 @@ def dispatch_input(
     v_slack_pu: float | None = None,
     v_band_pu: Mapping[int, tuple[float, float]] | None = None,
     bus_loads: tuple[Mapping[int, float], Mapping[int, float]] | None = None,
+    ramp_direction: int = 0,
+    reactive: bool = False,
+    reactive_cost_per_kvarh: float | None = None,
 ) -> DispatchInput:
     """Translate a valid snapshot into the optimizer's input.
 
@@ -249,18 +319,32 @@ def dispatch_input(
     case's loads scaled to the head import. A controllable load's measured draw is part of its
     bus's load: it is taken out of the head import before the other loads are scaled, and comes
     back as a ``FlexibleLoad`` whose draw the dispatch chooses between its floor and its
-    demand."""
+    demand.
+
+    With ``reactive``, the inverters that can take a fixed reactive power
+    (``PvReading.reactive``) are dispatched in P and Q inside their kVA rating, their vars
+    priced at ``reactive_cost_per_kvarh`` (unset: ``DispatchCosts``'s).
+
+    ``ramp_direction`` anticipates the sun's ramp by one interval where it threatens a limit:
+    +1 (an export limit) takes a rising inverter's next output, -1 (an import limit) a falling
+    one's, 0 the readings as they are."""
     if snapshot.head is None:
         raise ValueError("dispatch_input needs a snapshot with a head-meter reading")
     pv_units = tuple(
         PvUnit(
             name=name,
             bus=pv_bus[name],
-            rating_kva=r.w_max_kw,
+            rating_kva=s_max_kva(r),
             p_max_kw=r.w_max_kw,
-            available_kw=_pv_available(r, state),
+            available_kw=_anticipated(
+                _pv_available(r, state, anticipate=ramp_direction > 0),
+                state.pv_trend_kw.get(name, 0.0),
+                r.w_max_kw,
+                ramp_direction,
+            ),
             last_setpoint_kw=state.last_setpoint_kw.get(name),
             ramp_kw_per_s=ramp_kw_per_s.get(name),
+            q_max_kvar=reactive_kvar(r) if reactive else 0.0,
         )
         for name, r in sorted(snapshot.pv.items())
     )
@@ -295,12 +379,21 @@ def dispatch_input(
             head_import_kw=snapshot.head.p_kw,
             injections_kw=injections,
             v_slack_pu=v_slack_pu,
+            injections_kvar=der_injections_kvar(snapshot, pv_bus=pv_bus),
         )
         bus_loads = case_loads(network, scale)
     loads_kw, loads_kvar = bus_loads
+    fixed_q = {  # the vars of inverters not dispatched in Q stay what they are (a volt-var curve)
+        name: r.q_kvar
+        for name, r in snapshot.pv.items()
+        if r.q_kvar is not None and not (reactive and r.reactive)
+    }
+    kvar = dict(loads_kvar)
+    for name, q in fixed_q.items():
+        kvar[pv_bus[name]] = kvar.get(pv_bus[name], 0.0) - q
     return DispatchInput(
         loads_kw=dict(loads_kw),
-        loads_kvar=dict(loads_kvar),
+        loads_kvar=kvar,
         pv=pv_units,
         batteries=batteries,
         flexible_loads=loads,
@@ -312,4 +405,9 @@ def dispatch_input(
         v_slack_pu=v_slack_pu,
         v_band_pu=v_band_pu or {},
         price_per_kwh=price_per_kwh,
+        costs=(
+            DispatchCosts()
+            if reactive_cost_per_kvarh is None
+            else DispatchCosts(reactive_per_kvarh=reactive_cost_per_kvarh)
+        ),
     )

@@ -196,6 +196,7 @@ def _device_columns(net: Network, inp: DispatchInput) -> dict[str, tuple[FloatAr
     return {
         "pv": (pv_lo, pv_hi),
         "pvq": pvq,
+        "pvqm": (np.zeros_like(pvq[1]), pvq[1].copy()),
         "ch": (zeros, ch_hi),
         "dis": (zeros.copy(), dis_hi),
         "soc": (soc_lo, soc_hi),
@@ -374,6 +375,9 @@ def lp_numbers(net: Network, inp: DispatchInput, ops: Sequence[PowerFlowResult])
     cost = {
         "pv": np.full((h, len(inp.pv)), -costs.curtailment_per_kwh * dt_h),
         "pvq": np.zeros((h, sum(1 for u in inp.pv if u.q_max_kvar > 0))),
+        "pvqm": np.full(
+            (h, sum(1 for u in inp.pv if u.q_max_kvar > 0)), costs.reactive_per_kvarh * dt_h
+        ),
         "ch": np.full((h, n_bat), costs.battery_wear_per_kwh * dt_h),
         "dis": np.full((h, n_bat), costs.battery_wear_per_kwh * dt_h),
         "soc": soc_cost,
@@ -421,6 +425,8 @@ def lp_numbers(net: Network, inp: DispatchInput, ops: Sequence[PowerFlowResult])
         "pvpoly": np.tile(
             np.array([u.rating_kva * _COS15 for u in reactive])[:, None], (h, 1, len(PV_FACETS_DEG))
         ).reshape(h, len(reactive), len(PV_FACETS_DEG)),
+        "pvqabs_up": np.zeros((h, len(reactive))),
+        "pvqabs_dn": np.zeros((h, len(reactive))),
         "soc": soc_rhs,
         "batnet_lo": bat_lo,
         "batnet_hi": bat_hi,
@@ -456,6 +462,8 @@ def lp_numbers(net: Network, inp: DispatchInput, ops: Sequence[PowerFlowResult])
 
 ROW_SENSE: dict[str, int] = {
     "pvpoly": _LE,
+    "pvqabs_up": _GE,
+    "pvqabs_dn": _GE,
     "soc": _EQ,
     "batnet_lo": _GE,
     "batnet_hi": _LE,
@@ -559,6 +567,7 @@ def add_columns(model: DispatchModel, net: Network, inp: DispatchInput, num: LpN
     n_units = len(inp.pv) + len(inp.batteries) + len(inp.flexible_loads)
     model.family("pv", (h, len(inp.pv)), num)
     model.family("pvq", (h, sum(1 for u in inp.pv if u.q_max_kvar > 0)), num)
+    model.family("pvqm", (h, sum(1 for u in inp.pv if u.q_max_kvar > 0)), num)
     for name in ("ch", "dis", "soc"):
         model.family(name, (h, len(inp.batteries)), num)
     model.family("fl", (h, len(inp.flexible_loads)), num)
@@ -587,6 +596,20 @@ def add_pv_polygon(model: DispatchModel, inp: DispatchInput, num: LpNumbers) -> 
             _terms((pv[t, reactive[j]], math.cos(th)), (pvq[t, j], math.sin(th))),
             float(num.rhs["pvpoly"][idx]),
         )
+
+
+def add_reactive_magnitude(model: DispatchModel, inp: DispatchInput, num: LpNumbers) -> None:
+    """The vars' magnitude, which the objective prices: `pvqm − pvq >= 0`, `pvqm + pvq >= 0`."""
+    pvq, pvqm = model.cols["pvq"], model.cols["pvqm"]
+    for family, sign in (("pvqabs_up", -1.0), ("pvqabs_dn", 1.0)):
+        rows = _rows(model, family, pvq.shape)
+        for idx in np.ndindex(*rows.shape):
+            rows[idx] = model.row(
+                family,
+                idx,
+                _terms((pvqm[idx], 1.0), (pvq[idx], sign)),
+                float(num.rhs[family][idx]),
+            )
 
 
 def add_battery_state(model: DispatchModel, inp: DispatchInput, num: LpNumbers) -> None:
@@ -818,8 +841,9 @@ def add_loss_cuts(model: DispatchModel, net: Network, inp: DispatchInput, num: L
 def add_objective(model: DispatchModel, num: LpNumbers) -> None:
     """Cost over the horizon, each step × dt: `price·imp + c_curt·Σ(p_upper − p_pv) +
     c_loss·base·Σ r_i L_i + c_wear·Σ(ch + dis) + c_chg·Σ(up + dn) + c_shed·Σ(p_nom − p_fl) +
-    c_slack·(s_imp + s_exp) + c_v·(s_low + s_high) + c_rate·s_rate`, minus the value of the
-    energy left in storage, `value·(soc_end − soc_now)` (value: the mean price unless set).
+    c_slack·(s_imp + s_exp) + c_v·(s_low + s_high) + c_rate·s_rate + c_q·Σ|q_pv|`, minus the
+    value of the energy left in storage, `value·(soc_end − soc_now)` (value: the mean price
+    unless set).
     A branch without resistance has its current priced as if `r = 10⁻³·x`."""
     pairs: list[tuple[pulp.LpVariable, float]] = []
     for name, variables in model.cols.items():
@@ -839,6 +863,7 @@ def build(net: Network, inp: DispatchInput, ops: Sequence[PowerFlowResult]) -> D
     )
     add_columns(model, net, inp, num)
     add_pv_polygon(model, inp, num)
+    add_reactive_magnitude(model, inp, num)
     add_battery_state(model, inp, num)
     add_setpoint_change(model, inp, num)
     add_flow_balance(model, net, inp, num)

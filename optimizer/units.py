@@ -199,6 +199,10 @@ class DispatchCosts:
     voltage_slack_per_pu2_h: float = 1.0e6
     load_shed_per_kwh: float = 0.50
     rating_slack_per_kvah: float = 1000.0
+    reactive_per_kvarh: float = 0.01
+    """On the vars a PV inverter is dispatched to, either way (its own losses and wear, and the
+    operator's preference for unity power factor): vars are used where they save more, in
+    curtailment, losses or voltage, than they cost, not to trim the feeder's losses by a hair."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

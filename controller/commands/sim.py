@@ -18,9 +18,10 @@ import asyncio
 import contextlib
 import json
 import sys
+import tomllib
 from datetime import datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from controller.commands.args import port
 
@@ -30,8 +31,11 @@ _KPI_ORDER = (
     ("dr_compliance", "DR compliance"),
     ("time_to_comply_s", "time to comply, s"),
     ("energy_over_limit_kwh", "energy over limit, kWh"),
+    ("worst_overshoot_pct", "worst over limit after 2 intervals, %"),
+    ("intervals_over_after_first", "intervals over limit +2% after the first"),
     ("voltage_violation_bus_intervals", "voltage violations, bus-intervals"),
     ("curtailed_kwh", "curtailed, kWh"),
+    ("pv_reactive_kvarh", "PV reactive, kvarh"),
     ("losses_kwh", "losses, kWh"),
     ("battery_discharged_kwh", "battery discharged, kWh"),
     ("device_missed_intervals", "device-intervals missed"),
@@ -75,6 +79,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --scenario: state estimation from the meters along the feeder on or off "
         "(off: the head meter's one-factor picture); default: the scenario's config",
     )
+    parser.add_argument(
+        "--control",
+        action="append",
+        type=control_setting,
+        default=[],
+        metavar="KEY=VALUE",
+        help="with --scenario: set a key of the controller's [control] table for this run "
+        "(repeatable), e.g. --control reactive_power=false --control firm_limits=false",
+    )
     parser.add_argument("--case", metavar="FILE.m", help="with --serve: a MATPOWER case")
     parser.add_argument(
         "--base-port",
@@ -93,13 +106,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def control_setting(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with a TOML value (``true``, ``0.5``, ``"x"``) for ``--control``."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE, e.g. firm_limits=false")
+    try:
+        parsed = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        raise argparse.ArgumentTypeError(
+            f'{text!r}: {value.strip()!r} is not a TOML value (true, false, a number, "text")'
+        ) from None
+    return key, parsed
+
+
 def run(args: argparse.Namespace) -> int:
     from controller.cli import UsageError  # noqa: PLC0415 (the CLI imports this module)
 
     if args.serve:
-        if args.out is not None or args.compress != 1.0 or args.uniform or args.estimation:
+        if (
+            args.out is not None
+            or args.compress != 1.0
+            or args.uniform
+            or args.estimation
+            or args.control
+        ):
             raise UsageError(
-                "--out, --compress, --uniform and --estimation go with --scenario, not --serve"
+                "--out, --compress, --uniform, --estimation and --control go with --scenario, "
+                "not --serve"
             )
         return _serve(args.case, args.base_port, args.pv_model, sys.stdout)
     if args.case is not None or args.base_port is not None or args.pv_model != 123:
@@ -113,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout,
         uniform=args.uniform,
         estimation=args.estimation,
+        control=dict(args.control),
     )
 
 
@@ -133,6 +169,7 @@ def _scenario(
     *,
     uniform: bool = False,
     estimation: str | None = None,
+    control: dict[str, Any] | None = None,
 ) -> int:
     from controller.cli import UsageError  # noqa: PLC0415
     from controller.commands.rig.scenario import run_scenario, write_results  # noqa: PLC0415
@@ -147,7 +184,9 @@ def _scenario(
     if compress != 1.0:
         scenario = scenario.compressed(compress)
     scenario = scenario.variant(
-        uniform=uniform, estimation=None if estimation is None else estimation == "on"
+        uniform=uniform,
+        estimation=None if estimation is None else estimation == "on",
+        control=control,
     )
     out_dir = Path(out) if out is not None else Path(f"sim-{scenario.name}")
     try:

@@ -4,6 +4,7 @@ device's transport a tagged union (with the first format's flat keys still read)
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import re
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -318,6 +319,9 @@ class DeviceConfig(_Strict):
     energy_kwh: Annotated[float, Field(ge=MIN_RATING_KW, le=MAX_KWH)] | None = None
     revert_s: Annotated[int, Field(ge=1, le=65534)] = 60
     revert_limit_pct: Annotated[float, Field(ge=0.1, le=100.0)] = 100.0  # model 704's revert
+    # PV: the inverter's apparent-power rating (kVA), at least rating_kw; unset: rating_kw.
+    # What it declares (SunSpec 120/121/702) is believed up to this, never above it
+    rating_kva: RatingKw | None = None
     ramp_kw_per_s: Annotated[float, Field(ge=0.001, le=MAX_KW)] | None = None
     head: bool = False
     # loads: rating_kw is the nominal draw; min_kw the floor it may be shed to; serving less
@@ -339,6 +343,14 @@ class DeviceConfig(_Strict):
             raise ValueError(f"a {self.kind} device needs 'rating_kw'")
         if self.kind == "battery" and self.energy_kwh is None:
             raise ValueError("a battery needs 'energy_kwh'")
+        if self.rating_kva is not None:
+            if self.kind != "pv":
+                raise ValueError("'rating_kva' is for PV inverters only (kind = \"pv\")")
+            if self.rating_kw is not None and self.rating_kva < self.rating_kw:
+                raise ValueError(
+                    f"'rating_kva' {self.rating_kva:g} is below 'rating_kw' "
+                    f"{self.rating_kw:g}: an inverter's kVA rating is at least its kW rating"
+                )
         if self.kind != "meter" and "accuracy_pct" in self.model_fields_set:
             raise ValueError("'accuracy_pct' is for meters only (kind = \"meter\")")
         if self.kind != "load":
@@ -403,7 +415,8 @@ class EstimationConfig(_Strict):
 
 
 class ControlConfig(_Strict):
-    """Feedback on the import and export limits (``controller.correction``)."""
+    """Feedback on the import and export limits (``controller.correction``), firm limits
+    (``controller.setpoints``)."""
 
     # each interval, the head import measured less the one the last dispatch predicted
     # tightens (or loosens) the limit the next dispatch holds; false: the model alone
@@ -418,6 +431,43 @@ class ControlConfig(_Strict):
     correction_reset_pct: Annotated[float, Field(gt=0.0, le=1000.0)] = 10.0
     # the dispatch aims this % of the limit inside it (0-10): held at or just below it
     limit_margin_pct: Annotated[float, Field(ge=0.0, le=10.0)] = 0.1
+    # while a limit is in force, the devices left uncapped (PV not curtailed under an export
+    # limit, loads not shed under an import limit) get ceilings that share the headroom the
+    # dispatch leaves; false: they run free (a clearing cloud can carry the export past it)
+    firm_limits: bool = True
+    # the sun's and the loads' ramps over the last intervals are carried one interval ahead
+    # in the direction that threatens the limit in force; false: the last reading only
+    ramp_anticipation: bool = True
+    # the PV inverters with fixed reactive-power points (SunSpec 123 VArPct, 704 VarSet) are
+    # dispatched in P and Q inside their kVA rating: vars before curtailment where that is
+    # cheaper; false: active power only (the inverters' own reactive settings stay)
+    reactive_power: bool = True
+    # what a kvarh of PV vars costs the dispatch, either way (0-1000, the currency of
+    # price_per_kwh): vars are used where they save more (curtailment, losses, a voltage
+    # held) than this; higher keeps the inverters nearer unity power factor
+    reactive_cost_per_kvarh: Annotated[float, Field(ge=0.0, le=MAX_PRICE)] = 0.01
+    # the volt-var curve written once to each inverter with SunSpec 126 or 705, in force
+    # whenever feederd's fixed reactive power has reverted (feederd stopped or silent):
+    # points [v_pu, q_pct] with q in % of WMax, positive injecting; the default is IEEE
+    # 1547-2018 category B. volt_var_fallback = false writes none.
+    volt_var_fallback: bool = True
+    volt_var_curve: Annotated[
+        list[
+            tuple[Annotated[float, Field(gt=0.5, lt=1.5)], Annotated[float, Field(ge=-100, le=100)]]
+        ],
+        Field(min_length=2, max_length=20),
+    ] = Field(default_factory=lambda: [(0.92, 44.0), (0.98, 0.0), (1.02, 0.0), (1.08, -44.0)])
+
+    @model_validator(mode="after")
+    def _curve(self) -> ControlConfig:
+        volts = [v for v, _q in self.volt_var_curve]
+        for i, (a, b) in enumerate(itertools.pairwise(volts)):
+            if not b > a:
+                raise ValueError(
+                    f"'volt_var_curve' point {i + 2} ({b:g} p.u.) is not above point {i + 1} "
+                    f"({a:g} p.u.): the voltages must increase"
+                )
+        return self
 
 
 class PollConfig(_Strict):

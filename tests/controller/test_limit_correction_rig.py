@@ -32,7 +32,10 @@ async def _run(
         "load_scale": lambda _t: load,
         "pv_available_frac": lambda t: min(max(sun0 + sun_ramp * t, 0.0), 1.0),
     }
-    async with feeder(rig=rig, dr=limits, control={"limit_correction": correction}) as sim:
+    # the feedback alone, on or off: firm limits and ramp anticipation (which would take the
+    # sun's ramp out of the model's error) have tests of their own
+    control = {"limit_correction": correction, "firm_limits": False, "ramp_anticipation": False}
+    async with feeder(rig=rig, dr=limits, control=control) as sim:
         states, records = [], []
         for _ in range(INTERVALS):
             states.append(await sim.rig.step())

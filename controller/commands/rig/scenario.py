@@ -247,6 +247,7 @@ def _physics(rig: HilRig) -> dict[str, Any]:
         "pv_kw": rig.pv_kw,
         "pv_available_kw": rig.pv_available_kw,
         "curtailed_kw": rig.curtailed_kw,
+        "pv_kvar": rig.pv_kvar,
         "battery_kw": rig.battery_kw,
         "battery_soc_pct": sum(socs) / len(socs) if socs else math.nan,
     }
@@ -364,6 +365,7 @@ def write_results(result: SimResult, out_dir: Path) -> list[Path]:
                 "pv_kw",
                 "pv_available_kw",
                 "curtailed_kw",
+                "pv_kvar",
                 "battery_kw",
                 "battery_soc_pct",
                 "v_min_pu",
@@ -399,6 +401,7 @@ def write_results(result: SimResult, out_dir: Path) -> list[Path]:
                     f"{s.pv_kw:.2f}",
                     f"{s.pv_available_kw:.2f}",
                     f"{s.curtailed_kw:.2f}",
+                    f"{s.pv_kvar:.2f}",
                     f"{s.battery_kw:.2f}",
                     f"{s.battery_soc_pct:.2f}",
                     f"{min(s.v_pu.values()):.5f}",
