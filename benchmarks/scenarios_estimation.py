@@ -15,14 +15,14 @@ the controller dispatched on against the physics.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from typing import Any
 
-from controller.commands.rig.scenario import run_scenario
+from bundled_runs import bundled_kpis
+
 from controller.logs import configure_logging
-from hil.scenario import BUNDLED_SCENARIOS, bundled_scenario, load_scenario
+from hil.scenario import BUNDLED_SCENARIOS
 
 KEYS = (
     "dr_compliance",
@@ -33,13 +33,6 @@ KEYS = (
     "estimate_v_max_err_pu",
     "wall_s",
 )
-
-
-def _run(name: str, compress: float, estimation: bool) -> dict[str, Any]:
-    path = bundled_scenario(name)
-    scenario = load_scenario(path).compressed(compress).variant(estimation=estimation)
-    result = asyncio.run(run_scenario(scenario, base_dir=path.parent, source=str(path)))
-    return {key: result.kpis.get(key) for key in KEYS}
 
 
 def _cell(value: Any, key: str) -> str:
@@ -61,8 +54,8 @@ def main() -> None:
     rows: dict[str, dict[str, Any]] = {}
     for name in args.scenario or BUNDLED_SCENARIOS:
         rows[name] = {
-            "on": _run(name, args.compress, True),
-            "off": _run(name, args.compress, False),
+            "on": bundled_kpis(name, args.compress, KEYS, estimation=True),
+            "off": bundled_kpis(name, args.compress, KEYS, estimation=False),
         }
         print(f"{name}: done", file=sys.stderr, flush=True)
     lines = [

@@ -19,10 +19,16 @@ figure comes from the physics (pandapower), never from the controller's own esti
     intervals of each DR event after its first two (``None``: no event that long).
 ``intervals_over_after_first``
     How many intervals of the events, after each one's first, were beyond the limit plus 2%.
+``energy_over_after_first_kwh``
+    The energy over the limits after each event's first interval: what the controller could
+    have held (in the first, the limit arrives with the poll that sees the feeder past it).
 ``voltage_violation_bus_intervals``
     How many (bus, interval) pairs had a voltage outside the band.
 ``curtailed_kwh``, ``losses_kwh``
     PV energy held back by the limits, and the feeder's AC losses.
+``curtailed_outside_events_kwh``
+    The PV energy held back outside the DR events: for the voltage band alone (under an
+    export cap, active power must go whatever reactive power does).
 """
 
 from __future__ import annotations
@@ -150,11 +156,13 @@ def kpis(
     times: list[float] = []
     settled: list[float] = []
     over_after_first = 0
+    energy_after_first = 0.0
     for event in _events(samples):
         first = next((s for s in event if compliant(s)), None)
         times.append(first.t_s - event[0].t_s if first is not None else len(event) * interval_s)
         settled += [_over_pct(s) for s in event[2:]]
         over_after_first += sum(1 for s in event[1:] if not compliant(s))
+        energy_after_first += sum(_over_kw(s) for s in event[1:]) * dt_h
     violations = sum(
         1
         for s in samples
@@ -176,10 +184,14 @@ def kpis(
         "energy_over_limit_kwh": round(sum(_over_kw(s) for s in samples) * dt_h, 3),
         "worst_overshoot_pct": round(max(settled), 3) if settled else None,
         "intervals_over_after_first": over_after_first,
+        "energy_over_after_first_kwh": round(energy_after_first, 3),
         "voltage_violation_bus_intervals": violations,
         "v_min_pu": round(min(all_v), 4),
         "v_max_pu": round(max(all_v), 4),
         "curtailed_kwh": round(sum(s.curtailed_kw for s in samples) * dt_h, 3),
+        "curtailed_outside_events_kwh": round(
+            sum(s.curtailed_kw for s in samples if not s.limited) * dt_h, 3
+        ),
         "pv_reactive_kvarh": round(sum(abs(s.pv_kvar) for s in samples) * dt_h, 3),
         "losses_kwh": round(sum(s.losses_kw for s in samples) * dt_h, 3),
         "imported_kwh": round(sum(s.import_kw for s in samples) * dt_h, 3),

@@ -61,3 +61,24 @@ async def test_123_inverters_fail_open_and_feederd_says_so() -> None:
     said = [e for e in logs if e["event"] == "revert_fails_open"]
     assert len(said) == 1, said
     assert len(said[0]["devices"]) == 12
+
+
+async def test_release_keeps_the_controls_that_hold_a_limit_in_force() -> None:
+    """``on_stop = "release"`` under an export limit: the PV ceilings stay (until their revert
+    timers, whose values hold the cap), the batteries are released; said once per device."""
+    with structlog.testing.capture_logs() as logs:
+        async with feeder(rig=_rig(704), dr={"export_limit_kw": LIMIT_KW}) as sim:
+            for _ in range(3):
+                await sim.step()
+            report = await sim.daemon.release()
+            pv = list(sim.rig.inverters)
+            held = [n for n in pv if sim.rig.inverters[n].limit_enabled]
+            batteries_idle = all(b.storctl_mod == 0 for b in sim.rig.batteries.values())
+    assert report.withheld == tuple(sorted(pv))
+    assert set(report.released) == set(sim.rig.batteries)
+    assert report.failed == ()
+    assert held, "the inverters' ceilings are still in force on the devices"
+    assert batteries_idle
+    said = [e for e in logs if e["event"] == "release_withheld"]
+    assert sorted(e["device"] for e in said) == sorted(pv)
+    assert "export limit 300 kW in force" in said[0]["reason"]

@@ -137,11 +137,13 @@ def test_kpis_of_a_hand_made_run() -> None:
     assert k["energy_over_limit_kwh"] == pytest.approx(510.0 * 10 / 3600, abs=1e-3)
     assert k["voltage_violation_bus_intervals"] == 2
     assert k["curtailed_kwh"] == pytest.approx(1.0)
+    assert k["curtailed_outside_events_kwh"] == pytest.approx(1.0)  # after the event
     assert k["losses_kwh"] == pytest.approx(6 * 100.0 * 10 / 3600, abs=1e-3)
     # the firm-limit grades: after the first two intervals only 1010 and 900 kW count (1%
     # over at worst); after the first, 1100 kW is the one beyond the limit plus 2%
     assert k["worst_overshoot_pct"] == pytest.approx(1.0)
     assert k["intervals_over_after_first"] == 1
+    assert k["energy_over_after_first_kwh"] == pytest.approx(110.0 * 10 / 3600, abs=1e-3)
 
 
 def test_firm_limit_grades_of_an_export_cap() -> None:

@@ -103,6 +103,42 @@ async def test_midday_overvoltage_curtails_pv_to_hold_the_band_and_the_export_ca
 
 
 @pytest.mark.slow
+async def test_clouds_clearing_under_an_export_cap_never_carry_the_export_past_it() -> None:
+    """Issue 14: after the cap's first interval, the export is within the cap + 2% in every
+    interval, as the sun comes out from behind two clouds (compressed, each cloud's edge is
+    one interval: the sun jumps), and the batteries, not curtailment alone, take the sun."""
+    scenario = _scenario("cloud_clearing_export_cap")
+    result = await run_scenario(scenario)
+    k = result.kpis
+    cap = scenario.dr[0].export_limit_kw
+    assert cap is not None
+    event = _in_event(result)
+    assert all(-s.import_kw <= cap * 1.02 for s in event[1:]), k
+    assert k["intervals_over_after_first"] == 0, k
+    assert k["worst_overshoot_pct"] <= 0.5, k
+    # the sun would carry the export well past the cap: something held it
+    assert min(s.import_kw - s.curtailed_kw + s.battery_kw for s in event) < -cap * 1.3
+    assert k["battery_charged_kwh"] > 0
+
+
+@pytest.mark.slow
+async def test_midday_vars_halve_the_curtailment_for_the_voltage_band() -> None:
+    """Issue 14: the midday over-voltage with reactive power and with active power alone (no
+    vars written, no volt-var curve): outside the export cap, where curtailment is for the
+    voltage band alone, vars at least halve it, with no more bus-intervals outside the band."""
+    scenario = _scenario("midday_overvoltage")
+    p_only = scenario.variant(control={"reactive_power": False, "volt_var_fallback": False})
+    runs = {"pq": await run_scenario(scenario), "p": await run_scenario(p_only)}
+    k = {mode: result.kpis for mode, result in runs.items()}
+    assert k["p"]["curtailed_outside_events_kwh"] > 10.0, k["p"]  # the band needs something
+    assert k["pq"]["curtailed_outside_events_kwh"] <= 0.5 * k["p"]["curtailed_outside_events_kwh"]
+    assert k["pq"]["voltage_violation_bus_intervals"] <= k["p"]["voltage_violation_bus_intervals"]
+    assert k["p"]["pv_reactive_kvarh"] == 0.0
+    # the vars are absorbed (negative): they pull the far buses down
+    assert sum(s.pv_kvar for s in runs["pq"].samples) < 0.0
+
+
+@pytest.mark.slow
 async def test_device_failures_are_ridden_through_and_the_cap_holds() -> None:
     scenario = _scenario("device_failures", FAILURES_COMPRESS)
     poll_timeout_s = scenario.controller["poll"]["timeout_s"]
