@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from optimizer.forecast import (
         Forecast,
     )
+    from optimizer.horizon import (
+        HorizonSpec,
+    )
     from optimizer.network import (
         Branch,
         Bus,
@@ -73,6 +76,7 @@ __all__ = [
     "FlexibleLoad",
     "Forecast",
     "HighsSession",
+    "HorizonSpec",
     "Measurement",
     "MeasurementKind",
     "Network",
@@ -107,6 +111,7 @@ _EXPORTS = {
     "FlexibleLoad": "optimizer.units",
     "Forecast": "optimizer.forecast",
     "HighsSession": "optimizer.session",
+    "HorizonSpec": "optimizer.horizon",
     "Measurement": "optimizer.estimation",
     "MeasurementKind": "optimizer.estimation",
     "Network": "optimizer.network",

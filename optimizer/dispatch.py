@@ -1,8 +1,9 @@
-"""The dispatcher: linearise at the operating point, update the kept LP, solve it, read it out.
+"""The dispatcher: linearise at the operating points, update the kept LP, solve it, read it out.
 
-The LP of a network and unit set is built once with pulp and held in HiGHS (`HighsSession`);
-every later interval with the same structure only pushes new numbers and re-solves from the
-last basis. CBC (through pulp) is the fallback when HiGHS fails, or the solver when asked for.
+The LP of a network, unit set and horizon shape is built once from arrays and held in HiGHS
+(`HighsSession`); every later interval with the same structure only pushes new numbers and
+re-solves from the last basis. CBC (through pulp, `optimizer.lp_pulp`) is the fallback when
+HiGHS fails, or the solver when asked for.
 """
 
 from __future__ import annotations
@@ -10,23 +11,26 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pulp
 
-from optimizer.lp import (
-    DispatchModel,
-    build,
-    lp_numbers,
-    operating_injections,
-    step_loads,
-    structure_key,
-)
+from optimizer.lp import DispatchModel, build, lp_numbers, structure_key
+from optimizer.lp_pulp import to_pulp
 from optimizer.network import Network
-from optimizer.powerflow import PowerFlowResult, solve_powerflow
+from optimizer.operating import (
+    OperatingPoints,
+    PlanMemory,
+    UnitPlan,
+    carried_plan,
+    operating_points,
+    remember,
+)
+from optimizer.powerflow import PowerFlowResult
+from optimizer.profiles import profiles
 from optimizer.result import DispatchResult, DispatchStatus
 from optimizer.session import HighsSession, SolveOutcome
 from optimizer.tree import tree
@@ -43,8 +47,9 @@ class Dispatcher:
 
     `passes > 1` re-linearises the loss cuts at the AC power flow of the dispatched point and
     solves again (a sequential LP, warm-started), for one-shot use; the daemon gets the same
-    effect across intervals. `solver` is "highs" (persistent model, CBC if HiGHS fails) or
-    "cbc". Solver trouble is returned as a status, never raised; `ValueError` is raised only
+    effect across intervals: the steps after step 0 are linearised around the last plan,
+    taken to have been made one `interval_s` ago (`optimizer.operating.carried_plan`).
+    `solver` is "highs" (persistent model, CBC if HiGHS fails) or "cbc". Solver trouble is returned as a status, never raised; `ValueError` is raised only
     for inputs that are programming errors (a unit on a bus the network does not have).
     """
 
@@ -69,7 +74,11 @@ class Dispatcher:
         self._session: HighsSession | None = None
         self._key: Hashable = None
         self.builds = 0
-        self.last_operating_points: list[PowerFlowResult] = []
+        self.last_points: OperatingPoints | None = None
+        """The operating points of the last solve's last pass, every step."""
+        self._memory: PlanMemory | None = None
+        self.last_build_ms = 0.0
+        """How long the last build of the HiGHS model took (assembling and passing it)."""
 
     @property
     def session(self) -> HighsSession | None:
@@ -95,51 +104,65 @@ class Dispatcher:
             unknown = sorted(b for b in loads if not net.has_bus(b))
             if unknown:
                 raise ValueError(f"{label} names bus(es) {unknown} not in network {net.name!r}")
-
-    def operating_points(self, inp: DispatchInput) -> list[PowerFlowResult]:
-        """One AC power flow per step of the horizon at the current (or forecast) injections."""
-        out = []
-        for t in range(inp.horizon):
-            p, q = operating_injections(self.network, inp, t)
-            out.append(
-                solve_powerflow(
-                    self.network, p_kw=p, q_kvar=q, v_slack_pu=inp.slack_v(self.network)
+        fc = inp.forecast
+        if fc is not None and fc.load_kw is not None:
+            strays = [_label(b) for b in fc.load_kw.columns if not _is_bus(net, b)]
+            if strays:
+                raise ValueError(
+                    f"forecast load_kw names bus(es) [{', '.join(strays)}] not in network "
+                    f"{net.name!r}"
                 )
-            )
-        return out
+        if fc is not None and fc.pv_kw is not None:
+            names = {u.name for u in inp.pv}
+            strays = [_label(c) for c in fc.pv_kw.columns if c not in names]
+            if strays:
+                raise ValueError(
+                    f"forecast pv_kw names PV unit(s) [{', '.join(strays)}] the input does not have"
+                )
 
-    def build_model(
-        self, inp: DispatchInput, ops: Sequence[PowerFlowResult] | None = None
-    ) -> DispatchModel:
+    @property
+    def last_operating_points(self) -> list[PowerFlowResult]:
+        """The AC power flow of step 0's operating point of the last solve's last pass (a
+        one-element list; empty before a solve). `last_points` has every step."""
+        if self.last_points is None:
+            return []
+        return [self.last_points.step(self.network, 0)]
+
+    def operating_points(self, inp: DispatchInput) -> OperatingPoints:
+        """The AC state of every step at the current (or forecast) injections, the units at
+        their last setpoints (one batched power flow)."""
+        return operating_points(self.network, inp)
+
+    def build_model(self, inp: DispatchInput, ops: OperatingPoints | None = None) -> DispatchModel:
         """The LP for `inp` (for inspection, `write_mps`, or a caller's own solver)."""
         self._check(inp)
         return build(self.network, inp, self.operating_points(inp) if ops is None else ops)
 
     def write_mps(
-        self, inp: DispatchInput, path: str | Path, ops: Sequence[PowerFlowResult] | None = None
+        self, inp: DispatchInput, path: str | Path, ops: OperatingPoints | None = None
     ) -> None:
-        """Write the LP for `inp` in MPS format (at `ops`, e.g. `last_operating_points`)."""
-        self.build_model(inp, ops).problem.writeMPS(str(path))
+        """Write the LP for `inp` in MPS format (at `ops`, e.g. `last_points`)."""
+        to_pulp(self.build_model(inp, ops)).problem.writeMPS(str(path))
 
     def solve(self, inp: DispatchInput) -> DispatchResult:
-        """Dispatch one interval: setpoints per unit and the LP's estimates."""
+        """Dispatch one interval: setpoints per unit, the LP's estimates and the plan."""
         self._check(inp)
         start = time.perf_counter()
-        ops = self.operating_points(inp)
+        plan = carried_plan(self.network, inp, self._memory, inp.interval_s)
+        ops = operating_points(self.network, inp, plan)
         result = DispatchResult(status=DispatchStatus.SOLVER_FAILED, solver=self.solver_name)
         for n_pass in range(1, self.passes + 1):
-            failed = next((op for op in ops if not op.converged), None)
-            if failed is not None:
+            if not ops.converged:
                 return DispatchResult(
                     status=DispatchStatus.SOLVER_FAILED,
                     solver=self.solver_name,
                     solve_ms=(time.perf_counter() - start) * 1000.0,
                     message=(
-                        f"operating-point power flow did not converge in {failed.iterations} "
+                        f"operating-point power flow did not converge in {ops.iterations} "
                         "sweeps (loads beyond the feeder's capacity?)"
                     ),
                 )
-            self.last_operating_points = ops
+            self.last_points = ops
             status, message, values, objective, solver = self._solve_once(inp, ops)
             if values is None:
                 return DispatchResult(
@@ -149,12 +172,14 @@ class Dispatcher:
                     message=message,
                 )
             result = self._read(inp, values, objective, solver, n_pass, message)
+            plan = _plan(inp, values)
+            self._memory = remember(self.network, inp, plan)
             if n_pass < self.passes:
-                ops = self._dispatched_flows(inp, values)
+                ops = operating_points(self.network, inp, plan)
         return dataclasses.replace(result, solve_ms=(time.perf_counter() - start) * 1000.0)
 
     def _solve_once(
-        self, inp: DispatchInput, ops: Sequence[PowerFlowResult]
+        self, inp: DispatchInput, ops: OperatingPoints
     ) -> tuple[DispatchStatus, str, Values | None, float, str]:
         if self.solver_name == "HiGHS":
             try:
@@ -181,53 +206,38 @@ class Dispatcher:
         status, message, values, objective = self._run_cbc(inp, ops)
         return status, message, values, objective, "CBC"
 
-    def _run_highs(
-        self, inp: DispatchInput, ops: Sequence[PowerFlowResult]
-    ) -> tuple[SolveOutcome, str]:
+    def _run_highs(self, inp: DispatchInput, ops: OperatingPoints) -> tuple[SolveOutcome, str]:
         key = (structure_key(inp), self.time_limit_s)
         if self._session is None or key != self._key:
+            started = time.perf_counter()
             self._session = HighsSession(
                 build(self.network, inp, ops), time_limit_s=self.time_limit_s
             )
             self._key = key
             self.builds += 1
+            self.last_build_ms = (time.perf_counter() - started) * 1000.0
         else:
             self._session.update(lp_numbers(self.network, inp, ops))
         return self._session.run()
 
     def _run_cbc(
-        self, inp: DispatchInput, ops: Sequence[PowerFlowResult]
+        self, inp: DispatchInput, ops: OperatingPoints
     ) -> tuple[DispatchStatus, str, Values | None, float]:
         model = build(self.network, inp, ops)
         started = time.perf_counter()
         try:
-            code = model.problem.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s))
+            pm = to_pulp(model)
+            code = pm.problem.solve(pulp.PULP_CBC_CMD(msg=False, timeLimit=self.time_limit_s))
         except Exception as err:  # any solver failure is an outcome
             return DispatchStatus.SOLVER_FAILED, f"CBC raised {err!r}", None, math.nan
-        if code == pulp.LpStatusOptimal and model.problem.sol_status == pulp.LpSolutionOptimal:
-            cols = model.cols
-
-            def values(name: str) -> FloatArray:
-                arr = cols[name]
-                return np.array([v.value() or 0.0 for v in arr.reshape(-1)]).reshape(arr.shape)
-
-            objective = pulp.value(model.problem.objective)
-            return DispatchStatus.OPTIMAL, "", values, float(objective)
+        if code == pulp.LpStatusOptimal and pm.problem.sol_status == pulp.LpSolutionOptimal:
+            col = pm.values()
+            cols = model.layout.cols
+            objective = pulp.value(pm.problem.objective)
+            return DispatchStatus.OPTIMAL, "", lambda name: col[cols[name]], float(objective)
         if time.perf_counter() - started >= self.time_limit_s:
             return DispatchStatus.TIMED_OUT, f"CBC hit its {self.time_limit_s} s limit", None, 0.0
         return DispatchStatus.SOLVER_FAILED, f"CBC: {pulp.LpStatus.get(code, code)}", None, 0.0
-
-    def _dispatched_flows(self, inp: DispatchInput, values: Values) -> list[PowerFlowResult]:
-        """AC power flow of every step at the dispatched setpoints."""
-        out = []
-        for t in range(inp.horizon):
-            p, q = _dispatched_injections(self.network, inp, values, t)
-            out.append(
-                solve_powerflow(
-                    self.network, p_kw=p, q_kvar=q, v_slack_pu=inp.slack_v(self.network)
-                )
-            )
-        return out
 
     def _read(
         self,
@@ -240,6 +250,7 @@ class Dispatcher:
     ) -> DispatchResult:
         net = self.network
         tr = tree(net)
+        prof = profiles(net, inp)
         pv = values("pv")
         pvq = values("pvq")
         bat = values("dis") - values("ch")
@@ -297,30 +308,38 @@ class Dispatcher:
                 b.name: tuple(float(x) for x in soc[:, k]) for k, b in enumerate(inp.batteries)
             },
             passes=passes,
+            step_start_s=inp.step_starts_s,
+            step_s=inp.step_durations_s,
+            battery_plan_kw={
+                b.name: tuple(float(x) for x in bat[:, k]) for k, b in enumerate(inp.batteries)
+            },
+            curtailed_plan_kw=tuple(float(x) for x in np.sum(prof.pv_upper - pv, axis=1))
+            if inp.pv
+            else (0.0,) * inp.horizon,
+            import_slack_plan_kw=tuple(max(float(x), 0.0) for x in values("s_imp")),
+            export_slack_plan_kw=tuple(max(float(x), 0.0) for x in values("s_exp")),
+            import_limit_plan_kw=tuple(float(x) for x in prof.import_limit),
         )
+
+
+def _label(column: object) -> str:
+    return str(int(column)) if isinstance(column, int | np.integer) else repr(column)
+
+
+def _is_bus(net: Network, bus: object) -> bool:
+    return isinstance(bus, int | np.integer) and net.has_bus(int(bus))
 
 
 def _has_rating(net: Network) -> bool:
     return bool(np.any(~np.isnan(tree(net).rating_kva)))
 
 
-def _dispatched_injections(
-    net: Network, inp: DispatchInput, values: Values, t: int
-) -> tuple[dict[int, float], dict[int, float]]:
-    """Net load per bus (kW, kvar) at step t with the LP's setpoints."""
-    p, q = step_loads(net, inp, t)
-    pv, bat, fl = values("pv")[t], (values("dis") - values("ch"))[t], values("fl")[t]
-    pvq = values("pvq")[t]
-    for k, u in enumerate(inp.pv):
-        p[u.bus] -= float(pv[k])
-    for j, u in enumerate(u for u in inp.pv if u.q_max_kvar > 0):
-        q[u.bus] -= float(pvq[j])
-    for k, b in enumerate(inp.batteries):
-        p[b.bus] -= float(bat[k])
-    for k, f in enumerate(inp.flexible_loads):
-        p[f.bus] += float(fl[k])
-        q[f.bus] += float(fl[k]) * f.q_per_kw
-    return p, q
+def _plan(inp: DispatchInput, values: Values) -> UnitPlan:
+    """The LP's setpoints at every step (reactive power beyond the network steps: none)."""
+    pvq = np.zeros((inp.horizon, sum(1 for u in inp.pv if u.q_max_kvar > 0)))
+    lp_q = values("pvq")
+    pvq[: lp_q.shape[0]] = lp_q
+    return UnitPlan(pv=values("pv"), pvq=pvq, bat=values("dis") - values("ch"), fl=values("fl"))
 
 
 def _flow_losses_kw(net: Network, inp: DispatchInput, values: Values) -> float:

@@ -22,7 +22,7 @@ import numpy.typing as npt
 from optimizer.network import Network
 from optimizer.tree import Tree, tree
 
-__all__ = ["PowerFlowResult", "solve_powerflow"]
+__all__ = ["PowerFlowResult", "StepFlows", "solve_powerflow", "solve_powerflow_steps"]
 
 FloatArray = npt.NDArray[np.float64]
 ComplexArray = npt.NDArray[np.complex128]
@@ -122,22 +122,87 @@ def solve_powerflow(
     )
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepFlows:
+    """The AC state of several load cases (steps) at once, as arrays with the steps first and
+    the tree's positions last (`optimizer.tree`): complex bus voltages, the sending-end power
+    of each position's feeding branch (kW, kvar as a complex number) and its series loss (kW),
+    and the head import (complex, kW + j kvar)."""
+
+    converged: bool
+    iterations: int
+    v: ComplexArray
+    s_send_kw: ComplexArray
+    loss_kw: FloatArray
+    import_kw: ComplexArray
+
+
+def solve_powerflow_steps(
+    net: Network,
+    *,
+    p_kw: FloatArray,
+    q_kvar: FloatArray,
+    v_slack_pu: float | None = None,
+    tol: float = 1e-8,
+    max_iter: int = 50,
+) -> StepFlows:
+    """`solve_powerflow` for many steps in one vectorised sweep: `p_kw`, `q_kvar` are
+    (steps × buses in `net.order`, the slack first) net loads. Converged when every step's
+    largest voltage change is below `tol`."""
+    m = tree(net)
+    base_kw = net.base_kw
+    z = (m.r + 1j * m.x)[:, None]
+    p = np.atleast_2d(np.asarray(p_kw, dtype=float))
+    q = np.atleast_2d(np.asarray(q_kvar, dtype=float))
+    s_load = (p[:, 1:] + 1j * q[:, 1:]).T / base_kw - m.gen[:, None]  # positions × steps
+    v_slack = complex(net.v_slack_pu if v_slack_pu is None else v_slack_pu, 0.0)
+    y = m.y[:, None]
+    v = _forward(m, v_slack, np.zeros_like(s_load), z)
+    converged = False
+    iterations = 0
+    for iterations in range(1, max_iter + 1):  # noqa: B007 - the count is reported
+        v_new = _forward(m, v_slack, _backward(m, np.conj(s_load / v) + y * v), z)
+        step = float(np.max(np.abs(v_new - v))) if v.size else 0.0
+        v = v_new
+        if step < tol:
+            converged = True
+            break
+    j = _backward(m, np.conj(s_load / v) + y * v)
+    s_loss = z * np.abs(j) ** 2
+    s_send = (v * np.conj(j) + s_loss) * base_kw
+    slack_children = m.parent_pos < 0
+    slack_shunt = abs(v_slack) ** 2 * np.conj(m.y_slack) * base_kw
+    s_import = np.sum(s_send[slack_children], axis=0) + p[:, 0] + 1j * q[:, 0] + slack_shunt
+    return StepFlows(
+        converged=converged,
+        iterations=iterations,
+        v=v.T.copy(),
+        s_send_kw=s_send.T.copy(),
+        loss_kw=(s_loss.real * base_kw).T.copy(),
+        import_kw=np.asarray(s_import, dtype=np.complex128),
+    )
+
+
 def _backward(m: Tree, current: ComplexArray) -> ComplexArray:
-    """Branch currents from load currents, leaves first."""
-    if m.down is not None:
+    """Branch currents from load currents, leaves first (one matrix product for a small tree
+    and one load case; a numpy operation per depth level otherwise: a complex matrix product
+    over many steps goes to a threaded BLAS that is slower on a busy box than the loop)."""
+    if m.down is not None and current.ndim == 1:
         return m.down @ current
     j = current.copy()
+    extra = (None,) * (j.ndim - 1)  # positions first, then any steps
     for level in reversed(m.levels[1:]):
-        np.add.at(j, m.parent_pos[level], j[level] / m.tap[level])
+        np.add.at(j, m.parent_pos[level], j[level] / m.tap[level][(..., *extra)])
     return j
 
 
 def _forward(m: Tree, v_slack: complex, j: ComplexArray, z_pu: ComplexArray) -> ComplexArray:
     """Bus voltages from branch currents, root first."""
-    if m.down is not None and m.gain is not None:
-        return v_slack * m.gain - m.down.T @ (z_pu * j)
+    extra = (None,) * (j.ndim - 1)  # positions first, then any steps
+    if m.down is not None and m.gain is not None and j.ndim == 1:
+        return v_slack * m.gain[(..., *extra)] - m.down.T @ (z_pu * j)
     v = np.empty_like(j)
     for depth, level in enumerate(m.levels):
         upstream = v_slack if depth == 0 else v[m.parent_pos[level]]
-        v[level] = upstream / m.tap[level] - z_pu[level] * j[level]
+        v[level] = upstream / m.tap[level][(..., *extra)] - z_pu[level] * j[level]
     return v

@@ -42,7 +42,11 @@ class DispatchResult:
     `min(available, p_max) − p`. Slacks say by how much a limit was missed (`voltage_slack_pu`
     in voltage magnitude, `rating_slack_kva` the largest branch overload). Without setpoints
     (failed, timed out) the mappings are empty and the estimates are NaN. Everything is for
-    step 0 of the horizon, except the `*_plan` fields, which hold one value per step.
+    step 0 of the horizon, except the plan fields, which hold one value per step of the
+    horizon: `step_start_s` (seconds from now) and `step_s` (duration), the head import, each
+    battery's state of charge at the end of the step and its net power (discharge positive),
+    the total curtailment, how far the plan misses the import and export limits (the predicted
+    shortfall, kW) and the import limit the plan held (NaN: none).
     """
 
     status: DispatchStatus
@@ -69,3 +73,10 @@ class DispatchResult:
     import_plan_kw: tuple[float, ...] = ()
     soc_plan_kwh: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
     passes: int = 0
+    step_start_s: tuple[float, ...] = ()
+    step_s: tuple[float, ...] = ()
+    battery_plan_kw: Mapping[str, tuple[float, ...]] = field(default_factory=dict)
+    curtailed_plan_kw: tuple[float, ...] = ()
+    import_slack_plan_kw: tuple[float, ...] = ()
+    export_slack_plan_kw: tuple[float, ...] = ()
+    import_limit_plan_kw: tuple[float, ...] = ()

@@ -54,14 +54,26 @@ class Tree:
     def subtree_sum(self, values: FloatArray) -> FloatArray:
         """For each position, the sum of `values` over it and everything downstream.
 
-        `values` has the positions on its last axis; any leading axes are kept.
+        `values` has the positions on its last axis; any leading axes are kept (then summed
+        level by level: a matrix product over many rows goes to a threaded BLAS, which on a
+        busy two-core box is many times slower than the loop).
         """
-        if self.below is not None:
+        if self.below is not None and np.ndim(values) == 1:
             return np.asarray(values, dtype=float) @ self.below.T
         out = np.array(values, dtype=float, copy=True)
         moved = np.moveaxis(out, -1, 0)  # a view: positions first
         for level in reversed(self.levels[1:]):
             np.add.at(moved, self.parent_pos[level], moved[level])
+        return out
+
+    def path_sum(self, values: FloatArray) -> FloatArray:
+        """For each position, the sum of `values` over the branches from the slack bus down
+        to it (its own included). `values` has the positions on its last axis."""
+        if self.below is not None and np.ndim(values) == 1:
+            return np.asarray(values, dtype=float) @ self.below
+        out = np.array(values, dtype=float, copy=True)
+        for level in self.levels[1:]:
+            out[..., level] += out[..., self.parent_pos[level]]
         return out
 
 

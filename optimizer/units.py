@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from optimizer.forecast import Forecast
+from optimizer.horizon import HorizonSpec
 from optimizer.network import Network
 
 __all__ = [
@@ -185,9 +186,10 @@ class DispatchCosts:
 
     `loss_per_kwh` must exceed `curtailment_per_kwh`, so that the LP never prefers inflating its
     (outer-approximated) losses to curtailing PV when an export limit binds.
-    `battery_energy_value_per_kwh` values energy left in storage at the end of the interval
-    (None: the import price), so that a one-interval horizon does not drain batteries for no
-    reason.
+    `battery_energy_value_per_kwh` values energy left in storage at the end of the horizon
+    (None: the import price averaged over the horizon's time), so that a short horizon does
+    not drain batteries for no reason. Energy terms are per kWh of each step, whatever its
+    duration.
     """
 
     curtailment_per_kwh: float = 0.05
@@ -199,6 +201,12 @@ class DispatchCosts:
     voltage_slack_per_pu2_h: float = 1.0e6
     load_shed_per_kwh: float = 0.50
     rating_slack_per_kvah: float = 1000.0
+    slack_lead_halving_h: float = 24.0
+    """Lead time (h) at which a step's slack penalties are half of step 0's: the penalty of a
+    step starting `lead` ahead is `penalty / (1 + lead / slack_lead_halving_h)`. A limit that
+    cannot be held all day is held now first (what is certain), the shortfall left to the
+    forecast, which says so (`import_slack_plan_kw`). Still far above any energy price, so the
+    plan charges ahead of an event it can meet."""
     reactive_per_kvarh: float = 0.01
     """On the vars a PV inverter is dispatched to, either way (its own losses and wear, and the
     operator's preference for unity power factor): vars are used where they save more, in
@@ -213,9 +221,13 @@ class DispatchInput:
     the feeder head is signed (positive draws from the upstream grid): an import limit `L`
     means `import_kw <= L`, an export limit `E >= 0` means `import_kw >= −E`.
 
-    `horizon` steps of `interval_s` each are optimised together (receding horizon: only step
-    0's setpoints are applied). Step 0 uses the values given here; the `forecast` scales loads,
-    PV availability and sets the price of each step (without one, every step is like step 0).
+    `horizon` steps are optimised together (receding horizon: only step 0's setpoints are
+    applied): `steps_s` gives each step's duration (seconds; `()` means `horizon` steps of
+    `interval_s`; when given, `len(steps_s) == horizon` and `steps_s[0] == interval_s`), and
+    the first `network_steps` of them are modelled with the full network, the later ones with
+    the reduced tail model (`optimizer.lp`; None: every step with the full network). Step 0
+    uses the values given here; the `forecast` gives loads, PV availability, prices and limits
+    of the later steps (without one, every step is like step 0).
 
     `v_slack_pu` is the slack bus's voltage this interval (the head meter's measurement), None
     for the network's own (its case's). Every bus is held within `v_min_pu`..`v_max_pu` except
@@ -240,6 +252,8 @@ class DispatchInput:
     flexible_loads: tuple[FlexibleLoad, ...] = ()
     horizon: int = 1
     forecast: Forecast | None = None
+    steps_s: tuple[float, ...] = ()
+    network_steps: int | None = None
 
     def __post_init__(self) -> None:
         owner = "dispatch input"
@@ -247,6 +261,7 @@ class DispatchInput:
             isinstance(self.horizon, int) and self.horizon >= 1,
             f"{owner}: horizon must be a whole number >= 1, got {self.horizon!r}",
         )
+        self._check_steps(owner)
         if self.forecast is not None:
             self.forecast.check(self.horizon)
         _finite(
@@ -276,6 +291,62 @@ class DispatchInput:
         names = [u.name for u in (*self.units, *self.flexible_loads)]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         _require(not duplicates, f"{owner}: duplicate unit name(s) {duplicates}")
+
+    def _check_steps(self, owner: str) -> None:
+        if self.steps_s:
+            _require(
+                len(self.steps_s) == self.horizon,
+                f"{owner}: steps_s has {len(self.steps_s)} steps, horizon is {self.horizon}",
+            )
+            for k, step in enumerate(self.steps_s):
+                _require(
+                    isinstance(step, int | float) and math.isfinite(step) and step > 0,
+                    f"{owner}: steps_s[{k}] is {step!r}, must be a finite number > 0",
+                )
+            _require(
+                math.isclose(self.steps_s[0], self.interval_s, rel_tol=1e-9),
+                f"{owner}: steps_s[0] is {self.steps_s[0]!r}, must equal interval_s "
+                f"{self.interval_s!r} (step 0 is the interval being dispatched)",
+            )
+        if self.network_steps is not None:
+            _require(
+                isinstance(self.network_steps, int)
+                and not isinstance(self.network_steps, bool)
+                and 1 <= self.network_steps <= self.horizon,
+                f"{owner}: network_steps must be a whole number in 1..{self.horizon} "
+                f"(the horizon), got {self.network_steps!r}",
+            )
+
+    @classmethod
+    def for_horizon(cls, spec: HorizonSpec, **fields: object) -> DispatchInput:
+        """A `DispatchInput` shaped by `spec`: its horizon, step durations (`interval_s` is
+        `spec.steps_s[0]`) and network steps, with `fields` for the rest."""
+        fields = {"interval_s": spec.steps_s[0], **fields}
+        return cls(
+            horizon=spec.horizon,
+            steps_s=spec.steps_s,
+            network_steps=spec.network_steps,
+            **fields,  # type: ignore[arg-type]
+        )
+
+    @property
+    def step_durations_s(self) -> tuple[float, ...]:
+        """Each step's duration, seconds (`steps_s`, or `horizon` × `interval_s`)."""
+        return self.steps_s if self.steps_s else (float(self.interval_s),) * self.horizon
+
+    @property
+    def step_starts_s(self) -> tuple[float, ...]:
+        """Each step's start, seconds from now."""
+        out, at = [], 0.0
+        for step in self.step_durations_s:
+            out.append(at)
+            at += step
+        return tuple(out)
+
+    @property
+    def n_network_steps(self) -> int:
+        """How many of the first steps see the full network (`network_steps`, None: all)."""
+        return self.horizon if self.network_steps is None else self.network_steps
 
     def slack_v(self, net: Network) -> float:
         """The slack voltage this interval: `v_slack_pu`, else the network's."""

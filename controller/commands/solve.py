@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from controller.commands.args import non_negative, number, positive, positive_int
 
 if TYPE_CHECKING:
-    from optimizer import DispatchInput, DispatchResult, Network
+    from optimizer import DispatchInput, DispatchResult, HorizonSpec, Network
 
 HELP = "one dispatch of a MATPOWER case; the LP's estimates and the AC check"
 
@@ -43,7 +43,28 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         help="PV at every load bus (1.5 x load, 80%% available), a battery at every fifth; "
         "import limit 70%% of the load unless given",
     )
-    parser.add_argument("--horizon", type=positive_int, default=1, help="steps (default 1)")
+    shape = parser.add_mutually_exclusive_group()
+    shape.add_argument(
+        "--horizon", type=positive_int, default=1, help="steps of --interval-s (default 1)"
+    )
+    shape.add_argument(
+        "--horizon-h",
+        type=non_negative,
+        default=None,
+        metavar="H",
+        help="a multi-resolution horizon of H hours (the daemon's shape): --fine-steps steps of "
+        "--interval-s, then blocks of --block-s",
+    )
+    parser.add_argument("--fine-steps", type=positive_int, default=4, help="default 4")
+    parser.add_argument("--block-s", type=positive, default=900.0, help="default 900")
+    parser.add_argument(
+        "--network-steps",
+        type=_network_steps,
+        default=1,
+        metavar="K|all",
+        help="steps modelled with the full network, the rest with the reduced tail model "
+        "(default 1, the daemon's; 'all' for the full network on every step)",
+    )
     parser.add_argument("--interval-s", type=positive, default=300.0, help="step length")
     parser.add_argument("--v-min-pu", type=positive, default=0.95)
     parser.add_argument("--v-max-pu", type=positive, default=1.05)
@@ -53,6 +74,29 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="slack bus voltage (default: the case's, VG of the slack generator, else VM)",
     )
+
+
+def _network_steps(text: str) -> int | None:
+    return None if text == "all" else positive_int(text)
+
+
+def horizon_spec(args: argparse.Namespace) -> HorizonSpec:
+    """The horizon the options describe: `--horizon` uniform steps or `--horizon-h` hours of
+    multi-resolution steps, with `--network-steps` (clamped to the horizon; `all`: every
+    step)."""
+    from optimizer import HorizonSpec  # noqa: PLC0415
+
+    k = args.network_steps
+    if args.horizon_h is not None:
+        spec = HorizonSpec.multi_resolution(
+            args.interval_s,
+            hours=args.horizon_h,
+            fine_steps=args.fine_steps,
+            block_s=args.block_s,
+        )
+        return HorizonSpec(spec.steps_s, spec.horizon if k is None else min(k, spec.horizon))
+    h = args.horizon
+    return HorizonSpec((args.interval_s,) * h, h if k is None else min(k, h))
 
 
 def case_input(net: Network, args: argparse.Namespace) -> DispatchInput:
@@ -72,9 +116,9 @@ def case_input(net: Network, args: argparse.Namespace) -> DispatchInput:
         if import_limit is None:
             import_limit = ders.import_limit_kw
     forecast = None
-    if args.horizon > 1:
-        steps = np.arange(args.horizon)
-        hours = steps * args.interval_s / 3600.0
+    spec = horizon_spec(args)
+    if spec.horizon > 1:
+        hours = np.asarray(spec.starts_s) / 3600.0
         forecast = Forecast(  # a day's shape: evening load peak, midday sun, peak price
             load=pd.Series(1.0 + 0.15 * np.sin(2 * np.pi * (hours - 12.0) / 24.0)),
             pv=pd.Series(np.clip(np.cos(2 * np.pi * hours / 24.0), 0.05, None) / 1.0),
@@ -93,7 +137,9 @@ def case_input(net: Network, args: argparse.Namespace) -> DispatchInput:
         v_min_pu=args.v_min_pu,
         v_max_pu=args.v_max_pu,
         v_slack_pu=args.v_slack_pu,
-        horizon=args.horizon,
+        horizon=spec.horizon,
+        steps_s=spec.steps_s,
+        network_steps=spec.network_steps,
         forecast=forecast,
     )
 
@@ -161,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
             "voltage_slack_pu": res.voltage_slack_pu,
             "rating_slack_kva": res.rating_slack_kva,
             "horizon": inp.horizon,
+            "network_steps": inp.n_network_steps,
+            "step_s": list(res.step_s),
             "import_plan_kw": list(res.import_plan_kw),
             "passes": res.passes,
             "n_vars": session.n_col if session is not None else None,
@@ -169,7 +217,7 @@ def run(args: argparse.Namespace) -> int:
         }
     if args.write_mps:
         try:
-            dispatcher.write_mps(inp, args.write_mps, dispatcher.last_operating_points or None)
+            dispatcher.write_mps(inp, args.write_mps, dispatcher.last_points)
         except OSError as err:
             raise UsageError(f"--write-mps {args.write_mps}: {err.strerror}") from None
     if args.json:

@@ -100,6 +100,61 @@ def test_bench_dispatch_horizon_on_a_synthetic_feeder(capsys: pytest.CaptureFixt
     assert out["buses"] == 40
 
 
+def test_bench_dispatch_multi_resolution_against_a_reference(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The daemon's horizon shape (fine steps, then blocks), the full network on step 0 only
+    by default or on every step when asked, and the median's ratio to a reference figure."""
+    argv = [
+        *("bench", "dispatch", "--synthetic-feeder", "40", "--synthetic-ders"),
+        *("--horizon-h", "2", "--fine-steps", "2", "--block-s", "900", "--intervals", "3"),
+        *("--cold-runs", "1", "--compare-ms", "600", "--compare-label", "emhass"),
+    ]
+    out = _json(capsys, argv)
+    assert out["horizon"] == 2 + 8  # 2 × 300 s, then 6600 s in 900 s blocks (the last 300 s)
+    assert out["horizon_h"] == pytest.approx(2.0)
+    assert out["network_steps"] == 1
+    assert out["failures"] == 0
+    assert out["solved"] == 3
+    assert out["vs_emhass"] == pytest.approx(out["interval_ms_median"] / 600.0, rel=1e-3)  # type: ignore[operator]
+    assert out["peak_rss_mb"] > 0  # type: ignore[operator]
+    full = _json(capsys, [*argv, "--network-steps", "all"])
+    assert full["network_steps"] == 10
+    assert full["n_cons"] > out["n_cons"]  # type: ignore[operator]
+
+
+def test_bench_dispatch_counts_timed_out_intervals_as_failures_never_as_times(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = _json(
+        capsys,
+        [
+            *("bench", "dispatch", "--synthetic-feeder", "40", "--synthetic-ders"),
+            *("--horizon", "3", "--intervals", "3", "--cold-runs", "0"),
+            *("--time-limit-s", "0.000001"),
+        ],
+    )
+    assert out["statuses"] == {"timed_out": 3}
+    assert out["failures"] == 3
+    assert out["solved"] == 0
+    assert out["interval_ms_median"] is None
+    assert out["interval_ms_p95"] is None
+
+
+def test_solve_with_a_multi_resolution_horizon(capsys: pytest.CaptureFixture[str]) -> None:
+    out = _json(
+        capsys,
+        [
+            *("solve", "--case", CASE33, "--json", "--synthetic-ders", "--passes", "1"),
+            *("--horizon-h", "3", "--fine-steps", "4", "--interval-s", "300"),
+        ],
+    )
+    assert out["status"] == "optimal"
+    assert out["step_s"] == [300.0] * 4 + [900.0] * 10 + [600.0]
+    assert len(out["import_plan_kw"]) == 15  # type: ignore[arg-type]
+    assert out["network_steps"] == 1
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
