@@ -11,6 +11,12 @@ write of an event raises: the daemon reads only events not yet over (``live_even
 what changed since it last looked (``changes_since``: an event added or cancelled by
 ``feederd event``), never the whole table. A connection is used by one thread at a time: the
 daemon gives the DR service its own (``sibling()``), on its own worker thread.
+
+The forecasts keep the feeder's history in ``history``: one row per finished slot (15 minutes
+by default) with each bus's mean load and each inverter's mean PV available, as compact JSON,
+pruned to the forecast's own retention (``prune_history``). ``plan`` holds one row, the latest
+dispatch plan, replaced every interval. Both arrived with format 4; an older journal gains
+them when opened.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import json
 import os
 import sqlite3
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -28,10 +36,10 @@ from controller.dr.events import DrEvent, EventType
 from controller.dr.overlap import StoredEvent
 from controller.records import CycleRecord
 
-__all__ = ["Journal", "JournalError"]
+__all__ = ["HistorySlot", "Journal", "JournalError"]
 
 MEMORY = ":memory:"
-_VERSION = 3
+_VERSION = 4
 MAX_RETENTION_DAYS = 3650
 
 _SCHEMA = """
@@ -60,6 +68,18 @@ CREATE TABLE IF NOT EXISTS dr_event (
     end_ts REAL,
     rev INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS history (
+    slot_ts REAL PRIMARY KEY,
+    slot_s REAL NOT NULL,
+    samples INTEGER NOT NULL,
+    loads TEXT NOT NULL,
+    pv TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS plan (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    at TEXT NOT NULL,
+    doc TEXT NOT NULL
+);
 """
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS dr_event_end ON dr_event (end_ts);
@@ -85,6 +105,19 @@ def _migrate(db: sqlite3.Connection) -> None:
         if "rev" not in columns:
             db.execute("ALTER TABLE dr_event ADD COLUMN rev INTEGER NOT NULL DEFAULT 0")
             db.execute("UPDATE dr_event SET rev = seq")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistorySlot:
+    """One finished slot of the feeder's history: its start (UTC), length, how many intervals
+    were averaged, each bus's mean load and each inverter's mean PV available (kW); a bus or
+    inverter not measured in the slot is absent."""
+
+    start: datetime
+    slot_s: float
+    samples: int
+    loads_kw: Mapping[int, float]
+    pv_kw: Mapping[str, float]
 
 
 class JournalError(Exception):
@@ -187,6 +220,64 @@ class Journal:
     def count(self) -> int:
         row = self._db.execute("SELECT count(*) FROM interval").fetchone()
         return int(row[0])
+
+    # -- the forecasts' history, and the plan ------------------------------------------------
+
+    def put_history(self, slot: HistorySlot) -> None:
+        """Store a finished slot (replacing one that started at the same time)."""
+        loads = {str(bus): round(kw, 4) for bus, kw in slot.loads_kw.items()}
+        pv = {unit: round(kw, 4) for unit, kw in slot.pv_kw.items()}
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO history (slot_ts, slot_s, samples, loads, pv)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    _ts(slot.start),
+                    slot.slot_s,
+                    slot.samples,
+                    json.dumps(loads, separators=(",", ":")),
+                    json.dumps(pv, separators=(",", ":")),
+                ),
+            )
+
+    def history_since(self, since: datetime) -> list[HistorySlot]:
+        """The slots that started at or after ``since``, oldest first."""
+        rows = self._db.execute(
+            "SELECT slot_ts, slot_s, samples, loads, pv FROM history WHERE slot_ts >= ?"
+            " ORDER BY slot_ts",
+            (_ts(since),),
+        ).fetchall()
+        return [
+            HistorySlot(
+                start=datetime.fromtimestamp(ts, UTC),
+                slot_s=slot_s,
+                samples=samples,
+                loads_kw={int(bus): float(kw) for bus, kw in json.loads(loads).items()},
+                pv_kw={str(unit): float(kw) for unit, kw in json.loads(pv).items()},
+            )
+            for ts, slot_s, samples, loads, pv in rows
+        ]
+
+    def prune_history(self, before: datetime) -> None:
+        """Drop the slots that started before ``before``."""
+        with self._db:
+            self._db.execute("DELETE FROM history WHERE slot_ts < ?", (_ts(before),))
+
+    def put_plan(self, doc: Mapping[str, Any], at: datetime) -> None:
+        """Store the latest plan document (one row, replaced)."""
+        with self._db:
+            self._db.execute(
+                "INSERT OR REPLACE INTO plan (id, at, doc) VALUES (1, ?, ?)",
+                (at.isoformat(), json.dumps(doc, separators=(",", ":"))),
+            )
+
+    def last_plan(self) -> dict[str, Any] | None:
+        """The latest plan document stored, or ``None``."""
+        row = self._db.execute("SELECT doc FROM plan WHERE id = 1").fetchone()
+        if row is None:
+            return None
+        doc: dict[str, Any] = json.loads(row[0])
+        return doc
 
     # -- DR events ------------------------------------------------------------------------
 
