@@ -4,7 +4,7 @@ Independent physics (pandapower AC power flow of the IEEE 33-bus case), simulate
 devices (PV inverters, batteries, a head meter, smart meters along the feeder over Modbus or
 MQTT; controllable loads on a plain register map) and the pymodbus servers that expose them,
 with faults; a feeder varied away from the controller's case (``hil.variation``); day
-profiles, scenarios, KPIs and a Mosquitto broker for scenario runs (the runner that drives the
+profiles, days unlike each other (``hil.days``), scenarios, KPIs and a Mosquitto broker for scenario runs (the runner that drives the
 daemon through a scenario is ``controller.commands.rig.scenario``; the plots are
 ``hil.plots``).
 """
@@ -12,6 +12,7 @@ daemon through a scenario is ``controller.commands.rig.scenario``; the plots are
 from hil.ami import AmiPublisher, AmiSchedule, AmiSettings
 from hil.broker import BrokerError, MosquittoBroker
 from hil.cases import case33bw_path
+from hil.days import DaySettings, DayVariation
 from hil.feeder_meters import FeederMeters, MeterPlan, meter_layout, plan_meters
 from hil.kpis import Sample, compliant, kpis
 from hil.physics import FeederPhysics, PhysicsError, PhysicsState
@@ -50,6 +51,8 @@ __all__ = [
     "AmiSettings",
     "BrokerError",
     "CloudPass",
+    "DaySettings",
+    "DayVariation",
     "DeviceFault",
     "FeederMeters",
     "FeederPhysics",

@@ -4,11 +4,14 @@
 on its own: ``import.png`` (head import against the DR limit, DR events shaded),
 ``devices.png`` (how many devices the controller could not read, the fault windows hatched and
 labelled), ``voltages.png`` (the spread of bus voltages against the band) and ``der.png`` (PV available and
-delivered, the curtailment between them, battery power and state of charge).
+delivered, the curtailment between them, battery power and state of charge). A run of 12 h or
+more, or one with a tariff, also gets ``days.png``: the head import against the cap, the
+batteries' state of charge (each event's start marked with it) and the price, day by day.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -38,10 +41,11 @@ def _hours(scenario: Scenario, samples: Sequence[Sample]) -> list[float]:
 def _clock_axis(ax: Axes, span_h: float) -> None:
     def fmt(x: float, _pos: int) -> str:
         minutes = round(x * 60.0)
-        return f"{(minutes // 60) % 24:02d}:{minutes % 60:02d}"
+        day = f"d{minutes // 1440 + 1} " if span_h > 24 and minutes % 1440 == 0 else ""
+        return f"{day}{(minutes // 60) % 24:02d}:{minutes % 60:02d}"
 
     ax.xaxis.set_major_formatter(FuncFormatter(fmt))
-    step = 0.25 if span_h <= 3 else 1.0 if span_h <= 12 else 3.0
+    step = 0.25 if span_h <= 3 else 1.0 if span_h <= 12 else 3.0 if span_h <= 30 else 6.0
     ax.xaxis.set_major_locator(MultipleLocator(step))
     ax.grid(True, alpha=0.3)
 
@@ -228,6 +232,92 @@ _PANELS = (
 )
 
 
+DAYS_PLOT_MIN_H = 12.0
+"""Runs at least this long get ``days.png``."""
+
+
+def _day_lines(ax: Axes, hours: Sequence[float]) -> None:
+    first, last = math.ceil(hours[0] / 24.0), math.floor(hours[-1] / 24.0)
+    for d in range(max(first, 1), last + 1):
+        ax.axvline(24.0 * d, color="black", lw=0.8, alpha=0.5)
+
+
+def _days_figure(
+    scenario: Scenario, samples: Sequence[Sample], figs: dict[str, Any], path: Path
+) -> None:
+    """Import vs cap, state of charge and price over the run, one row each."""
+    hours = _hours(scenario, samples)
+    fig: Figure
+    fig, (imp, soc, price) = plt.subplots(
+        3,
+        1,
+        figsize=(14, 9),
+        sharex=True,
+        layout="constrained",
+        gridspec_kw={"height_ratios": [3, 2, 1.3]},
+    )
+    for ax in (imp, soc, price):
+        _shade_windows(ax, scenario, faults=False)
+        _day_lines(ax, hours)
+    imp.plot(hours, [s.import_kw for s in samples], color="#1f4e79", lw=1.2, label="head import")
+    caps = [s.import_limit_kw if s.import_limit_kw is not None else float("nan") for s in samples]
+    if any(s.import_limit_kw is not None for s in samples):
+        imp.step(hours, caps, where="post", color="#d35400", lw=2, ls="--", label="import cap")
+    imp.plot(
+        hours,
+        [s.import_kw + s.battery_kw for s in samples],
+        color="#7f8c8d",
+        lw=0.9,
+        ls=":",
+        label="import without the batteries",
+    )
+    imp.set_ylabel("kW (+ import)")
+    parts = []
+    for day in figs.get("days", []):
+        c = day["dr_compliance"]
+        if c is not None:
+            parts.append(
+                f"{day['day']}: {100 * c:.1f}% ({day['energy_over_limit_kwh']:.0f} kWh over)"
+            )
+    imp.set_title(
+        "Head import against the cap — " + ("  ·  ".join(parts) if parts else "no DR event"),
+        fontsize=10,
+        loc="left",
+    )
+    imp.legend(loc="upper left", fontsize=8, ncol=3, framealpha=0.8)
+    soc.plot(hours, [s.battery_soc_pct for s in samples], color="#239b56", lw=1.4)
+    for event in figs.get("events", []):
+        h = scenario.start_hour + event["start_s"] / 3600.0
+        soc.scatter([h], [event["soc_at_start_pct"]], color=_FAULT_COLOUR, zorder=3, s=18)
+        soc.annotate(
+            f"{event['soc_at_start_pct']:.0f}% at the event's start",
+            xy=(h, event["soc_at_start_pct"]),
+            xytext=(4, 4),
+            textcoords="offset points",
+            fontsize=8,
+        )
+    soc.set_ylim(0, 100)
+    soc.set_ylabel("battery SoC, %")
+    soc.set_title("Batteries' state of charge (fleet mean)", fontsize=10, loc="left")
+    if any(s.price_per_kwh is not None for s in samples):
+        prices = [s.price_per_kwh if s.price_per_kwh is not None else float("nan") for s in samples]
+        price.step(hours, prices, where="post", color="#6c3483", lw=1.4, label="import price")
+        cost = figs.get("energy_cost")
+        price.set_title(
+            "Tariff" + (f" — energy cost {cost:,.0f}" if cost is not None else ""),
+            fontsize=10,
+            loc="left",
+        )
+    else:
+        price.set_title("No tariff", fontsize=10, loc="left")
+    price.set_ylabel("per kWh")
+    for ax in (imp, soc, price):
+        _clock_axis(ax, hours[-1] - hours[0])
+    fig.suptitle(f"{scenario.name}: {scenario.description}".rstrip(": "), fontsize=11)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_run(
     scenario: Scenario,
     samples: Sequence[Sample],
@@ -240,7 +330,11 @@ def plot_run(
     if not samples:
         return []
     figs = kpis(
-        samples, interval_s=scenario.interval_s, v_min_pu=v_band_pu[0], v_max_pu=v_band_pu[1]
+        samples,
+        interval_s=scenario.interval_s,
+        v_min_pu=v_band_pu[0],
+        v_max_pu=v_band_pu[1],
+        start=scenario.start_local,
     )
     span_h = (samples[-1].t_s - samples[0].t_s) / 3600.0
     paths: list[Path] = []
@@ -268,5 +362,9 @@ def plot_run(
         path = out_dir / name
         fig.savefig(path, dpi=110)
         plt.close(fig)
+        paths.append(path)
+    if span_h >= DAYS_PLOT_MIN_H or any(s.price_per_kwh is not None for s in samples):
+        path = out_dir / "days.png"
+        _days_figure(scenario, samples, figs, path)
         paths.append(path)
     return paths

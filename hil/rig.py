@@ -42,6 +42,11 @@ bus meters their accuracy class, and each inverter sees ``clouds`` when the fron
 bus. ``clouds`` (``hil.profiles.CloudPass``, timed at the substation) multiply
 ``pv_available_frac``, which then should not hold them too.
 
+``days`` (a ``hil.days.DayVariation``) makes no two days alike: each day its own load level
+and timing bus by bus (times whatever the variation gives), from the rig's ``t``; the
+scenario lays the day's haze and cloud passes over ``pv_available_frac`` and ``clouds``. ``tz``
+is the feeder's local time zone (the customer classes' hours are local; ``now`` stays UTC).
+
 Smart meters along the feeder (``meter_buses``: ``"all"`` the case's load buses, ``"half"``
 every other one, or a list; none by default), each measuring its bus's customers (P, Q,
 consumption positive, the DERs there excluded) and voltage, over ``meter_transport``:
@@ -66,7 +71,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -75,6 +80,7 @@ import structlog
 
 from hil.ami import AmiPublisher, AmiSettings, ami_topic
 from hil.broker import MosquittoBroker
+from hil.days import DayVariation
 from hil.feeder_meters import FeederMeters, MeterLayout, MeterTransport, meter_layout, plan_meters
 from hil.mqtt_bridge import MqttPvBridge
 from hil.physics import SLACK_V_RANGE_PU, FeederPhysics, PhysicsState
@@ -175,8 +181,12 @@ class HilRig:
         single_phase_meter_buses: Sequence[int] = (),
         ami: AmiSettings | None = None,
         mqtt_root: str = "hil",
+        days: DayVariation | None = None,
+        tz: tzinfo = UTC,
     ) -> None:
         self.monotonic = monotonic
+        self.tz = tz
+        """The feeder's local time zone: the customer classes' hour of day is local."""
         self.now = now
         self.clouds = tuple(clouds)
         self.mqtt_root = mqtt_root
@@ -238,6 +248,8 @@ class HilRig:
         for der in (*self.inverters.values(), *self.batteries.values()):
             self.physics.add_der(der.name, der.bus)
             der.on_write = self._on_write
+        self.days = None if days is None else days.for_buses(self.physics.load_buses)
+        """The day-to-day variation of the loads (``hil.days``; ``None``: every day alike)."""
         self.loads: dict[str, SimLoad] = {}
         for bus in load_buses:
             ld = SimLoad(f"load{bus:02d}", bus, load_kw, monotonic=monotonic)
@@ -614,12 +626,19 @@ class HilRig:
         return state
 
     def _bus_factors(self, t: float, scale: float) -> dict[int, float] | None:
-        """Each load bus's factor at ``t`` on a varied feeder (``None``: one scale for all)."""
-        if self.variation is None:
-            return None
-        now = self.now()
-        hour = now.hour + now.minute / 60.0 + (now.second + now.microsecond / 1e6) / 3600.0
-        return self.variation.load_factors(t_s=t, hour=hour, scale=scale)
+        """Each load bus's factor at ``t`` on a varied feeder, times the day's draws with
+        ``days`` (``None``: one scale for all)."""
+        factors: dict[int, float] | None = None
+        if self.variation is not None:
+            now = self.now().astimezone(self.tz)
+            hour = now.hour + now.minute / 60.0 + (now.second + now.microsecond / 1e6) / 3600.0
+            factors = self.variation.load_factors(t_s=t, hour=hour, scale=scale)
+        if self.days is None:
+            return factors
+        if factors is None:
+            factors = dict.fromkeys(self.physics.load_buses, scale)
+        day = self.days.bus_factors(t)
+        return {b: factors[b] * float(x) for b, x in zip(self.days.buses, day, strict=True)}
 
     def _cloud_at(self, bus: int, t: float) -> float:
         """What the clouds leave of the sun at ``bus`` at ``t`` (their front reaches each bus

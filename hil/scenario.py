@@ -7,6 +7,8 @@ time of day it starts at, which places it on the day's load and sun profiles).
 
 ```toml
 name = "evening-peak"
+date = "2026-08-26"  # the day it starts on (default 2026-07-01): real datetimes, a weekday
+timezone = "Europe/Berlin"  # the site's local time, which ``start`` and the profiles are in
 start = "17:00"
 duration_s = 7200
 
@@ -17,6 +19,9 @@ varied = true       # a feeder unlike the case (hil.variation); false: the case'
 seed = 1            # the variation's and the AMI meters' draws
 meters = "all"      # smart meters at the case's load buses: "all", "half" or "none"
 meter_transport = "modbus"  # SunSpec behind one gateway; "mqtt" AMI meters; "mixed"
+[feeder.days]       # optional: no two days alike (hil.days); without it every day is the same
+sky = ["clear", "partly_cloudy"]   # each day's sky from the start date; later days drawn
+level_spread = 0.06 # the feeder's load level each day within 1 ± this (and more, hil.days)
 [controller]        # optional: a partial feederd.toml merged into the rig's config
 interval_s = 5
 [controller.poll]
@@ -26,6 +31,7 @@ timeout_s = 0.5     # real seconds: the rig's I/O is real, only the clock is sim
 start_s = 1200
 end_s = 5400
 import_limit_kw = 2600
+announce_s = 1200   # when the operator announces it (= start_s: known only when it starts)
 
 [[fault]]           # silent | slow | exception | garbage | frozen | reset (| outage)
 device = "pv18"
@@ -50,11 +56,14 @@ v_pu = 1.0
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import tomllib
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
@@ -68,16 +77,21 @@ from pydantic import (
 )
 
 from hil.ami import AmiSettings
+from hil.days import DaySettings, DayVariation
 from hil.feeder_meters import meter_layout, plan_meters
 from hil.profiles import CloudPass, LoadStep, TapChange, busbar, load, sun
 from hil.rig import DEFAULT_BATTERY_BUSES, DEFAULT_PV_BUSES
 from hil.variation import RigVariation
 
 __all__ = [
+    "ALL_SCENARIOS",
     "BROKER",
     "BUNDLED_SCENARIOS",
+    "DEFAULT_DATE",
     "FAULT_KINDS",
+    "HORIZON_SCENARIOS",
     "V_BUSBAR_PU",
+    "DaysSpec",
     "DrEvent",
     "Fault",
     "Scenario",
@@ -101,6 +115,13 @@ BUNDLED_SCENARIOS = (
     "oltc_high_busbar",
     "cloud_clearing_export_cap",
 )
+"""The two-hour scenarios of one situation each (what ``benchmarks/control_quality.py`` and
+``scenarios_estimation.py`` run side by side)."""
+HORIZON_SCENARIOS = ("announced_evening_event", "two_evening_caps")
+"""The scenarios that span most of a day or days, at five-minute intervals: events announced
+hours ahead or only as they start, a tariff, the days unlike each other
+(``benchmarks/horizon_scenarios.py``)."""
+ALL_SCENARIOS = BUNDLED_SCENARIOS + HORIZON_SCENARIOS
 
 
 class ScenarioError(Exception):
@@ -209,6 +230,34 @@ class TapChangeSpec(_Strict):
     v_pu: BusbarPu
 
 
+class DaysSpec(_Strict):
+    """``[feeder.days]``: the day-to-day variation of the rig's truth (``hil.days``)."""
+
+    seed: Annotated[int, Field(ge=0, strict=True)] | None = None
+    """Seeds the days' draws (default: ``[feeder] seed``)."""
+    level_spread: Annotated[float, Field(ge=0, le=0.5)] = 0.06
+    bus_spread: Annotated[float, Field(ge=0, le=0.5)] = 0.04
+    shift_h: Annotated[float, Field(ge=0, le=3)] = 0.5
+    weekend_level: Annotated[float, Field(ge=0.3, le=1.5)] = 0.9
+    weekend_shift_h: Annotated[float, Field(ge=-3, le=3)] = 1.0
+    sky: list[Literal["clear", "partly_cloudy", "overcast"]] = Field(default_factory=list)
+    cloudy_frac: Annotated[float, Field(ge=0, le=1)] = 0.3
+    haze: Annotated[float, Field(ge=0, le=0.5)] = 0.06
+
+    def settings(self, seed: int) -> DaySettings:
+        return DaySettings(
+            seed=self.seed if self.seed is not None else seed,
+            level_spread=self.level_spread,
+            bus_spread=self.bus_spread,
+            shift_h=self.shift_h,
+            weekend_level=self.weekend_level,
+            weekend_shift_h=self.weekend_shift_h,
+            sky=tuple(self.sky),
+            cloudy_frac=self.cloudy_frac,
+            haze=self.haze,
+        )
+
+
 class FeederSpec(_Strict):
     """The rig: its case, DERs and how much load and sun it sees."""
 
@@ -235,6 +284,8 @@ class FeederSpec(_Strict):
     """Smart meters at the case's load buses: all, every other one, or none."""
     meter_transport: Literal["modbus", "mqtt", "mixed"] = "modbus"
     """SunSpec meters behind one Modbus gateway, AMI meters over MQTT, or alternating."""
+    days: DaysSpec | None = None
+    """No two days alike (``[feeder.days]``); ``None``: every day the same curve."""
 
 
 _RENAMED = {
@@ -270,6 +321,20 @@ def _controller(table: dict[str, Any]) -> dict[str, Any]:
     return table
 
 
+DEFAULT_DATE = dt.date(2026, 7, 1)
+"""The (arbitrary) day a scenario runs on unless its ``date`` says otherwise."""
+
+
+def _zone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r} (an IANA name, e.g. 'Europe/Berlin' or 'UTC')"
+        ) from None
+    return name
+
+
 class MqttSpec(_Strict):
     """DR events through a real Mosquitto the runner starts (and stops, for an outage)."""
 
@@ -279,8 +344,13 @@ class MqttSpec(_Strict):
 class Scenario(_Strict):
     name: Annotated[str, Field(min_length=1)]
     description: str = ""
+    date: dt.date = DEFAULT_DATE
+    """The day the scenario starts on (local): the simulated clock's datetimes, weekdays."""
+    timezone: Annotated[str, AfterValidator(_zone)] = "UTC"
+    """The site's time zone (IANA): ``start``, the load and sun profiles and the days are in
+    its local time; the clock the daemon runs on is UTC."""
     start: Annotated[str, Field(pattern=r"^([01]?\d|2[0-3]):[0-5]\d$")] = "00:00"
-    """Time of day (HH:MM) the scenario starts at."""
+    """Time of day (HH:MM, local) the scenario starts at."""
     duration_s: Positive
     feeder: FeederSpec = FeederSpec()
     controller: dict[str, Any] = Field(default_factory=dict)
@@ -300,6 +370,14 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> Scenario:
+        forecast = self.controller.get("forecast")
+        zone = forecast.get("timezone") if isinstance(forecast, Mapping) else None
+        if zone is not None and zone != self.timezone:
+            raise _At(
+                "controller.forecast.timezone",
+                f"{zone!r} is not the scenario's timezone {self.timezone!r} (the rig's local "
+                "time): set one, or both alike",
+            )
         names = set(self.device_names)
         for i, fault in enumerate(self.fault):
             if fault.device == BROKER or fault.kind == "outage":
@@ -340,6 +418,34 @@ class Scenario(_Strict):
         return int(hh) + int(mm) / 60.0
 
     @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def start_local(self) -> datetime:
+        """When the scenario starts, in the site's local time."""
+        midnight = datetime(self.date.year, self.date.month, self.date.day, tzinfo=self.zone)
+        return midnight + timedelta(hours=self.start_hour)
+
+    @property
+    def start_utc(self) -> datetime:
+        """When the scenario starts, in UTC (the simulated clock's start)."""
+        return self.start_local.astimezone(UTC)
+
+    def local_time(self, t_s: float) -> datetime:
+        """Scenario second ``t_s`` in the site's local time."""
+        return (self.start_utc + timedelta(seconds=t_s)).astimezone(self.zone)
+
+    def day_variation(self) -> DayVariation | None:
+        """The days' draws (``[feeder.days]``; ``None``: every day alike)."""
+        spec = self.feeder.days
+        if spec is None:
+            return None
+        return DayVariation(
+            spec.settings(self.feeder.seed), start_date=self.date, start_hour=self.start_hour
+        )
+
+    @property
     def device_names(self) -> tuple[str, ...]:
         """The rig's device names for this feeder (as ``HilRig`` names them); the bus meters'
         only on the built-in case, whose load buses are known without loading it."""
@@ -358,19 +464,27 @@ class Scenario(_Strict):
     def rig_options(self) -> dict[str, Any]:
         """The ``HilRig`` keyword arguments this scenario decides: the load and sun profiles,
         the clouds (timed at the substation; kept out of ``pv_available_frac`` so that on a
-        varied feeder they travel), the busbar, the DERs, the variation and the meters. The
+        varied feeder they travel; the days' skies among them), the busbar, the DERs, the
+        variation, the days and the local time zone, and the meters. The
         runner adds the clock (``monotonic``, ``now``), ``case`` and how it steps the physics."""
         feeder = self.feeder
         start_hour = self.start_hour
         steps = self.load_steps()
+        days = self.day_variation()
+
+        def haze(t: float) -> float:
+            return 1.0 if days is None else days.sun_factor(t)
+
         return {
             "load_scale": lambda t: load(
                 t, start_hour=start_hour, scale=feeder.load_scale, steps=steps
             ),
-            "pv_available_frac": lambda t: sun(
-                t, start_hour=start_hour, peak_frac=feeder.pv_peak_frac, clouds=()
+            "pv_available_frac": lambda t: (
+                sun(t, start_hour=start_hour, peak_frac=feeder.pv_peak_frac, clouds=()) * haze(t)
             ),
-            "clouds": self.clouds(),
+            "clouds": self.clouds() + (() if days is None else days.clouds(self.duration_s)),
+            "days": days,
+            "tz": self.zone,
             "slack_v_pu": self.busbar_v_pu if self.moves_busbar else None,
             "pv_buses": tuple(feeder.pv_buses),
             "pv_kw": feeder.pv_kw,
@@ -529,5 +643,5 @@ def bundled_scenario(name: str) -> Path:
     """The path of a scenario shipped in ``hil/scenarios`` (``name`` without ``.toml``)."""
     path = SCENARIO_DIR / f"{name}.toml"
     if not path.is_file():
-        raise KeyError(f"no bundled scenario {name!r} (have: {', '.join(BUNDLED_SCENARIOS)})")
+        raise KeyError(f"no bundled scenario {name!r} (have: {', '.join(ALL_SCENARIOS)})")
     return path

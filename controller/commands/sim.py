@@ -2,7 +2,11 @@
 
 ``feederd sim --scenario PATH [--out DIR]`` runs the real daemon against the rig through a
 scenario (see controller/commands/rig/scenario.py) and writes ``intervals.csv``, ``kpis.json``, ``feederd.log`` and
-PNG plots into DIR. PATH may also name a bundled scenario (``evening_peak``, ...).
+PNG plots into DIR. PATH may also name a bundled scenario (``evening_peak``, ...,
+``announced_evening_event``, ``two_evening_caps``). ``--control horizon_h=0`` (any key of
+``[control]``) runs it with that setting. Besides the run's KPIs it prints each DR event's
+(compliance, energy over, the batteries' state of charge at its start) and, over days or with
+a tariff, each day's (compliance, energy over, undervoltage, energy cost, forecast error).
 
 ``feederd sim --serve [--case FILE.m] [--base-port N]`` starts only the simulated devices (real
 time, the day's load and sun at the wall clock's hour), and once every one answers prints one
@@ -155,10 +159,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _scenario_path(text: str) -> Path:
-    from hil.scenario import BUNDLED_SCENARIOS, bundled_scenario  # noqa: PLC0415
+    from hil.scenario import ALL_SCENARIOS, bundled_scenario  # noqa: PLC0415
 
     path = Path(text)
-    if not path.is_file() and text in BUNDLED_SCENARIOS:
+    if not path.is_file() and text in ALL_SCENARIOS:
         return bundled_scenario(text)
     return path
 
@@ -223,6 +227,8 @@ def _scenario(
             else f"{value:g}"
         )
         print(f"  {label:<36} {text_value}", file=stream)
+    for line in _event_and_day_lines(k):
+        print(f"  {line}", file=stream)
     print(
         f"  simulated {k['sim_s'] / 3600:.2f} h in {k['wall_s']:.1f} s of wall time"
         f" ({k['sim_s'] / max(k['wall_s'], 1e-9):.0f}x real time)",
@@ -230,6 +236,44 @@ def _scenario(
     )
     print(f"  wrote {', '.join(p.name for p in paths)} to {out_dir}", file=stream, flush=True)
     return 0
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _event_and_day_lines(k: dict[str, Any]) -> list[str]:
+    """Each DR event's and, for a run of more than one day or with a tariff, each day's
+    figures (``hil.kpis``), one line each."""
+    lines = []
+    for e in k.get("events", []):
+        limits = " ".join(
+            f"{kind} cap {e[f'{kind}_limit_kw']:g} kW"
+            for kind in ("import", "export")
+            if e[f"{kind}_limit_kw"] is not None
+        )
+        lines.append(
+            f"event {e['start'] or e['start_s']} {limits}: compliance {_pct(e['dr_compliance'])},"
+            f" {e['energy_over_limit_kwh']:g} kWh over, SoC {e['soc_at_start_pct']:.1f}% at"
+            f" its start"
+        )
+    days = k.get("days", [])
+    if len(days) > 1 or k.get("energy_cost") is not None:
+        for d in days:
+            f = d["forecast_error"]
+            cost = "" if d["energy_cost"] is None else f", cost {d['energy_cost']:.0f}"
+            lines.append(
+                f"{d['day']}: compliance {_pct(d['dr_compliance'])},"
+                f" {d['energy_over_limit_kwh']:g} kWh over,"
+                f" {d['undervoltage_bus_intervals']} bus-intervals < 0.92 p.u.{cost},"
+                f" forecast 1 h MAPE load {_opt_pct(f['load_mape_pct'])}"
+                f" PV {_opt_pct(f['pv_mape_pct'])}"
+            )
+    return lines
+
+
+def _opt_pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}%"
 
 
 def _serve(case: str | None, base_port: int | None, pv_model: int, stream: TextIO) -> int:

@@ -212,3 +212,123 @@ async def test_dispatched_is_false_exactly_while_the_controller_cannot_dispatch(
     assert [s.dispatched for s in result.samples] == [False] * 5 + [True] * 7
     assert all(s.meter_kw is None for s in result.samples[:3])
     assert all(s.meter_kw is not None for s in result.samples[3:])
+
+
+def _short_announced() -> Scenario:
+    """The bundled announced evening event, shortened: from 15:00 (the announcement) to 19:00,
+    a cap of 2,900 kW over 17:30-19:00, without MQTT (the operator submits it to the DR service
+    at 15:00). By the rig's own figures (no control, 5-minute ticks) the feeder is over that cap
+    by about 570 kWh during the event, by 740 kW at most: more than the fleet delivers from 30 %
+    (380 kWh above its 10 % reserve), well within what it delivers charged (1,710 kWh full; the
+    tariff's last cheap hour, 15:00-16:00, at 1,000 kW of charging takes it to 77 %)."""
+    scenario = load_scenario(bundled_scenario("announced_evening_event"))
+    event = scenario.dr[0].model_copy(
+        update={"announce_s": 0.0, "start_s": 9000.0, "end_s": 14400.0, "import_limit_kw": 2900.0}
+    )
+    return scenario.model_copy(
+        update={
+            "start": "15:00",
+            "duration_s": 14400.0,
+            "dr": [event],
+            "mqtt": scenario.mqtt.model_copy(update={"enabled": False}),
+        }
+    )
+
+
+def _announced(name: str = "announced_evening_event") -> Scenario:
+    """A bundled scenario with its events submitted to the DR service when announced, not
+    over MQTT (the intake has its own test below)."""
+    scenario = load_scenario(bundled_scenario(name))
+    return scenario.model_copy(update={"mqtt": scenario.mqtt.model_copy(update={"enabled": False})})
+
+
+async def _both_horizons(scenario: Scenario) -> dict[str, SimResult]:
+    return {
+        "default": await run_scenario(scenario),
+        "one": await run_scenario(scenario.variant(control={"horizon_h": 0})),
+    }
+
+
+@pytest.mark.slow
+async def test_the_horizon_charges_for_an_announced_event_that_one_interval_misses() -> None:
+    """Issue 15, graded on the physics: the evening cap announced at noon with the batteries at
+    30 % (the bundled scenario, 108 five-minute intervals). The default horizon charges them in
+    the cheap afternoon and holds the cap within 2 % in every interval of the event; one
+    interval at a time (``horizon_h = 0``) reaches the event with what it had and falls short.
+    By the rig's own figures the feeder is over the cap by ~1,000 kWh during the event: more
+    than twice what the fleet delivers from 30 %."""
+    scenario = _announced()
+    runs = await _both_horizons(scenario)
+    k = {name: r.kpis for name, r in runs.items()}
+    cap = scenario.dr[0].import_limit_kw
+    assert cap is not None
+    start = {name: k[name]["events"][0]["soc_at_start_pct"] for name in runs}
+    # ~1,000 kWh from the fleet's 2,000 kWh at 95 %: 53 % above the 10 % reserve
+    assert start["default"] > 63.0, start
+    assert start["one"] < 35.0, start
+    assert k["one"]["dr_compliance"] < 0.9, k["one"]["events"]
+    assert k["one"]["energy_over_limit_kwh"] > 200.0, k["one"]["events"]
+    # the cap binds: without the batteries' discharge the feeder is over it
+    event = [s for s in runs["default"].samples if s.limited]
+    assert max(s.import_kw + s.battery_kw for s in event) > cap * 1.1
+    assert k["default"]["dr_compliance"] == 1.0, k["default"]["events"]
+
+
+def _short_announced() -> Scenario:
+    """The announced evening event, shortened: from 15:00 (the announcement) to 19:00, a cap of
+    2,900 kW over 17:30-19:00. By the rig's own figures (no control, 5-minute ticks) the feeder
+    is over that cap by about 570 kWh during the event, by 740 kW at most: more than the fleet
+    delivers from 30 % (380 kWh above its 10 % reserve), well within what it delivers charged
+    (1,710 kWh full; the tariff's last cheap hour, 15:00-16:00, at 1,000 kW of charging takes
+    it to 77 %)."""
+    scenario = _announced()
+    event = scenario.dr[0].model_copy(
+        update={"announce_s": 0.0, "start_s": 9000.0, "end_s": 14400.0, "import_limit_kw": 2900.0}
+    )
+    return scenario.model_copy(update={"start": "15:00", "duration_s": 14400.0, "dr": [event]})
+
+
+@pytest.mark.slow
+async def test_a_shorter_run_up_to_the_announced_event_holds_the_cap_from_its_first_tick() -> None:
+    """The same, with two and a half hours of warning and one cheap hour to charge in: the
+    default horizon reaches the event charged, and its first tick is within the cap: step 0 is
+    held to an event that begins before the next interval's writes (it once charged at
+    1,000 kW in the interval before the cap, and the event's first tick was 1,090 kW over).
+
+    Not asserted: every interval within 2 %. The rig's load moves by 2-3 % within a
+    five-minute interval at random (its day-to-day and bus-by-bus variation), and twice in
+    this run it rose 2.2-2.4 % over the cap before the next interval answered it; a
+    ``limit_margin_pct`` of that size is the operator's setting for such intervals."""
+    scenario = _short_announced()
+    runs = await _both_horizons(scenario)
+    k = {name: r.kpis for name, r in runs.items()}
+    start = {name: k[name]["events"][0]["soc_at_start_pct"] for name in runs}
+    assert start["default"] > 45.0, start  # 570 kWh needs 30 % above the reserve
+    assert start["one"] < 35.0, start
+    assert k["default"]["energy_over_limit_kwh"] < k["one"]["energy_over_limit_kwh"] / 10, k
+    event = scenario.dr[0]
+    cap = event.import_limit_kw
+    assert cap is not None
+    first = next(s for s in runs["default"].samples if s.t_s >= event.start_s)
+    assert first.import_kw <= cap * 1.02, first
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+async def test_an_event_announced_hours_ahead_over_mqtt_holds_from_its_start() -> None:
+    """Published on MQTT three hours before it starts: the daemon keeps it (its limit is not
+    enforced before its start) and enforces it from its first interval to its last."""
+    base = load_scenario(bundled_scenario("announced_evening_event"))
+    event = base.dr[0].model_copy(update={"announce_s": 0.0, "start_s": 10800.0, "end_s": 12600.0})
+    scenario = base.model_copy(
+        update={"start": "14:00", "duration_s": 13800.0, "dr": [event]}
+    ).variant(control={"horizon_h": 0})  # the intake is under test, not the plan
+    result = await run_scenario(scenario)
+    before = [s for s in result.samples if s.t_s < event.start_s]
+    during = [s for s in result.samples if event.start_s <= s.t_s < event.end_s]
+    after = [s for s in result.samples if s.t_s >= event.end_s]
+    assert len(before) == 36
+    assert len(during) == 6
+    assert after
+    assert all(s.seen_import_limit_kw is None for s in before + after)
+    assert all(s.seen_import_limit_kw == event.import_limit_kw for s in during)

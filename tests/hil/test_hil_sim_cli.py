@@ -182,3 +182,26 @@ async def test_serve_announces_devices_that_answer_and_stops_on_sigterm() -> Non
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("control", [[], ["--control", "horizon_h=0"]])
+def test_sim_runs_the_announced_event_with_and_without_the_horizon(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], control: list[str]
+) -> None:
+    """The bundled announced event (compressed to five intervals; over MQTT), with the default
+    horizon and with ``--control horizon_h=0``: each prints its event's and its day's figures
+    and writes the days plot (it has a tariff)."""
+    out = tmp_path / "out"
+    argv = ["sim", "--scenario", "announced_evening_event", "--compress", "0.05"]
+    assert main([*argv, "--out", str(out), *control]) == 0
+    printed = capsys.readouterr().out
+    assert "announced-evening-event from 12:00, 0.45 h at 300 s (5 intervals)" in printed
+    assert "event 2026-08-26T12:15+02:00 import cap 3100 kW: compliance" in printed
+    assert "SoC" in printed
+    assert "2026-08-26: compliance" in printed
+    kpis = json.loads((out / "kpis.json").read_text(encoding="utf-8"))
+    assert kpis["dr_intervals"] == 2
+    assert kpis["energy_cost"] is not None
+    assert [d["day"] for d in kpis["days"]] == ["2026-08-26"]
+    assert (out / "days.png").stat().st_size > 10_000

@@ -9,6 +9,11 @@ devices' ports, advances the rig's physics to the tick (``await rig.step()``), r
 physics shows, then runs one ``await daemon.controller.cycle()`` and moves the clock on by the
 interval. Deadlines are on the clock, so a busy machine changes how long a run takes, never
 what it does. A two-hour scenario at 5 s intervals is 1,440 cycles and takes about a minute.
+The clock starts at the scenario's ``date`` and ``start`` in its ``timezone`` (the site's,
+which the controller's ``[forecast] timezone`` is set to); a scenario over days runs at a
+coarse interval (five minutes: 576 cycles for 48 h, one power flow each, the devices'
+revert timers ten intervals), and each interval's price at the scenario's tariff is recorded
+beside the physics (the KPIs' energy cost).
 
 ``run_scenario`` returns the samples and KPIs; ``write_results`` puts ``intervals.csv``,
 ``kpis.json`` and the PNG plots in a folder.
@@ -36,6 +41,7 @@ from controller.commands.rig.config import merge, rig_config
 from controller.config import ConfigError, LoadedConfig
 from controller.daemon import Daemon
 from controller.dr.intake import MqttSettings
+from controller.prices import Tariff, step_prices
 from hil import DeviceFault, HilRig, MosquittoBroker
 from hil.kpis import Sample, kpis
 from hil.scenario import BROKER, DrEvent, Fault, Scenario, ScenarioError
@@ -44,7 +50,7 @@ from optimizer import builtin_case
 __all__ = ["SIM_DATE", "SimResult", "case_path", "run_scenario", "scenario_config", "write_results"]
 
 SIM_DATE = datetime(2026, 7, 1, tzinfo=UTC)
-"""The (arbitrary) day scenarios run on; ``start`` places them within it."""
+"""The (arbitrary) day scenarios run on unless their ``date`` says otherwise."""
 SIM_DEFAULTS: dict[str, Any] = {"poll": {"timeout_s": 2.0}}
 """What a scenario's run sets unless its ``[controller]`` says otherwise: the devices' request
 timeout is real seconds (the rig's I/O is real, only the clock is simulated), so a generous one
@@ -82,7 +88,8 @@ def case_path(scenario: Scenario, base_dir: Path, source: str = "<scenario>") ->
 def scenario_config(rig: HilRig, scenario: Scenario, case: Path, source: str) -> LoadedConfig:
     """The rig's config with the scenario's ``[controller]`` merged in; a problem in it is a
     ``ScenarioError`` naming the key under ``controller``."""
-    overrides = merge(SIM_DEFAULTS, scenario.controller)
+    site = {"forecast": {"timezone": scenario.timezone}}  # the rig's local time is the site's
+    overrides = merge(merge(SIM_DEFAULTS, site), scenario.controller)
     try:
         return rig_config(rig, overrides=overrides, site="sim", case=case, source=source)
     except ConfigError as err:
@@ -118,7 +125,7 @@ async def run_scenario(
     started = time.perf_counter()
     case = case_path(scenario, base_dir or Path.cwd(), source)
     interval = scenario.interval_s
-    clock = FakeClock(start=SIM_DATE + timedelta(hours=scenario.start_hour))
+    clock = FakeClock(start=scenario.start_utc)
     rig = HilRig(
         monotonic=clock.monotonic,
         now=clock.now,
@@ -149,6 +156,7 @@ async def run_scenario(
             )
         daemon = await stack.enter_async_context(Daemon.open(loaded, clock=clock, mqtt=mqtt))
         operator = _Operator(scenario, daemon, clock, broker)
+        prices = _TariffPrices(loaded, interval)
         await operator.ready()
         n = math.floor(scenario.duration_s / interval + 1e-9)
         for k in range(n):
@@ -158,6 +166,7 @@ async def run_scenario(
             _apply_faults(rig, scenario, t, active)
             await rig.step()
             seen = _physics(rig)  # before the cycle's writes move the physics on
+            price = prices.at(clock.now())
             rec = await daemon.controller.cycle()
             picture = rec.estimated_v_pu if rec.estimated_v_pu is not None else rec.picture_v_pu
             rms_err, max_err = _estimate_error(picture, seen["v_pu"])
@@ -180,6 +189,11 @@ async def run_scenario(
                 import_correction_kw=rec.import_correction_kw,
                 export_correction_kw=rec.export_correction_kw,
                 model_error_kw=rec.model_error_kw,
+                forecast_load_1h_kw=rec.forecast_load_1h_kw,
+                forecast_pv_1h_kw=rec.forecast_pv_1h_kw,
+                plan_shortfall_kw=rec.plan_shortfall_kw,
+                price_per_kwh=price[0],
+                export_price_per_kwh=price[1],
                 **seen,
             )
             samples.append(sample)
@@ -187,7 +201,13 @@ async def run_scenario(
                 on_sample(sample)
             clock.advance(interval)
     band = loaded.config.feeder.v_min_pu, loaded.config.feeder.v_max_pu
-    figures = kpis(samples, interval_s=interval, v_min_pu=band[0], v_max_pu=band[1])
+    figures = kpis(
+        samples,
+        interval_s=interval,
+        v_min_pu=band[0],
+        v_max_pu=band[1],
+        start=scenario.start_local,
+    )
     wall_s = time.perf_counter() - started
     figures["sim_s"] = len(samples) * interval
     figures["wall_s"] = round(wall_s, 2)
@@ -199,6 +219,29 @@ async def run_scenario(
         buses=rig.physics.buses,
         v_band_pu=band,
     )
+
+
+class _TariffPrices:
+    """The import and export price of each interval at the scenario's tariff
+    (``[controller.tariff]``), as the controller's own ``controller.prices`` reads it: what
+    the run's energy cost is graded at. Without a tariff, nothing (no cost figures)."""
+
+    def __init__(self, loaded: LoadedConfig, interval_s: float) -> None:
+        config = loaded.config
+        self.interval_s = interval_s
+        self.default = config.dr.price_per_kwh
+        self.tariff = (
+            None if config.tariff is None else Tariff(config.tariff, config.tariff_timezone)
+        )
+
+    def at(self, now: datetime) -> tuple[float | None, float | None]:
+        """The (import, export) price of the interval starting ``now``."""
+        if self.tariff is None:
+            return None, None
+        p = step_prices(
+            now, [0.0], [self.interval_s], default_per_kwh=self.default, tariff=self.tariff
+        )
+        return p.import_per_kwh[0], p.export_per_kwh[0]
 
 
 def _apply_faults(rig: HilRig, scenario: Scenario, t: float, active: dict[int, Fault]) -> None:
@@ -377,6 +420,10 @@ def write_results(result: SimResult, out_dir: Path) -> list[Path]:
                 "import_correction_kw",
                 "export_correction_kw",
                 "model_error_kw",
+                "price_per_kwh",
+                "forecast_load_1h_kw",
+                "forecast_pv_1h_kw",
+                "plan_shortfall_kw",
                 "status",
                 "devices_up",
                 "devices_missing",
@@ -413,6 +460,10 @@ def write_results(result: SimResult, out_dir: Path) -> list[Path]:
                     _opt(s.import_correction_kw, ".2f"),
                     _opt(s.export_correction_kw, ".2f"),
                     _opt(s.model_error_kw, ".2f"),
+                    _opt(s.price_per_kwh, "g"),
+                    _opt(s.forecast_load_1h_kw, ".2f"),
+                    _opt(s.forecast_pv_1h_kw, ".2f"),
+                    _opt(s.plan_shortfall_kw, ".2f"),
                     s.status,
                     s.devices_up,
                     " ".join(s.devices_missing),
