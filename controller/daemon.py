@@ -1,8 +1,9 @@
 """The composition root: one place assembles the daemon's parts and tears them down.
 
 ``async with Daemon.open(loaded, clock=...) as daemon`` builds, in order, the metrics, the
-device fleet (drivers and their shared links), the journal, the DR service, the MQTT intake
-(when given settings) and the controller, and starts the background tasks in one
+device fleet (drivers and their shared links), the journal, the DR service, the price feed,
+the MQTT intake (when given settings; it also takes in ``<root>/price``), the forecaster
+(``[forecast]``) and the controller, and starts the background tasks in one
 ``asyncio.TaskGroup`` with names (``feederd[site].mqtt``, ``feederd[site].device.NAME``). Then:
 
 - ``await daemon.run(stop)`` runs the control loop (``feederd[site].control``) until ``stop``;
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,9 +35,11 @@ from controller.dr.events import EventBounds
 from controller.dr.intake import MqttIntake, MqttSettings
 from controller.dr.service import DrService
 from controller.fleet import Fleet
+from controller.horizon import ForecasterLike
 from controller.journal import MEMORY, Journal
 from controller.loop import Controller
 from controller.metrics import Metrics
+from controller.pricefeed import PriceFeedService
 from controller.records import CycleRecord
 from devices.tasks import cancel_and_wait
 
@@ -55,6 +59,27 @@ class ReleaseReport:
     """Devices whose control was kept because a limit is in force (firm limits)."""
 
 
+def forecaster(loaded: LoadedConfig, journal: Journal) -> ForecasterLike | None:
+    """The load and PV forecaster of ``[forecast]`` (``None``: ``enabled = false``, or a
+    horizon of one step, which looks no further than now)."""
+    config = loaded.config
+    if not config.forecast.enabled or config.control.horizon_h <= 0:
+        return None
+    from controller.forecasts import Forecaster, ForecastSettings  # noqa: PLC0415
+
+    f = config.forecast
+    settings = ForecastSettings(
+        latitude=f.latitude,
+        longitude=f.longitude,
+        timezone=f.timezone,
+        history_days=f.history_days,
+        slot_s=float(f.slot_s),
+        model=f.model,
+    )
+    pv = sorted(d.name for d in config.devices if d.kind == "pv")
+    return Forecaster([b.id for b in loaded.network.buses], pv, settings, journal)
+
+
 class Daemon:
     """The assembled daemon; made only by ``Daemon.open``."""
 
@@ -67,6 +92,7 @@ class Daemon:
         fleet: Fleet,
         journal: Journal,
         dr: DrService,
+        prices: PriceFeedService,
         intake: MqttIntake | None,
         controller: Controller,
         tasks: asyncio.TaskGroup,
@@ -78,6 +104,7 @@ class Daemon:
         self.fleet = fleet
         self.journal = journal
         self.dr = dr
+        self.prices = prices
         self.intake = intake
         self.controller = controller
         self._tasks = tasks
@@ -136,6 +163,12 @@ class Daemon:
                 worker=worker,
             )
             stack.push_async_callback(dr.drain)
+            prices = PriceFeedService(
+                clock=clock,
+                metrics=metrics,
+                worker=worker,
+                fallback="the tariff" if config.tariff is not None else "dr.price_per_kwh",
+            )
             intake = None
             if mqtt is not None:
                 intake = MqttIntake(
@@ -146,6 +179,13 @@ class Daemon:
                 )
                 dr.listeners.append(intake.status_changed)
                 dr.record_listeners.append(intake.publish_telemetry)
+                intake.route(mqtt.price_topic, prices.submit_async)
+                price_status = mqtt.price_status_topic
+                prices.listeners.append(functools.partial(intake.publish_retained, price_status))
+                intake.publish_retained(price_status, prices.status())
+            # the forecaster's work runs on a thread of its own too: its own connection
+            forecast_journal = journal.sibling()
+            stack.callback(forecast_journal.close)
             controller = Controller(
                 loaded,
                 clock=clock,
@@ -154,7 +194,11 @@ class Daemon:
                 journal=journal,
                 dr=dr,
                 on_cycle=on_cycle,
+                forecaster=forecaster(loaded, forecast_journal),
+                prices=prices,
             )
+            if intake is not None:  # the plan, retained on <root>/plan
+                controller.plans.listeners.append(intake.publish_plan)
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
             stop = asyncio.Event()
             daemon = cls(
@@ -164,6 +208,7 @@ class Daemon:
                 fleet=fleet,
                 journal=journal,
                 dr=dr,
+                prices=prices,
                 intake=intake,
                 controller=controller,
                 tasks=tasks,

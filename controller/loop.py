@@ -18,7 +18,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
@@ -26,8 +26,25 @@ import structlog
 from controller.clock import Clock
 from controller.config import LoadedConfig
 from controller.correction import CorrectionSettings, LimitCorrection, LimitCorrector, headroom_kw
+from controller.dr.overlap import StoredEvent
 from controller.estimation import BusEstimator, EstimateSummary
+from controller.horizon import (
+    EventOutlook,
+    ForecasterLike,
+    ForecastFramesLike,
+    PlanReserve,
+    StepLimits,
+    event_outlook,
+    horizon_forecast,
+    horizon_spec,
+    limits_when_step0_ends,
+    net_import_kw,
+    step_limits,
+    total_at,
+)
 from controller.metrics import Metrics
+from controller.plan_outlet import PlanOutlet
+from controller.prices import PriceFeed, Tariff, step_prices
 from controller.records import ActiveLimits, CycleRecord, CycleStatus
 from controller.setpoints import Headroom, setpoints
 from controller.snapshot import (
@@ -71,6 +88,8 @@ SOLVE_BUDGET_FRACTION = 0.4
 """Of the interval: how long the controller waits for the solver before the fallback rule."""
 SOLVER_TIME_LIMIT_FRACTION = 0.3
 """Of the interval: the solver's own time limit (inside the budget)."""
+FORECAST_BUDGET_FRACTION = 0.05
+"""Of the interval: how long the controller waits for the forecast before persistence."""
 WRITE_DEADLINE_FRACTION = 0.3
 """Of the interval: how long the writes may take; a write still running is an error."""
 
@@ -80,11 +99,27 @@ class JournalSink(Protocol):
 
 
 class DrSource(Protocol):
-    """DR events (controller/dr): the limits for each interval, and what the interval did."""
+    """DR events (controller/dr): the limits for each interval, the events the horizon sees,
+    what the plan predicts for them, and what the interval did."""
 
     def limits_for_cycle(self) -> ActiveLimits: ...
 
+    def events_now(self) -> list[StoredEvent]: ...
+
+    def predicted(self, outlook: Mapping[str, EventOutlook]) -> None: ...
+
     def cycle_done(self, record: CycleRecord) -> None: ...
+
+
+class PriceSource(Protocol):
+    """The price feed (``controller.pricefeed.PriceFeedService``): the feed in force."""
+
+    def feed(self, now: datetime) -> PriceFeed | None: ...
+
+
+CLOCK_JUMP_S = 60.0
+"""The wall clock moving this much more (or less) than the monotonic one between two intervals
+is a jump (an NTP step, a manual change), said in the log; smaller is drift."""
 
 
 @dataclass(slots=True)
@@ -107,6 +142,8 @@ class Controller:
         on_cycle: Callable[[CycleRecord], None] | None = None,
         journal: JournalSink | None = None,
         dr: DrSource | None = None,
+        forecaster: ForecasterLike | None = None,
+        prices: PriceSource | None = None,
     ) -> None:
         self.loaded = loaded
         self.config = loaded.config
@@ -118,6 +155,29 @@ class Controller:
         self.journal = journal
         self.dr = dr
         self._dr_events: tuple[str, ...] = ()
+        self.forecaster = forecaster
+        self.prices = prices
+        self.horizon = horizon_spec(self.config)
+        """The dispatch's steps: fixed for the config, so the kept model warm-starts."""
+        tariff = self.config.tariff
+        self.tariff = None if tariff is None else Tariff(tariff, self.config.tariff_timezone)
+        control = self.config.control
+        self.reserve = PlanReserve(
+            margin_pct=control.limit_margin_pct,
+            reserve_pct=control.correction_max_pct if control.limit_correction else 0.0,
+            floor_kw=control.correction_max_floor_kw if control.limit_correction else 0.0,
+        )
+        """How far inside its limits the plan holds its later steps (``PlanReserve``)."""
+        self._forecast_failed: str | None = None  # the forecaster's last error, said once
+        self._forecasting: asyncio.Future[ForecastFramesLike | None] | None = None
+        self._frames: ForecastFramesLike | None = None  # this interval's forecast
+        self._outlook_kw: float | None = None  # this interval's plan's largest shortfall
+        self._clock_mark: tuple[float, datetime] | None = None  # (monotonic, wall) last interval
+        self._beyond: set[str] = set()  # events said to begin beyond the horizon
+        self.last_plan_input: tuple[DispatchResult, DispatchInput, datetime] | None = None
+        """The last plan the LP made, with what it was made from and when (``_plan_ready``)."""
+        self.plans = PlanOutlet(metrics=self.metrics, journal=journal, forecaster=forecaster)
+        """The plan's metrics, journal row and ``<root>/plan`` (``controller.plan_outlet``)."""
         interval = self.config.interval_s
         self.dispatcher = Dispatcher(
             self.network, time_limit_s=interval * SOLVER_TIME_LIMIT_FRACTION
@@ -235,6 +295,8 @@ class Controller:
         self._note_revert(snapshot)
         self._correct(snapshot)
         self._estimate = None
+        self._frames = None
+        self._outlook_kw = None
         result: DispatchResult | None = None
         written: dict[str, float] = {}
         if not snapshot.valid:
@@ -484,6 +546,7 @@ class Controller:
             sv = dataclasses.replace(sv, v_pu=self._estimate.v_pu[self.network.slack_bus])
             self._slack = sv
             self.metrics.slack_voltage_pu.set(sv.v_pu)
+        at = snapshot.taken_at
         inp = dispatch_input(
             snapshot,
             self.network,
@@ -505,7 +568,10 @@ class Controller:
             ramp_direction=self._ramp_direction(corr),
             reactive=self.config.control.reactive_power,
             reactive_cost_per_kvarh=self.config.control.reactive_cost_per_kvarh,
+            horizon=self.horizon,
+            battery_end_value_per_kwh=self.config.control.battery_end_value_per_kwh,
         )
+        inp = await self._ahead(inp, snapshot, at, corr)
         self.last_input = inp
         budget = self.config.interval_s * SOLVE_BUDGET_FRACTION
         result: DispatchResult | None = None
@@ -528,16 +594,19 @@ class Controller:
         ):
             log.error("solver_fallback", reason=reason, rule="proportional")
             self.metrics.fallbacks.inc()
+            self.plans.missed()
             result = proportional_curtailment(self.network, inp)
-        elif math.isfinite(result.import_kw):  # the LP's prediction, for the next interval
-            room_down, room_up = headroom_kw(inp, result)
-            self.corrector.dispatched(
-                predicted_kw=result.import_kw,
-                room_down_kw=room_down,
-                room_up_kw=room_up,
-                import_slack_kw=result.import_slack_kw,
-                export_slack_kw=result.export_slack_kw,
-            )
+        else:
+            self._planned(result, inp, at)
+            if math.isfinite(result.import_kw):  # the LP's prediction, for the next interval
+                room_down, room_up = headroom_kw(inp, result)
+                self.corrector.dispatched(
+                    predicted_kw=result.import_kw,
+                    room_down_kw=room_down,
+                    room_up_kw=room_up,
+                    import_slack_kw=result.import_slack_kw,
+                    export_slack_kw=result.export_slack_kw,
+                )
         t.solve_ms = (time.perf_counter() - started) * 1000.0
         self.metrics.solve_duration.observe(t.solve_ms / 1000.0)
         for status in DispatchStatus:
@@ -551,6 +620,219 @@ class Controller:
         self.metrics.voltage_slack_pu.set(result.voltage_slack_pu)
         self.metrics.rating_slack_kva.set(result.rating_slack_kva)
         return result
+
+    # -- the horizon ----------------------------------------------------------------------
+
+    async def _ahead(
+        self, inp: DispatchInput, snapshot: Snapshot, at: datetime, corr: LimitCorrection
+    ) -> DispatchInput:
+        """``inp`` with what its horizon sees ahead (``controller.horizon``): the forecast's
+        loads and PV, each step's prices and the DR events' limits. Nothing here stops the
+        interval: a forecaster that fails leaves persistence (each step as now)."""
+        spec = self.horizon
+        starts, steps = spec.starts_s, spec.steps_s
+        pv_now = {n: self.estimator.pv_available_kw.get(n, 0.0) for n in snapshot.pv}
+        self._frames = await self._forecast(inp, pv_now, at)
+        feed = self.prices.feed(at) if self.prices is not None else None
+        prices = step_prices(
+            at,
+            starts,
+            steps,
+            default_per_kwh=self.config.dr.price_per_kwh,
+            tariff=self.tariff,
+            feed=feed,
+        )
+        limits: StepLimits | None = None
+        if spec.horizon > 1:
+            net = net_import_kw(inp.loads_kw, pv_now, self._frames, spec.horizon)
+            dr = self.config.dr
+            limits = step_limits(
+                self.dr.events_now() if self.dr is not None else (),
+                at,
+                starts,
+                steps,
+                default_import_kw=dr.import_limit_kw,
+                default_export_kw=dr.export_limit_kw,
+                net_kw=net,
+            )
+        imp0, exp0 = self._step0_limits(inp, pv_now, at, corr)
+        forecast = horizon_forecast(
+            spec,
+            frames=self._frames,
+            prices=prices,
+            limits=limits,
+            step0_import_limit_kw=imp0,
+            step0_export_limit_kw=exp0,
+            reserve=self.reserve,
+            held_now_import_kw=corr.import_limit_kw,
+            held_now_export_kw=corr.export_limit_kw,
+        )
+        return dataclasses.replace(
+            inp,
+            price_per_kwh=prices.import_per_kwh[0],
+            forecast=forecast,
+            import_limit_kw=imp0,
+            export_limit_kw=exp0,
+        )
+
+    def _step0_limits(
+        self, inp: DispatchInput, pv_now: Mapping[str, float], at: datetime, corr: LimitCorrection
+    ) -> tuple[float | None, float | None]:
+        """Step 0's limits: those in force now (corrected), and those of an event that begins
+        before the next interval's writes replace step 0's setpoints
+        (``controller.horizon.limits_when_step0_ends``), held inside by the plan's reserve."""
+        if self.dr is None:
+            return corr.import_limit_kw, corr.export_limit_kw
+        ending = limits_when_step0_ends(
+            self.dr.events_now(),
+            at,
+            self.config.interval_s,
+            default_import_kw=None,
+            default_export_kw=None,
+            net_kw=sum(inp.loads_kw.values()) - sum(pv_now.values()),
+        )
+        reserve = self.reserve or PlanReserve()
+
+        def tighter(now: float | None, then: float | None, low: float) -> float | None:
+            if then is None:
+                return now
+            then = max(then - reserve.kw(then), low)
+            return then if now is None else min(now, then)
+
+        return (
+            tighter(corr.import_limit_kw, ending.import_kw[0], -math.inf),
+            tighter(corr.export_limit_kw, ending.export_kw[0], 0.0),
+        )
+
+    async def _forecast(
+        self, inp: DispatchInput, pv_now: Mapping[str, float], at: datetime
+    ) -> ForecastFramesLike | None:
+        """This interval's measurements into the forecaster, and its frames for the horizon,
+        on a thread of their own within ``FORECAST_BUDGET_FRACTION`` of the interval (a model
+        fit must not hold the loop). ``None`` (persistence: each step as now): no forecaster,
+        a one-step horizon, or it failed or ran late (said once per cause)."""
+        steady = self._clock_steady(at)
+        if self.forecaster is None:
+            return None
+        if self._forecasting is not None and not self._forecasting.done():
+            self._forecast_trouble("the last forecast is still running")
+            return None
+        spec = self.horizon
+        job = asyncio.ensure_future(
+            asyncio.to_thread(
+                self._forecast_work, self.forecaster, at, inp.loads_kw, pv_now, steady
+            )
+        )
+        self._forecasting = job
+        budget = self.config.interval_s * FORECAST_BUDGET_FRACTION
+        done, _ = await self.clock.wait({job}, budget)  # never cancels the thread
+        if not done:
+            self._forecast_trouble(f"the forecast ran past its budget of {budget:g} s")
+            return None
+        if (err := job.exception()) is not None:
+            self._forecast_trouble(f"{type(err).__name__}: {err}")
+            return None
+        if self._forecast_failed is not None:
+            log.info("forecast_recovered", source=getattr(job.result(), "source", None))
+            self._forecast_failed = None
+        return job.result() if spec.horizon > 1 else None
+
+    def _forecast_work(
+        self,
+        forecaster: ForecasterLike,
+        at: datetime,
+        loads_kw: Mapping[int, float],
+        pv_now: Mapping[str, float],
+        observe: bool,
+    ) -> ForecastFramesLike | None:
+        """The forecaster's work for one interval (on a worker thread)."""
+        spec = self.horizon
+        if observe:
+            forecaster.observe(at, loads_kw, pv_now)
+        if spec.horizon <= 1:
+            return None
+        return forecaster.forecast(at, spec.starts_s, spec.steps_s)
+
+    def _forecast_trouble(self, reason: str) -> None:
+        if reason != self._forecast_failed:
+            log.error("forecast_failed", error=reason, fallback="persistence (as now)")
+            self._forecast_failed = reason
+
+    def _clock_steady(self, at: datetime) -> bool:
+        """Whether the wall clock moved with the monotonic one since the last interval; a jump
+        is said once, and that interval's measurements are kept out of the history (they
+        would land in the wrong slot); the horizon reads every time from the new clock."""
+        mono = self.clock.monotonic()
+        mark, self._clock_mark = self._clock_mark, (mono, at)
+        if mark is None:
+            return True
+        jump = (at - mark[1]).total_seconds() - (mono - mark[0])
+        if abs(jump) < max(CLOCK_JUMP_S, self.config.interval_s):
+            return True
+        log.warning(
+            "clock_jumped",
+            jump_s=round(jump, 1),
+            now=at.isoformat(),
+            reason="the wall clock moved unlike the monotonic one: this interval is left out "
+            "of the forecasts' history",
+        )
+        return False
+
+    def _planned(self, result: DispatchResult, inp: DispatchInput, at: datetime) -> None:
+        """After a solve by the LP: what its plan predicts for the DR events, and the plan's
+        hook."""
+        outlook: dict[str, EventOutlook] = {}
+        if self.dr is not None:
+            events = self.dr.events_now()
+            outlook = event_outlook(events, at, result, self.reserve)
+            self.dr.predicted(outlook)
+            self._note_beyond(events, outlook, at)
+        slacks = [
+            v
+            for v in (*result.import_slack_plan_kw, *result.export_slack_plan_kw)
+            if math.isfinite(v)
+        ]
+        self._outlook_kw = max([0.0, *slacks])
+        self._plan_ready(result, inp, at)
+
+    def _note_beyond(
+        self, events: list[StoredEvent], outlook: Mapping[str, EventOutlook], at: datetime
+    ) -> None:
+        """Say once per event that it begins beyond the horizon: the plan sees it, and
+        dr/status judges it, once it comes within reach."""
+        end = at + timedelta(seconds=self.horizon.span_s)
+        live = {s.event.id for s in events}
+        self._beyond &= live
+        for s in events:
+            if s.event.id in outlook or s.event.id in self._beyond or s.event.start < end:
+                continue
+            self._beyond.add(s.event.id)
+            log.info(
+                "dr_event_beyond_horizon",
+                id=s.event.id,
+                start=s.event.start.isoformat(),
+                seen_from=(s.event.start - timedelta(seconds=self.horizon.span_s)).isoformat(),
+            )
+
+    def _plan_ready(self, result: DispatchResult, inp: DispatchInput, at: datetime) -> None:
+        """The hook for the plan (``controller.plan``): called after each solve by the LP."""
+        self.last_plan_input = (result, inp, at)
+        self.plans.made(result, inp, at, self.dr.events_now() if self.dr is not None else ())
+
+    def _forecast_1h(self, inp: DispatchInput | None) -> tuple[float | None, float | None]:
+        """The forecast's total load and PV available an hour from now (``None``: none)."""
+        frames = self._frames
+        if frames is None or inp is None:
+            return None, None
+        starts = self.horizon.starts_s
+        k = max(i for i, s in enumerate(starts) if s <= 3600.0)
+        if k == 0 or starts[-1] + self.horizon.steps_s[-1] < 3600.0:
+            return None, None
+        n = self.horizon.horizon
+        pv_now = {u.name: u.available_kw for u in inp.pv}
+        load = total_at(frames.load_kw, dict(inp.loads_kw), n)[k]
+        pv = total_at(frames.pv_kw, dict(pv_now), n)[k]
+        return load, pv
 
     async def _write(
         self, snapshot: Snapshot, result: DispatchResult, t: _Timings
@@ -654,6 +936,7 @@ class Controller:
             self.metrics.import_kw.set(snapshot.head.p_kw)
         est = self._estimate
         corr = self._correction
+        load_1h, pv_1h = self._forecast_1h(self.last_input) if result else (None, None)
         return CycleRecord(
             cycle=self._cycle,
             status=status,
@@ -683,6 +966,9 @@ class Controller:
             import_correction_kw=corr.import_kw if corr and result else None,
             export_correction_kw=corr.export_kw if corr and result else None,
             model_error_kw=corr.error_kw if corr else None,
+            forecast_load_1h_kw=load_1h,
+            forecast_pv_1h_kw=pv_1h,
+            plan_shortfall_kw=self._outlook_kw if result else None,
         )
 
     def _picture_v_pu(self, result: DispatchResult | None) -> dict[int, float] | None:

@@ -13,12 +13,16 @@ import math
 import socket
 import ssl
 import threading
+from collections.abc import Iterable
 from socketserver import ThreadingMixIn
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
+
+if TYPE_CHECKING:
+    from controller.plan import ForecastError, Plan
 
 __all__ = ["LISTEN_BACKLOG", "REQUEST_TIMEOUT_S", "Metrics"]
 
@@ -292,6 +296,19 @@ class Metrics:
             "1 if the measured import was within the active import limit + 2%.",
             registry=r,
         )
+        self.dr_predicted_shortfall_kw = Gauge(
+            "feederd_dr_predicted_shortfall_kw",
+            "How far the plan predicts an accepted DR event's limit will be missed (kW, the "
+            "largest over its steps; 0: ready). The label goes when the event is over.",
+            ["event"],
+            registry=r,
+        )
+        self.price_feed_messages = Counter(
+            "feederd_price_feed_messages",
+            "Price-feed messages by decision (accepted, rejected).",
+            ["decision"],
+            registry=r,
+        )
         self.mqtt_connected = Gauge(
             "feederd_mqtt_connected", "1 while connected to the MQTT broker.", registry=r
         )
@@ -308,6 +325,65 @@ class Metrics:
             ["direction"],
             registry=r,
         )
+
+        # the plan and the forecasts' error (issue 15)
+        self.plan_import_kw = Gauge(
+            "feederd_plan_import_kw",
+            "Head import the last plan holds at minutes_ahead from its making (kW; NaN: no "
+            "plan, or it does not reach that far).",
+            ["minutes_ahead"],
+            registry=r,
+        )
+        self.plan_soc_pct = Gauge(
+            "feederd_plan_soc_pct",
+            "The batteries' state of charge the last plan holds at minutes_ahead (% of their "
+            "total energy; NaN: no plan or no battery).",
+            ["minutes_ahead"],
+            registry=r,
+        )
+        self.plan_curtailed_kw = Gauge(
+            "feederd_plan_curtailed_kw",
+            "PV curtailment the last plan holds at minutes_ahead (kW; NaN: no plan).",
+            ["minutes_ahead"],
+            registry=r,
+        )
+        self.forecast_mape_pct = Gauge(
+            "feederd_forecast_mape_pct",
+            "Mean absolute percentage error of the forecasts against what was measured, by "
+            "quantity (load, pv) and horizon bucket (NaN: nothing to judge yet).",
+            ["quantity", "bucket"],
+            registry=r,
+        )
+        self.forecast_rmse_kw = Gauge(
+            "feederd_forecast_rmse_kw",
+            "Root mean square error of the forecasts against what was measured (kW), by "
+            "quantity and horizon bucket (NaN: nothing to judge yet).",
+            ["quantity", "bucket"],
+            registry=r,
+        )
+        self.show_plan(None)  # every moment of the next hour is there, NaN until a plan
+
+    def show_plan(self, plan: Plan | None) -> None:
+        """The plan's next hour: each ``MINUTES_AHEAD`` moment's step (NaN where none)."""
+        from controller.plan import MINUTES_AHEAD  # noqa: PLC0415
+
+        for minutes in MINUTES_AHEAD:
+            step = None if plan is None else plan.ahead(minutes)
+            label = str(minutes)
+            for gauge, value in (
+                (self.plan_import_kw, None if step is None else step.import_kw),
+                (self.plan_soc_pct, None if step is None else step.soc_pct),
+                (self.plan_curtailed_kw, None if step is None else step.curtailed_kw),
+            ):
+                gauge.labels(label).set(math.nan if value is None else value)
+
+    def show_forecast_errors(self, errors: Iterable[ForecastError]) -> None:
+        """The forecasts' error per quantity and horizon bucket (NaN: not judged yet)."""
+        for e in errors:
+            mape = math.nan if e.mape_pct is None else e.mape_pct
+            rmse = math.nan if e.rmse_kw is None else e.rmse_kw
+            self.forecast_mape_pct.labels(e.quantity, e.bucket).set(mape)
+            self.forecast_rmse_kw.labels(e.quantity, e.bucket).set(rmse)
 
     def serve(
         self, host: str, port: int, *, certfile: str | None = None, keyfile: str | None = None

@@ -129,6 +129,14 @@ class CycleRecord:
     """Every bus's voltage as the dispatch saw it (p.u.): the AC power flow of the loads it
     took (the state estimate's, or the case's times the head meter's one factor) with the
     measured DER outputs; ``None`` when it did not dispatch. Left out of the journal too."""
+    forecast_load_1h_kw: float | None = None
+    """The total uncontrollable load this interval's forecast gives for an hour from now (kW;
+    ``None``: no forecast, or a horizon shorter than an hour)."""
+    forecast_pv_1h_kw: float | None = None
+    """Likewise the total PV available (kW)."""
+    plan_shortfall_kw: float | None = None
+    """The largest predicted shortfall on a limit over the plan, import or export (kW; 0: the
+    plan holds every limit; ``None``: no plan, e.g. the fallback rule)."""
 
     @property
     def compliant(self) -> bool | None:

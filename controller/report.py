@@ -2,21 +2,27 @@
 
 ``frame(records)`` turns interval records into a DataFrame indexed by time; ``summary(df)``
 is the table an operator reads (intervals, import against the limit, compliance, losses,
-curtailment, voltages, timings, the state estimate's residual, voltages and bad data); ``plots(df, out)`` writes ``import.png``, ``voltage.png``
-and ``setpoints.png``.
+curtailment, voltages, timings, the state estimate's residual, voltages and bad data);
+``plots(df, out)`` writes ``import.png``, ``voltage.png`` and ``setpoints.png``.
+
+``plan_table(plan)`` is the last plan hour by hour (``controller.plan``: import, the limit
+held, state of charge, curtailment, shortfall), ``event_table(plan)`` the DR events it sees
+coming and ``forecast_error_table(plan)`` the forecasts' error when it was made.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from controller.plan import PLAN_HOURS, Plan, PlanStep
 from controller.records import COMPLIANCE_TOLERANCE, within_limits
 
-__all__ = ["frame", "plots", "summary"]
+__all__ = ["event_table", "forecast_error_table", "frame", "plan_table", "plots", "summary"]
 
 
 def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -144,3 +150,82 @@ def plots(df: pd.DataFrame, out: Path) -> list[Path]:
         ax.legend(loc="best", fontsize="small", ncol=4)
     save(fig, "setpoints.png")
     return written
+
+
+def _overlap_s(step: PlanStep, start: datetime, end: datetime) -> float:
+    return max(0.0, (min(step.end, end) - max(step.start, start)).total_seconds())
+
+
+def _mean(pairs: list[tuple[float | None, float]]) -> float | None:
+    """The time-weighted mean of ``(value, seconds)`` (values ``None`` left out)."""
+    known = [(v, w) for v, w in pairs if v is not None and w > 0]
+    total = sum(w for _, w in known)
+    return None if total <= 0 else round(sum(v * w for v, w in known) / total, 1)
+
+
+def plan_table(plan: Plan, hours: float = PLAN_HOURS) -> pd.DataFrame:
+    """The plan hour by hour from its making: mean head import (kW), the tightest import
+    limit held (kW; none: NaN), the state of charge at the hour's end (% of the batteries'
+    energy), mean curtailment (kW) and the largest shortfall (kW). A row per hour the plan
+    reaches, ``hours`` at most."""
+    rows: list[dict[str, object]] = []
+    for k in range(int(hours)):
+        start = plan.at + timedelta(hours=k)
+        end = start + timedelta(hours=1)
+        inside = [(s, _overlap_s(s, start, end)) for s in plan.steps]
+        inside = [(s, w) for s, w in inside if w > 0]
+        if not inside:
+            break
+        limits = [s.import_limit_kw for s, _ in inside if s.import_limit_kw is not None]
+        socs = [s.soc_pct for s, _ in inside if s.soc_pct is not None]
+        rows.append(
+            {
+                "hour (UTC)": f"{start:%H:%M}",
+                "import kW": _mean([(s.import_kw, w) for s, w in inside]),
+                "limit kW": min(limits) if limits else None,
+                "SOC %": socs[-1] if socs else None,
+                "curtailed kW": _mean([(s.curtailed_kw, w) for s, w in inside]),
+                "shortfall kW": max(s.shortfall_kw for s, _ in inside),
+            }
+        )
+    return _numeric(pd.DataFrame(rows), "hour (UTC)")
+
+
+def _numeric(df: pd.DataFrame, *text: str) -> pd.DataFrame:
+    """Every column but ``text`` as floats (``None``: NaN, shown as ``-``)."""
+    return df.astype({c: float for c in df.columns if c not in text}) if not df.empty else df
+
+
+def event_table(plan: Plan) -> pd.DataFrame:
+    """The DR events not yet over when the plan was made, with the shortfall it predicts
+    (empty cells: the event lies beyond the plan)."""
+    df = pd.DataFrame(
+        [
+            {
+                "event": e.id,
+                "start (UTC)": f"{e.start:%Y-%m-%d %H:%M}",
+                "end (UTC)": f"{e.end:%Y-%m-%d %H:%M}",
+                "shortfall kW": e.predicted_shortfall_kw,
+                "shortfall kWh": e.predicted_shortfall_kwh,
+            }
+            for e in plan.events
+        ]
+    )
+    return _numeric(df, "event", "start (UTC)", "end (UTC)")
+
+
+def forecast_error_table(plan: Plan) -> pd.DataFrame:
+    """The forecasts' error when the plan was made, per quantity and horizon bucket."""
+    df = pd.DataFrame(
+        [
+            {
+                "quantity": e.quantity,
+                "horizon": e.bucket,
+                "MAPE %": e.mape_pct,
+                "RMSE kW": e.rmse_kw,
+                "samples": e.samples,
+            }
+            for e in plan.forecast_errors
+        ]
+    )
+    return _numeric(df, "quantity", "horizon", "samples")

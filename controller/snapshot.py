@@ -18,6 +18,8 @@ from optimizer import (
     DispatchCosts,
     DispatchInput,
     FlexibleLoad,
+    Forecast,
+    HorizonSpec,
     Network,
     PvUnit,
     solve_powerflow,
@@ -312,6 +314,9 @@ def dispatch_input(
     ramp_direction: int = 0,
     reactive: bool = False,
     reactive_cost_per_kvarh: float | None = None,
+    horizon: HorizonSpec | None = None,
+    forecast: Forecast | None = None,
+    battery_end_value_per_kwh: float | None = None,
 ) -> DispatchInput:
     """Translate a valid snapshot into the optimizer's input.
 
@@ -327,7 +332,11 @@ def dispatch_input(
 
     ``ramp_direction`` anticipates the sun's ramp by one interval where it threatens a limit:
     +1 (an export limit) takes a rising inverter's next output, -1 (an import limit) a falling
-    one's, 0 the readings as they are."""
+    one's, 0 the readings as they are.
+
+    ``horizon`` shapes the dispatch's steps (``None``: the interval alone); ``forecast`` is
+    what the later steps see (``controller.horizon``); ``battery_end_value_per_kwh`` values the
+    energy left at the horizon's end (``None``: the mean import price over it)."""
     if snapshot.head is None:
         raise ValueError("dispatch_input needs a snapshot with a head-meter reading")
     pv_units = tuple(
@@ -388,6 +397,11 @@ def dispatch_input(
         for name, r in snapshot.pv.items()
         if r.q_kvar is not None and not (reactive and r.reactive)
     }
+    costs: dict[str, float] = {}
+    if reactive_cost_per_kvarh is not None:
+        costs["reactive_per_kvarh"] = reactive_cost_per_kvarh
+    if battery_end_value_per_kwh is not None:
+        costs["battery_energy_value_per_kwh"] = battery_end_value_per_kwh
     kvar = dict(loads_kvar)
     for name, q in fixed_q.items():
         kvar[pv_bus[name]] = kvar.get(pv_bus[name], 0.0) - q
@@ -405,9 +419,9 @@ def dispatch_input(
         v_slack_pu=v_slack_pu,
         v_band_pu=v_band_pu or {},
         price_per_kwh=price_per_kwh,
-        costs=(
-            DispatchCosts()
-            if reactive_cost_per_kvarh is None
-            else DispatchCosts(reactive_per_kvarh=reactive_cost_per_kvarh)
-        ),
+        costs=DispatchCosts(**costs),
+        horizon=1 if horizon is None else horizon.horizon,
+        steps_s=() if horizon is None else horizon.steps_s,
+        network_steps=None if horizon is None else horizon.network_steps,
+        forecast=forecast,
     )

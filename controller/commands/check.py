@@ -49,6 +49,8 @@ def _check(loaded: LoadedConfig) -> int:
     if cfg.dr.export_limit_kw is not None:
         limits.append(f"export <= {cfg.dr.export_limit_kw:g} kW")
     print("default limits: " + (", ".join(limits) if limits else "none"))
+    for line in _outlook_lines(loaded):
+        print(line)
     print(f"devices ({len(cfg.devices)}):")
     print(f"  {'name':<16} {'kind':<8} {'bus':>4}  {'address':<32} {'rating':>10}  revert/class")
     shown_meters = 0
@@ -140,5 +142,61 @@ def _estimation_lines(loaded: LoadedConfig) -> list[str]:
         lines.append(
             f"note: bus(es) {', '.join(map(str, shared[:10]))} have more than one meter: each "
             "is taken as a measurement of the whole bus's load"
+        )
+    return lines
+
+
+def _outlook_lines(loaded: LoadedConfig) -> list[str]:
+    """The dispatch's horizon, its prices and its forecasts."""
+    from controller.config import horizon_steps  # noqa: PLC0415
+
+    cfg = loaded.config
+    c = cfg.control
+    steps = horizon_steps(cfg)
+    if c.horizon_h <= 0:
+        lines = ["horizon: the interval alone (horizon_h = 0): no plan, events seen as they start"]
+    else:
+        lines = [
+            f"horizon: {c.horizon_h:g} h in {steps} steps ({min(c.horizon_fine_steps, steps)} "
+            f"of {cfg.interval_s:g} s, then blocks of {c.horizon_block_s:g} s; the first "
+            f"{min(c.horizon_network_steps, steps)} with the full network), energy left at its "
+            "end worth "
+            + (
+                "the mean import price"
+                if c.battery_end_value_per_kwh is None
+                else f"{c.battery_end_value_per_kwh:g}/kWh"
+            )
+        ]
+    feed = f", a price feed on {cfg.topic_root}/price over it" if cfg.mqtt.enabled else ""
+    tariff = cfg.tariff
+    if tariff is None:
+        lines.append(f"prices: {cfg.dr.price_per_kwh:g}/kWh at every step (no [tariff]){feed}")
+    else:
+        lines.append(f"tariff ({cfg.tariff_timezone}){feed}:")
+        days = (
+            [("every day", tariff.periods)]
+            if tariff.weekday is None and tariff.weekend is None
+            else [("weekdays", tariff.day(0)), ("weekends", tariff.day(5))]
+        )
+        for name, periods in days:
+            text = "; ".join(
+                f"{p.start} import {p.import_price:g}"
+                + ("" if p.export_price is None else f" export {p.export_price:g}")
+                for p in periods or []
+            )
+            lines.append(f"  {name}: {text}")
+    f = cfg.forecast
+    if not f.enabled or c.horizon_h <= 0:
+        why = "forecast.enabled = false" if not f.enabled else "no horizon"
+        lines.append(f"forecasts: off ({why}): each step sees the loads and sun of now")
+    else:
+        site = (
+            f"site {f.latitude:g}, {f.longitude:g} (clear-sky PV)"
+            if f.latitude is not None and f.longitude is not None
+            else "no site (PV from its history alone)"
+        )
+        lines.append(
+            f"forecasts: {f.model} model, {f.history_days} days of {f.slot_s} s slots, "
+            f"{site}, time zone {f.timezone}"
         )
     return lines

@@ -7,6 +7,7 @@ The same path serves ``feederd check``, ``feederd run`` and a SIGHUP reload.
 - ``errors``: ``ConfigError``;
 - ``files``: bounded reading of what a config names (regular files, sizes, UTF-8, TOML);
 - ``models``: the tables, every number bounded, a device's transport a tagged union;
+- ``outlook``: ``[tariff]`` and ``[forecast]``, what the dispatch's horizon sees ahead;
 - ``load``: ``parse_config`` and ``load_config``, and the checks across tables.
 """
 
@@ -20,7 +21,7 @@ from controller.config.files import (
     read_limited,
     resolve_path,
 )
-from controller.config.load import LoadedConfig, load_config, parse_config
+from controller.config.load import LoadedConfig, horizon_steps, load_config, parse_config
 from controller.config.models import (
     MAX_KW,
     TRANSPORT_TYPES,
@@ -35,6 +36,7 @@ from controller.config.models import (
     TcpTransport,
     TlsTransport,
 )
+from controller.config.outlook import ForecastConfig, TariffConfig, TariffPeriod
 
 __all__ = [
     "CASE_MAX_BYTES",
@@ -48,14 +50,18 @@ __all__ = [
     "DeviceConfig",
     "EstimationConfig",
     "FileRefused",
+    "ForecastConfig",
     "LoadedConfig",
     "MetricsConfig",
     "MqttTransport",
     "PollConfig",
     "RtuTransport",
+    "TariffConfig",
+    "TariffPeriod",
     "TcpTransport",
     "TlsTransport",
     "check_regular_file",
+    "horizon_steps",
     "load_config",
     "parse_config",
     "read_limited",

@@ -5,6 +5,7 @@ say (devices on the feeder's buses, register maps, files, the journal), one path
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import stat
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ from controller.config.files import (
 from controller.config.models import (
     MAX_BASE_KV,
     MAX_BASE_MVA,
+    MAX_HORIZON_STEPS,
     MAX_KW,
     MIN_BASE_KV,
     MIN_BASE_MVA,
@@ -158,6 +160,7 @@ def parse_config(data: dict[str, Any], *, source: str, base_dir: Path) -> Loaded
     except RecursionError:
         raise ConfigError(source, "", "arrays or tables nested too deeply") from None
     _check_ranges(config, source)
+    _check_horizon(config, source)
     network = _network(config.feeder, source=source, base_dir=base_dir)
     _check_network(network, source)
     _check_bands(config.feeder, network, source)
@@ -233,6 +236,44 @@ def _check_ranges(config: Config, source: str) -> None:
             f"a request timeout of {poll.timeout_s:g} s does not fit inside the poll deadline "
             f"of {deadline:g} s (interval_s {config.interval_s:g} x deadline_fraction "
             f"{poll.deadline_fraction:g}): one attempt per request must end before it",
+        )
+
+
+def horizon_steps(config: Config) -> int:
+    """How many steps the config's horizon has (``HorizonSpec.multi_resolution``'s count)."""
+    from optimizer.horizon import HorizonSpec  # noqa: PLC0415
+
+    c = config.control
+    if c.horizon_h <= 0:
+        return 1
+    if c.horizon_h * 3600.0 / c.horizon_block_s > 10 * MAX_HORIZON_STEPS:
+        return math.ceil(c.horizon_h * 3600.0 / c.horizon_block_s)  # not worth building
+    return HorizonSpec.multi_resolution(
+        config.interval_s,
+        hours=c.horizon_h,
+        fine_steps=c.horizon_fine_steps,
+        block_s=c.horizon_block_s,
+    ).horizon
+
+
+def _check_horizon(config: Config, source: str) -> None:
+    """The horizon's steps: blocks no shorter than the interval, not too many of them."""
+    c = config.control
+    if c.horizon_h > 0 and c.horizon_block_s < config.interval_s:
+        raise ConfigError(
+            source,
+            "control.horizon_block_s",
+            f"blocks of {c.horizon_block_s:g} s are shorter than the interval "
+            f"({config.interval_s:g} s): a block is at least one interval",
+        )
+    steps = horizon_steps(config)
+    if steps > MAX_HORIZON_STEPS:
+        raise ConfigError(
+            source,
+            "control.horizon_h",
+            f"{c.horizon_h:g} h makes {steps} steps ({c.horizon_fine_steps} of "
+            f"{config.interval_s:g} s, then blocks of {c.horizon_block_s:g} s): at most "
+            f"{MAX_HORIZON_STEPS}; lengthen horizon_block_s or shorten horizon_h",
         )
 
 

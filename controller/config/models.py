@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # loaded when a config is: `feederd event --journal` needs ne
     pass
 
 from controller.config.errors import short_value
+from controller.config.outlook import ForecastConfig, TariffConfig
 
 
 class _Strict(BaseModel):
@@ -414,6 +415,12 @@ class EstimationConfig(_Strict):
     age_v_pct_per_min: Annotated[float, Field(ge=0.0, le=10.0)] = 0.2
 
 
+MAX_HORIZON_H = 168.0
+"""A week: no plan looks further (prices and events are bounded to a week too)."""
+MAX_HORIZON_STEPS = 1000
+"""The most steps a horizon may have (each is a copy of the dispatch model)."""
+
+
 class ControlConfig(_Strict):
     """Feedback on the import and export limits (``controller.correction``), firm limits
     (``controller.setpoints``)."""
@@ -457,6 +464,20 @@ class ControlConfig(_Strict):
         ],
         Field(min_length=2, max_length=20),
     ] = Field(default_factory=lambda: [(0.92, 44.0), (0.98, 0.0), (1.02, 0.0), (1.08, -44.0)])
+
+    # The dispatch's horizon (``optimizer.horizon.HorizonSpec.multi_resolution``): the next
+    # horizon_fine_steps intervals at the control interval, then blocks of horizon_block_s
+    # seconds out to horizon_h hours (0-168; 0: the interval alone, no plan). Step 0 is
+    # applied; the rest is the plan that lets the batteries get ready for what is coming.
+    horizon_h: Annotated[float, Field(ge=0.0, le=MAX_HORIZON_H)] = 24.0
+    horizon_fine_steps: Annotated[int, Field(ge=1, le=MAX_HORIZON_STEPS)] = 4
+    horizon_block_s: Annotated[float, Field(ge=1.0, le=86400.0)] = 900.0
+    # how many leading steps get the full network model (every bus's voltage, the loss cuts);
+    # the later steps a reduced one (head import, a few watched buses)
+    horizon_network_steps: Annotated[int, Field(ge=1, le=MAX_HORIZON_STEPS)] = 1
+    # what a kWh left in the batteries at the end of the horizon is worth (-1000..1000);
+    # unset: the mean import price over the horizon
+    battery_end_value_per_kwh: Annotated[float, Field(ge=-MAX_PRICE, le=MAX_PRICE)] | None = None
 
     @model_validator(mode="after")
     def _curve(self) -> ControlConfig:
@@ -560,6 +581,9 @@ class Config(_Strict):
     journal: JournalConfig = JournalConfig()
     estimation: EstimationConfig = EstimationConfig()
     control: ControlConfig = ControlConfig()
+    # time-of-use prices for the horizon (unset: dr.price_per_kwh at every step)
+    tariff: TariffConfig | None = None
+    forecast: ForecastConfig = ForecastConfig()
     # on SIGTERM: "revert" leaves each control to its revert timer; "release" also disables
     # the controls (PV limit off, battery idle) before exiting
     on_stop: Literal["revert", "release"] = "revert"
@@ -589,6 +613,12 @@ class Config(_Strict):
     @property
     def topic_root(self) -> str:
         return self.mqtt.topic_root or f"feederd/{self.site}"
+
+    @property
+    def tariff_timezone(self) -> str:
+        """The time zone of the tariff's periods: its own, else the forecast's."""
+        own = self.tariff.timezone if self.tariff is not None else None
+        return own or self.forecast.timezone
 
     @property
     def bus_meters(self) -> list[DeviceConfig]:

@@ -17,6 +17,9 @@ async, in a test or a scenario). Around aiomqtt's pitfalls (DESIGN.md §6):
   happen at all;
 - ``dr/status`` is retained and complete: only the latest is published (never a backlog of
   stale ones); telemetry is a bounded queue that drops its oldest, counted;
+- ``plan`` (``publish_plan``, the document of ``controller.plan.Plan``) is retained, QoS 1,
+  and held in one slot: a plan not yet sent is replaced by a newer one, never queued behind
+  it; it is sent again on every connect (a broker restarted without persistence has lost it);
 - the TLS context is built once by the caller, before the loop runs;
 - a keepalive notices a dead broker on an idle connection;
 - reconnection is this loop's job: back off with jitter (capped), resubscribe on every connect.
@@ -76,6 +79,18 @@ class MqttSettings:
     @property
     def telemetry_topic(self) -> str:
         return f"{self.topic_root}/telemetry"
+
+    @property
+    def plan_topic(self) -> str:
+        return f"{self.topic_root}/plan"
+
+    @property
+    def price_topic(self) -> str:
+        return f"{self.topic_root}/price"
+
+    @property
+    def price_status_topic(self) -> str:
+        return f"{self.topic_root}/price/status"
 
     @property
     def online_topic(self) -> str:
@@ -153,6 +168,10 @@ class MqttIntake:
             maxsize=settings.queue_size
         )
         self._status_due = False  # dr/status changed since it was last published
+        self.routes: dict[str, Callable[[bytes], Any]] = {}
+        """Other topics taken in (``route``), each with its handler (the price feed)."""
+        self._retained: dict[str, bytes] = {}  # the latest retained document of each topic
+        self._retained_due: set[str] = set()
         self._wake = asyncio.Event()
         self.dropped_in = 0
         self._dropped_unacked = False
@@ -175,6 +194,33 @@ class MqttIntake:
             return None
         self._status_due = False
         return json.dumps(self.initial_status(), separators=(",", ":")).encode()
+
+    def publish_plan(self, doc: dict[str, Any]) -> None:
+        """The latest plan (``Plan.to_json()``), retained on ``<root>/plan`` (QoS 1): one not
+        yet sent is replaced, never queued behind it (``publish_retained``)."""
+        self.publish_retained(self.settings.plan_topic, doc)
+
+    def route(self, topic: str, handler: Callable[[bytes], Any]) -> None:
+        """Also take in ``topic`` (QoS 1, subscribed on every connect): each message ends in
+        ``handler`` (sync or async), acknowledged after it as a DR event is."""
+        self.routes[topic] = handler
+
+    def publish_retained(self, topic: str, doc: dict[str, Any]) -> None:
+        """The latest document of ``topic``, published retained (QoS 1) by the writer; one not
+        yet sent is replaced, never queued; sent again on every connect."""
+        self._retained[topic] = json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
+        self._retained_due.add(topic)
+        self._wake.set()
+
+    async def _publish_retained(self, client: aiomqtt.Client, *, flush: bool = False) -> None:
+        """Each retained document not yet sent (``flush``: stopping, each within a second)."""
+        while self._retained_due:
+            topic = self._retained_due.pop()
+            body = self._retained.get(topic)
+            if body is not None:
+                await client.publish(
+                    topic, body, qos=1, retain=True, timeout=1.0 if flush else 10.0
+                )
 
     def publish_telemetry(self, record: CycleRecord) -> None:
         doc = {
@@ -288,10 +334,13 @@ class MqttIntake:
         s = self.settings
         async with self._client() as client:
             await client.subscribe(s.event_topic, qos=1)
+            for topic in self.routes:
+                await client.subscribe(topic, qos=1)
             await client.publish(s.online_topic, b"true", qos=1, retain=True)
             self.connects += 1
             self._was_up = True
             self._set_connected(True)
+            self._retained_due = set(self._retained)
             self.status_changed()
             name = f"feederd[{s.topic_root}].mqtt"
             tasks = {
@@ -314,8 +363,9 @@ class MqttIntake:
         async for message in client.messages:
             payload = message.payload
             raw = payload if isinstance(payload, bytes | bytearray) else str(payload).encode()
+            handler = self.routes.get(str(message.topic), self.handler)
             try:
-                result = self.handler(bytes(raw))
+                result = handler(bytes(raw))
                 if inspect.isawaitable(result):
                     await result
             except Exception as err:  # a bug in the handler: said, counted, and acknowledged
@@ -340,6 +390,7 @@ class MqttIntake:
                 topic, body, qos, retain = self._out.get_nowait()
                 await client.publish(topic, body, qos=qos, retain=retain)
             self._out_dropping = False  # drained: the next drop starts a new burst
+            await self._publish_retained(client)
             if self._status_due:
                 wait = next_status - loop.time()
                 if wait > 0:  # a burst of decisions: one status for all of them
@@ -354,6 +405,7 @@ class MqttIntake:
         status = self._status_body()
         if status is not None:
             await client.publish(s.status_topic, status, qos=1, retain=True, timeout=1.0)
+        await self._publish_retained(client, flush=True)
         while not self._out.empty():
             topic, body, qos, retain = self._out.get_nowait()
             await client.publish(topic, body, qos=qos, retain=retain, timeout=1.0)

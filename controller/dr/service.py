@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import sqlite3
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -47,6 +48,9 @@ from controller.journal import Journal
 from controller.metrics import Metrics
 from controller.records import COMPLIANCE_TOLERANCE, ActiveLimits, CycleRecord
 
+if TYPE_CHECKING:  # `feederd event` needs no pandas
+    from controller.horizon import EventOutlook
+
 __all__ = ["Decision", "DrService"]
 
 log = structlog.get_logger("feederd.dr")
@@ -56,6 +60,9 @@ _RECENT = 20
 _LISTED = 10
 """Events listed in ``dr/status``: the active ones that win first, then the next to begin."""
 _REASON_MAX = 200
+SHORTFALL_CHANGE_KW = 5.0
+SHORTFALL_CHANGE_KWH = 5.0
+"""A predicted shortfall that moves by no more than these is not republished."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -122,6 +129,8 @@ class DrService:
         self._rev = journal.revision()
         self._pending: set[asyncio.Future[Any]] = set()
         self._refreshing: asyncio.Future[None] | None = None
+        self._predicted: dict[str, EventOutlook] = {}
+        """Each event's predicted shortfall as last published on ``dr/status``."""
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -209,6 +218,7 @@ class DrService:
             self._index[outcome.stored.event.id] = outcome.stored
         if outcome.cancelled is not None:
             self._index.pop(outcome.cancelled, None)
+            self._forget(outcome.cancelled)
         self._decided(decision)
         if decision.result == "rejected":
             log.warning(
@@ -282,6 +292,8 @@ class DrService:
         if record.import_kw is not None:
             self.last_import_kw = record.import_kw
         self.compliant = record.compliant
+        for event_id in [i for i in self._predicted if i not in self._index]:
+            self._forget(event_id)  # over: its prediction and metric label go
         if self.metrics is not None and self.compliant is not None:
             self.metrics.dr_compliant.set(1 if self.compliant else 0)
         for listener in self.record_listeners:
@@ -343,6 +355,65 @@ class DrService:
         except (sqlite3.Error, OSError) as err:
             log.error("journal_unavailable", id=event_id, error=str(err))
 
+    # -- readiness ------------------------------------------------------------------------
+
+    def predicted(self, outlook: Mapping[str, EventOutlook]) -> None:
+        """What this interval's plan predicts for the events it covers (``controller.horizon
+        .event_outlook``): the metric follows every interval; ``dr/status`` is republished
+        when a prediction first appears, when an event turns short or ready, and when a
+        shortfall moves by more than ``SHORTFALL_CHANGE_KW`` or ``SHORTFALL_CHANGE_KWH``
+        (never for noise). The log says once per event when it is predicted short, and when it
+        becomes ready again."""
+        changed = False
+        for event_id in [i for i in self._predicted if i not in self._index]:
+            self._forget(event_id)
+        for event_id, new in outlook.items():
+            if event_id not in self._index:
+                continue
+            if self.metrics is not None:
+                self.metrics.dr_predicted_shortfall_kw.labels(event_id).set(new.shortfall_kw)
+            old = self._predicted.get(event_id)
+            if (
+                old is not None
+                and old.ready == new.ready
+                and (
+                    abs(new.shortfall_kw - old.shortfall_kw) <= SHORTFALL_CHANGE_KW
+                    and abs(new.shortfall_kwh - old.shortfall_kwh) <= SHORTFALL_CHANGE_KWH
+                )
+            ):
+                continue
+            self._predicted[event_id] = new
+            changed = True
+            if not new.ready and (old is None or old.ready):
+                log.warning(
+                    "dr_event_predicted_short",
+                    id=event_id,
+                    shortfall_kw=round(new.shortfall_kw, 1),
+                    shortfall_kwh=round(new.shortfall_kwh, 1),
+                    reason="the plan cannot hold the event's limit with the batteries, PV "
+                    "and loads it has",
+                )
+            elif new.ready and old is not None and not old.ready:
+                log.info("dr_event_ready", id=event_id)
+        if changed:
+            self._notify()
+
+    def _forget(self, event_id: str) -> None:
+        """An event over or cancelled: its prediction and its metric label go."""
+        if self._predicted.pop(event_id, None) is not None and self.metrics is not None:
+            with contextlib.suppress(KeyError):
+                self.metrics.dr_predicted_shortfall_kw.remove(event_id)
+
+    def _readiness(self, event_id: str) -> dict[str, Any]:
+        p = self._predicted.get(event_id)
+        if p is None:  # not reached by the plan yet (beyond the horizon, or just accepted)
+            return {"predicted_shortfall_kw": None, "predicted_shortfall_kwh": None, "ready": None}
+        return {
+            "predicted_shortfall_kw": round(p.shortfall_kw, 2),
+            "predicted_shortfall_kwh": round(p.shortfall_kwh, 2),
+            "ready": p.ready,
+        }
+
     # -- status ---------------------------------------------------------------------------
 
     def events_now(self) -> list[StoredEvent]:
@@ -373,7 +444,12 @@ class DrService:
                 "export_event": self.active.export_event,
             },
             "events": [
-                {**s.event.to_json(), "active": s.event.active_at(now), "source": s.source}
+                {
+                    **s.event.to_json(),
+                    "active": s.event.active_at(now),
+                    "source": s.source,
+                    **self._readiness(s.event.id),
+                }
                 for s in [*active[:_LISTED], *coming[:_LISTED]]
             ],
             "events_active": len(active),

@@ -33,7 +33,13 @@ LOAD_RIG: dict[str, Any] = {
 
 def load_feeder(**overrides: Any) -> AbstractAsyncContextManager[Simulation]:
     """The load rig and the config a commissioning engineer would write, loads included."""
-    overrides = {"feeder": {"v_min_pu": 0.90}, **overrides}  # 4.4 MW: the far buses sag
+    overrides = {
+        "feeder": {"v_min_pu": 0.90},  # 4.4 MW: the far buses sag
+        # the interval alone: what is shed and by how much, not how the plan spreads a
+        # battery's energy over a day with the same limit all along (tests/optimizer has that)
+        "control": {"horizon_h": 0},
+        **overrides,
+    }
     return feeder(rig=LOAD_RIG, devices={"load": {"min_kw": MIN_KW}}, **overrides)
 
 
