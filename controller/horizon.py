@@ -23,7 +23,7 @@ predicted shortfall (the largest slack over its steps, kW, and the energy over t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -254,6 +254,7 @@ def horizon_forecast(
     reserve: PlanReserve | None = None,
     held_now_import_kw: float | None = None,
     held_now_export_kw: float | None = None,
+    pv_units: Collection[str] | None = None,
 ) -> Forecast:
     """The ``optimizer.Forecast`` of one interval's horizon (see the module docstring).
 
@@ -295,6 +296,11 @@ def horizon_forecast(
     if frames is not None and n > 1:
         load_kw = _rows(frames.load_kw, n)
         pv_kw = _rows(frames.pv_kw, n)
+        if pv_kw is not None and pv_units is not None:
+            # an inverter that did not answer this interval is not in the dispatch: its
+            # forecast goes with it (the dispatch refuses a forecast of a unit it lacks)
+            pv_kw = pv_kw[[c for c in pv_kw.columns if c in pv_units]]
+            pv_kw = pv_kw if pv_kw.shape[1] else None
     return Forecast(
         price=pd.Series(imp, index=index, dtype=float),
         export_price=export_price,

@@ -666,6 +666,7 @@ class Controller:
             reserve=self.reserve,
             held_now_import_kw=corr.import_limit_kw,
             held_now_export_kw=corr.export_limit_kw,
+            pv_units={u.name for u in inp.pv},
         )
         return dataclasses.replace(
             inp,

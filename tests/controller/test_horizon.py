@@ -198,6 +198,35 @@ def test_the_forecast_carries_prices_limits_and_frames() -> None:
     fc.check(spec.horizon)
 
 
+def test_an_inverter_missing_this_interval_leaves_the_forecast_with_it() -> None:
+    """A device down this interval is not in the dispatch; its forecast must not be either
+    (the dispatch refuses a forecast naming a unit it lacks: the daemon fell back to
+    proportional curtailment for as long as an inverter was silent)."""
+
+    class Frames:
+        load_kw = pd.DataFrame({2: [100.0] * 3, 3: [90.0] * 3})
+        pv_kw = pd.DataFrame({"pv18": [50.0] * 3, "pv22": [40.0] * 3})
+
+    spec = HorizonSpec(steps_s=(300.0, 300.0, 900.0), network_steps=1)
+    prices = step_prices(AT, spec.starts_s, spec.steps_s, default_per_kwh=0.2)
+
+    def forecast(units: set[str]) -> Any:
+        return horizon_forecast(
+            spec,
+            frames=Frames(),
+            prices=prices,
+            limits=None,
+            step0_import_limit_kw=None,
+            step0_export_limit_kw=None,
+            pv_units=units,
+        )
+
+    assert list(forecast({"pv22"}).pv_kw.columns) == ["pv22"]
+    assert forecast(set()).pv_kw is None
+    assert list(forecast({"pv18", "pv22"}).pv_kw.columns) == ["pv18", "pv22"]
+    assert list(forecast(set()).load_kw.columns) == [2, 3]
+
+
 def test_the_predicted_shortfall_of_each_event_from_the_plan() -> None:
     starts = (0.0, 300.0, 600.0, 1500.0, 2400.0)
     steps = (300.0, 300.0, 900.0, 900.0, 900.0)
