@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import json
 import math
 import zoneinfo
 from collections.abc import Sequence
@@ -31,8 +30,10 @@ from controller.config import TariffConfig
 from controller.config.outlook import minutes_of
 from controller.dr.events import (
     EventRejected,
-    _depth,  # the one JSON depth scan
+    json_object,
+    message_id,
     parse_time,
+    short,
 )
 
 __all__ = [
@@ -56,7 +57,6 @@ MAX_FEED_PERIODS = 2016
 """Periods in one list: a week of five-minute prices."""
 MAX_SPAN = timedelta(days=7)
 MAX_PRICE = 1000.0
-_ID_MAX = 128
 _PERIOD_KEYS = {"start", "end", "price"}
 
 
@@ -100,33 +100,16 @@ class PriceFeed:
         }
 
 
-def _short(text: str, limit: int = 80) -> str:
-    one = " ".join(text.split())
-    return one if len(one) <= limit else one[: limit - 3] + "..."
-
-
 def parse_price_feed(payload: bytes | str, *, now: datetime) -> PriceFeed:
     """Validate one ``<root>/price`` payload received at ``now``; see the module docstring."""
-    raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
-    if len(raw) > MAX_FEED_BYTES:
-        raise FeedRejected(f"payload larger than {MAX_FEED_BYTES} bytes")
-    if _depth(raw) > MAX_FEED_DEPTH:
-        raise FeedRejected(f"payload nested deeper than {MAX_FEED_DEPTH} levels")
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as err:
-        raise FeedRejected(f"not valid JSON: {_short(str(err))}") from None
-    if not isinstance(data, dict):
-        raise FeedRejected(f"payload must be a JSON object, got {type(data).__name__}")
-    feed_id = data.get("id")
-    if not isinstance(feed_id, str) or not feed_id.strip():
-        raise FeedRejected("'id' must be a non-empty string")
-    if len(feed_id) > _ID_MAX or any(not c.isprintable() for c in feed_id):
-        raise FeedRejected(f"'id' must be at most {_ID_MAX} printable characters")
+    data = json_object(
+        payload, max_bytes=MAX_FEED_BYTES, max_depth=MAX_FEED_DEPTH, reject=FeedRejected
+    )
+    feed_id = message_id(data, FeedRejected)
     try:
         unknown = sorted(set(data) - {"id", "import", "export"})
         if unknown:
-            raise FeedRejected(f"unknown key {_short(repr(unknown[0]), 40)}")
+            raise FeedRejected(f"unknown key {short(repr(unknown[0]), 40)}")
         if "import" not in data and "export" not in data:
             raise FeedRejected("give 'import' or 'export' (or both): lists of periods")
         imp = _periods(data.get("import", []), "import", now)
@@ -160,7 +143,7 @@ def _periods(value: object, key: str, now: datetime) -> tuple[PricePeriod, ...]:
             raise FeedRejected(f"{where} must be an object {{start, end, price}}")
         unknown = sorted(set(item) - _PERIOD_KEYS)
         if unknown:
-            raise FeedRejected(f"{where}: unknown key {_short(repr(unknown[0]), 40)}")
+            raise FeedRejected(f"{where}: unknown key {short(repr(unknown[0]), 40)}")
         missing = [k for k in ("start", "end", "price") if k not in item]
         if missing:
             raise FeedRejected(f"{where}: missing key {missing[0]!r}")
@@ -172,7 +155,7 @@ def _periods(value: object, key: str, now: datetime) -> tuple[PricePeriod, ...]:
         price = item["price"]
         if isinstance(price, bool) or not isinstance(price, int | float) or not _finite(price):
             raise FeedRejected(
-                f"{where}: 'price' must be a finite number, got {_short(repr(price), 40)}"
+                f"{where}: 'price' must be a finite number, got {short(repr(price), 40)}"
             )
         if abs(price) > MAX_PRICE:
             raise FeedRejected(f"{where}: 'price' {price:g} is outside ±{MAX_PRICE:g} per kWh")

@@ -100,20 +100,45 @@ def parse_time(value: object, key: str) -> datetime:
         at = datetime.fromisoformat(value)
     except (ValueError, OverflowError):
         raise EventRejected(
-            f"'{key}' is not an RFC 3339 timestamp: {_short(repr(value), 60)}"
+            f"'{key}' is not an RFC 3339 timestamp: {short(repr(value), 60)}"
         ) from None
     if at.tzinfo is None or at.utcoffset() is None:
-        raise EventRejected(f"'{key}' needs a time zone (Z or +hh:mm): {_short(repr(value), 60)}")
+        raise EventRejected(f"'{key}' needs a time zone (Z or +hh:mm): {short(repr(value), 60)}")
     return at
 
 
-def _event_id(data: dict[str, Any]) -> str:
+def message_id(data: dict[str, Any], reject: type[ValueError] = EventRejected) -> str:
+    """The ``id`` of a command-channel message (a DR event, a price feed): a non-empty string
+    of at most ``_ID_MAX`` printable characters, else ``reject(reason)``."""
     raw = data.get("id")
     if not isinstance(raw, str) or not raw.strip():
-        raise EventRejected("'id' must be a non-empty string")
+        raise reject("'id' must be a non-empty string")
     if len(raw) > _ID_MAX or any(not c.isprintable() for c in raw):
-        raise EventRejected(f"'id' must be at most {_ID_MAX} printable characters")
+        raise reject(f"'id' must be at most {_ID_MAX} printable characters")
     return raw
+
+
+def json_object(
+    payload: bytes | str,
+    *,
+    max_bytes: int,
+    max_depth: int,
+    reject: type[ValueError] = EventRejected,
+) -> dict[str, Any]:
+    """A command-channel payload as a JSON object, bounded before it is parsed: at most
+    ``max_bytes``, nesting at most ``max_depth``; else ``reject(reason)``, one line."""
+    raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
+    if len(raw) > max_bytes:
+        raise reject(f"payload larger than {max_bytes} bytes")
+    if _depth(raw) > max_depth:
+        raise reject(f"payload nested deeper than {max_depth} levels")
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise reject(f"not valid JSON: {short(str(err))}") from None
+    if not isinstance(data, dict):
+        raise reject(f"payload must be a JSON object, got {type(data).__name__}")
+    return data
 
 
 def _depth(text: bytes) -> int:
@@ -147,20 +172,10 @@ def parse_payload(
     """Validate one ``dr/event`` payload received at ``now``; see the module docstring."""
     bounds = bounds or EventBounds()
     if isinstance(payload, dict):
-        data: object = payload
+        data = payload
     else:
-        raw = payload.encode("utf-8", "surrogatepass") if isinstance(payload, str) else payload
-        if len(raw) > MAX_PAYLOAD_BYTES:
-            raise EventRejected(f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
-        if _depth(raw) > MAX_DEPTH:
-            raise EventRejected(f"payload nested deeper than {MAX_DEPTH} levels")
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError) as err:
-            raise EventRejected(f"not valid JSON: {_short(str(err))}") from None
-    if not isinstance(data, dict):
-        raise EventRejected(f"payload must be a JSON object, got {type(data).__name__}")
-    event_id = _event_id(data)
+        data = json_object(payload, max_bytes=MAX_PAYLOAD_BYTES, max_depth=MAX_DEPTH)
+    event_id = message_id(data)
     try:
         if "cancel" in data:
             if data["cancel"] is not True or set(data) != {"id", "cancel"}:
@@ -178,7 +193,7 @@ def _finite(value: float) -> bool:
         return False
 
 
-def _short(text: str, limit: int = 120) -> str:
+def short(text: str, limit: int = 120) -> str:
     """A sender's text as it may appear in a reason: bounded, on one line."""
     one = " ".join(text.split())
     return one if len(one) <= limit else one[: limit - 3] + "..."
@@ -187,7 +202,7 @@ def _short(text: str, limit: int = 120) -> str:
 def _event(data: dict[str, Any], event_id: str, now: datetime, bounds: EventBounds) -> DrEvent:
     unknown = sorted(set(data) - _KEYS)
     if unknown:
-        raise EventRejected(f"unknown key {_short(repr(unknown[0]), 40)}")
+        raise EventRejected(f"unknown key {short(repr(unknown[0]), 40)}")
     missing = [k for k in ("type", "kw", "start", "end") if k not in data]
     if missing:
         raise EventRejected(f"missing key {missing[0]!r}")
@@ -195,11 +210,11 @@ def _event(data: dict[str, Any], event_id: str, now: datetime, bounds: EventBoun
         kind = EventType(data["type"])
     except (ValueError, TypeError):
         allowed = ", ".join(t.value for t in EventType)
-        got = _short(repr(data["type"]), 40)
+        got = short(repr(data["type"]), 40)
         raise EventRejected(f"'type' must be one of {allowed}, got {got}") from None
     kw = data["kw"]
     if isinstance(kw, bool) or not isinstance(kw, int | float) or not _finite(kw):
-        raise EventRejected(f"'kw' must be a finite number, got {_short(repr(kw), 40)}")
+        raise EventRejected(f"'kw' must be a finite number, got {short(repr(kw), 40)}")
     if kw > bounds.max_kw:
         raise EventRejected(
             f"'kw' {kw:g} is more than this feeder can move (at most {bounds.max_kw:g} kW)"
@@ -210,10 +225,10 @@ def _event(data: dict[str, Any], event_id: str, now: datetime, bounds: EventBoun
         raise EventRejected(f"'kw' of an {kind.value} event must not be negative, got {kw!r}")
     priority = data.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int):
-        raise EventRejected(f"'priority' must be an integer, got {_short(repr(priority), 40)}")
+        raise EventRejected(f"'priority' must be an integer, got {short(repr(priority), 40)}")
     if not -MAX_PRIORITY <= priority <= MAX_PRIORITY:
         raise EventRejected(
-            f"'priority' must be within -{MAX_PRIORITY}..{MAX_PRIORITY}, got {_short(str(priority), 40)}"
+            f"'priority' must be within -{MAX_PRIORITY}..{MAX_PRIORITY}, got {short(str(priority), 40)}"
         )
     start = parse_time(data["start"], "start")
     end = parse_time(data["end"], "end")
