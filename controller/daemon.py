@@ -1,10 +1,11 @@
 """The composition root: one place assembles the daemon's parts and tears them down.
 
 ``async with Daemon.open(loaded, clock=...) as daemon`` builds, in order, the metrics, the
-device fleet (drivers and their shared links), the journal, the DR service, the price feed,
-the MQTT intake (when given settings; it also takes in ``<root>/price``), the forecaster
-(``[forecast]``) and the controller, and starts the background tasks in one
-``asyncio.TaskGroup`` with names (``feederd[site].mqtt``, ``feederd[site].device.NAME``). Then:
+device fleet (drivers and their shared links), the journal, the DR service (with its M&V
+assessor, ``controller.assessor``), the price feed, the MQTT intake (when given settings; it
+also takes in ``<root>/price``), the forecaster (``[forecast]``) and the controller, and
+starts the background tasks in one ``asyncio.TaskGroup`` with names (``feederd[site].mqtt``,
+``feederd[site].device.NAME``). Then:
 
 - ``await daemon.run(stop)`` runs the control loop (``feederd[site].control``) until ``stop``;
 - or the caller drives ``daemon.controller.cycle()`` itself (``feederd sim``, in simulated
@@ -29,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from controller.assessor import Assessor
 from controller.clock import Clock
 from controller.config import LoadedConfig
 from controller.dr.events import EventBounds
@@ -39,6 +41,7 @@ from controller.horizon import ForecasterLike
 from controller.journal import MEMORY, Journal
 from controller.loop import Controller
 from controller.metrics import Metrics
+from controller.performance import MvSettings
 from controller.pricefeed import PriceFeedService
 from controller.records import CycleRecord
 from devices.tasks import cancel_and_wait
@@ -163,6 +166,16 @@ class Daemon:
                 worker=worker,
             )
             stack.push_async_callback(dr.drain)
+            # M&V: each event assessed once over, on the DR service's worker thread
+            assessor = Assessor(
+                dr_journal,
+                settings=MvSettings.from_config(config),
+                clock=clock,
+                metrics=metrics,
+                worker=worker,
+            )
+            dr.record_listeners.append(assessor.cycle_done)
+            stack.push_async_callback(assessor.drain)
             prices = PriceFeedService(
                 clock=clock,
                 metrics=metrics,

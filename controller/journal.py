@@ -17,6 +17,10 @@ by default) with each bus's mean load and each inverter's mean PV available, as 
 pruned to the forecast's own retention (``prune_history``). ``plan`` holds one row, the latest
 dispatch plan, replaced every interval. Both arrived with format 4; an older journal gains
 them when opened.
+
+``performance`` (format 5) holds what each DR event delivered, one row per event and M&V
+baseline (``controller.performance``), pruned with the events; an older journal gains it when
+opened, like the tables before it.
 """
 
 from __future__ import annotations
@@ -36,10 +40,10 @@ from controller.dr.events import DrEvent, EventType
 from controller.dr.overlap import StoredEvent
 from controller.records import CycleRecord
 
-__all__ = ["HistorySlot", "Journal", "JournalError"]
+__all__ = ["HistorySlot", "Journal", "JournalError", "PerformanceRow"]
 
 MEMORY = ":memory:"
-_VERSION = 4
+_VERSION = 5
 MAX_RETENTION_DAYS = 3650
 
 _SCHEMA = """
@@ -80,6 +84,19 @@ CREATE TABLE IF NOT EXISTS plan (
     at TEXT NOT NULL,
     doc TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS performance (
+    event_id TEXT NOT NULL,
+    baseline TEXT NOT NULL,
+    assessed_at TEXT NOT NULL,
+    end_ts REAL NOT NULL,
+    delivered_kwh REAL,
+    requested_kwh REAL,
+    performance_ratio REAL,
+    days_used INTEGER NOT NULL,
+    adjustment REAL,
+    note TEXT,
+    PRIMARY KEY (event_id, baseline)
+);
 """
 _INDEXES = """
 CREATE INDEX IF NOT EXISTS dr_event_end ON dr_event (end_ts);
@@ -118,6 +135,25 @@ class HistorySlot:
     samples: int
     loads_kw: Mapping[int, float]
     pv_kw: Mapping[str, float]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PerformanceRow:
+    """What one DR event delivered against one M&V baseline (``controller.performance``):
+    energies in kWh and their ratio (None: not measurable), how many days the baseline
+    averaged, its same-day adjustment, its note; `end` is the event's end as assessed (its
+    cancellation when cancelled), `assessed_at` when."""
+
+    event_id: str
+    baseline: str
+    delivered_kwh: float | None
+    requested_kwh: float | None
+    performance_ratio: float | None
+    days_used: int = 0
+    adjustment: float | None = None
+    note: str | None = None
+    end: datetime
+    assessed_at: datetime
 
 
 class JournalError(Exception):
@@ -197,6 +233,7 @@ class Journal:
                 "DELETE FROM interval WHERE at < ?", (cutoff.astimezone(UTC).isoformat(),)
             )
             self._db.execute("DELETE FROM dr_event WHERE end_ts < ?", (_ts(cutoff),))
+            self._db.execute("DELETE FROM performance WHERE end_ts < ?", (_ts(cutoff),))
 
     def records(self, limit: int = 1000) -> list[dict[str, Any]]:
         rows = self._db.execute(
@@ -220,6 +257,80 @@ class Journal:
     def count(self) -> int:
         row = self._db.execute("SELECT count(*) FROM interval").fetchone()
         return int(row[0])
+
+    def meter(
+        self, since: datetime, until: datetime
+    ) -> list[tuple[float, float | None, float | None]]:
+        """``(UTC seconds, import_kw, import_limit_kw)`` of the intervals in ``[since,
+        until)``, in time order: the head meter alone, for M&V. SQLite reads the times (to
+        the millisecond); no record is decoded."""
+        rows: list[tuple[float, float | None, float | None]] = self._db.execute(
+            "SELECT (julianday(at) - 2440587.5) * 86400.0, import_kw, import_limit_kw"
+            " FROM interval WHERE at >= ? AND at < ? ORDER BY at",
+            (since.astimezone(UTC).isoformat(), until.astimezone(UTC).isoformat()),
+        ).fetchall()
+        return rows
+
+    # -- what DR events delivered (M&V) ---------------------------------------------------
+
+    def put_performance(self, rows: list[PerformanceRow]) -> None:
+        """Store an event's assessment, one row per baseline (replacing an earlier one)."""
+        with self._db:
+            self._db.executemany(
+                "INSERT OR REPLACE INTO performance (event_id, baseline, assessed_at, end_ts,"
+                " delivered_kwh, requested_kwh, performance_ratio, days_used, adjustment, note)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        r.event_id,
+                        r.baseline,
+                        r.assessed_at.isoformat(),
+                        _ts(r.end),
+                        r.delivered_kwh,
+                        r.requested_kwh,
+                        r.performance_ratio,
+                        r.days_used,
+                        r.adjustment,
+                        r.note,
+                    )
+                    for r in rows
+                ],
+            )
+
+    def performance(self, last_events: int = 10) -> list[PerformanceRow]:
+        """The assessments of the ``last_events`` events that ended last, oldest first."""
+        rows = self._db.execute(
+            "SELECT event_id, baseline, assessed_at, end_ts, delivered_kwh, requested_kwh,"
+            " performance_ratio, days_used, adjustment, note FROM performance WHERE event_id IN"
+            " (SELECT event_id FROM performance GROUP BY event_id ORDER BY max(end_ts) DESC,"
+            " event_id LIMIT ?) ORDER BY end_ts, event_id, baseline",
+            (last_events,),
+        ).fetchall()
+        return [
+            PerformanceRow(
+                event_id=r[0],
+                baseline=r[1],
+                assessed_at=datetime.fromisoformat(r[2]),
+                end=datetime.fromtimestamp(r[3], UTC),
+                delivered_kwh=r[4],
+                requested_kwh=r[5],
+                performance_ratio=r[6],
+                days_used=r[7],
+                adjustment=r[8],
+                note=r[9],
+            )
+            for r in rows
+        ]
+
+    def unassessed_events(self, ended_before: datetime) -> list[StoredEvent]:
+        """The events with no assessment that ended (or were cancelled) before
+        ``ended_before``, the earliest end first."""
+        found = self._select(
+            "WHERE (end_ts < ? OR cancelled_at IS NOT NULL) AND id NOT IN"
+            " (SELECT event_id FROM performance) ORDER BY end_ts, seq",
+            _ts(ended_before),
+        )
+        return [s for s in found if min(s.event.end, s.cancelled_at or s.event.end) < ended_before]
 
     # -- the forecasts' history, and the plan ------------------------------------------------
 

@@ -303,6 +303,29 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        # M&V: what the last DR events delivered, per baseline (issue 16; the last
+        # controller.assessor.SHOWN events assessed, older labels removed)
+        self.dr_delivered_kwh = Gauge(
+            "feederd_dr_delivered_kwh",
+            "Energy a DR event delivered: its baseline less the measured import, summed over "
+            "the event (kWh; NaN: not measurable).",
+            ["event", "baseline"],
+            registry=r,
+        )
+        self.dr_requested_kwh = Gauge(
+            "feederd_dr_requested_kwh",
+            "Energy a DR event asked for against the baseline: reduce_by its kW, import_limit "
+            "the baseline above the limit, summed over the event (kWh; NaN: not measurable).",
+            ["event", "baseline"],
+            registry=r,
+        )
+        self.dr_performance_ratio = Gauge(
+            "feederd_dr_performance_ratio",
+            "Delivered over requested energy of a DR event against the baseline (1: as asked; "
+            "NaN: nothing requested or measurable).",
+            ["event", "baseline"],
+            registry=r,
+        )
         self.price_feed_messages = Counter(
             "feederd_price_feed_messages",
             "Price-feed messages by decision (accepted, rejected).",

@@ -8,6 +8,11 @@ curtailment, voltages, timings, the state estimate's residual, voltages and bad 
 ``plan_table(plan)`` is the last plan hour by hour (``controller.plan``: import, the limit
 held, state of charge, curtailment, shortfall), ``event_table(plan)`` the DR events it sees
 coming and ``forecast_error_table(plan)`` the forecasts' error when it was made.
+
+``performance_table(perf)`` is what one DR event delivered against each M&V baseline
+(``controller.performance``), ``performance_intervals(perf)`` the same interval by interval and
+``performance_plot(perf, path)`` draws the baselines, the measured import and the limit with the
+event shaded.
 """
 
 from __future__ import annotations
@@ -15,14 +20,27 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from controller.plan import PLAN_HOURS, Plan, PlanStep
 from controller.records import COMPLIANCE_TOLERANCE, within_limits
 
-__all__ = ["event_table", "forecast_error_table", "frame", "plan_table", "plots", "summary"]
+if TYPE_CHECKING:
+    from controller.performance import EventPerformance
+
+__all__ = [
+    "event_table",
+    "forecast_error_table",
+    "frame",
+    "performance_intervals",
+    "performance_plot",
+    "performance_table",
+    "plan_table",
+    "plots",
+    "summary",
+]
 
 
 def frame(records: Sequence[dict[str, Any]]) -> pd.DataFrame:
@@ -229,3 +247,95 @@ def forecast_error_table(plan: Plan) -> pd.DataFrame:
         ]
     )
     return _numeric(df, "quantity", "horizon", "samples")
+
+
+# -- what a DR event delivered (M&V) -------------------------------------------------------------
+
+
+def performance_table(perf: EventPerformance) -> pd.DataFrame:
+    """One row per baseline: delivered and requested kWh, their ratio, the days the baseline
+    averaged, its same-day adjustment and its note (None: not measurable, shown as ``-``)."""
+    df = pd.DataFrame(
+        [
+            {
+                "baseline": s.baseline,
+                "delivered kWh": s.delivered_kwh,
+                "requested kWh": s.requested_kwh,
+                "ratio": s.performance_ratio,
+                "days": len(s.days_used) if s.baseline == "10of10" else None,
+                "adjustment": s.adjustment,
+                "note": s.note or "",
+            }
+            for s in perf.summary
+        ]
+    )
+    return _numeric(df, "baseline", "note")
+
+
+def performance_intervals(perf: EventPerformance) -> pd.DataFrame:
+    """The event interval by interval: measured import, the limit held and, per baseline, the
+    baseline, the delivered and the requested kW (NaN: not known)."""
+    df = perf.intervals.copy()
+    df.index = df.index.rename("time (UTC)")
+    return df
+
+
+def performance_plot(perf: EventPerformance, path: Path) -> Path:
+    """A PNG of the event: each baseline, the measured import and the limit held, around the
+    event (the windows the baselines read), the event's span shaded."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates  # noqa: PLC0415
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(10, 4))
+    ctx = perf.context
+    span = mdates.date2num([perf.start, perf.end])  # type: ignore[no-untyped-call]
+    ax.axvspan(float(span[0]), float(span[1]), color="tab:orange", alpha=0.12, label="event")
+    # each value holds over its interval: drawn as steps, the last to the interval's end
+    if not ctx.empty:
+        t = _with_end(pd.DatetimeIndex(ctx.index), None)
+        for column, style in (
+            ("measured_kw", {"color": "black", "lw": 1.2, "label": "measured import"}),
+            ("limit_kw", {"color": "tab:red", "ls": "--", "label": "import limit"}),
+        ):
+            values = ctx[column].to_numpy(dtype=float)
+            ax.step(t, [*values, values[-1]], where="post", **style)
+    looks = (("tab:blue", "-"), ("tab:green", "-."), ("tab:purple", ":"))
+    t = _with_end(pd.DatetimeIndex(perf.intervals.index), perf.end)
+    for s, (colour, ls) in zip(perf.summary, looks, strict=False):
+        column = f"baseline_kw_{s.baseline}"
+        if column in perf.intervals and len(perf.intervals):
+            values = perf.intervals[column].to_numpy(dtype=float)
+            ax.step(
+                t,
+                [*values, values[-1]],
+                where="post",
+                color=colour,
+                ls=ls,
+                lw=1.6,
+                label=s.baseline,
+            )
+    event = perf.event.event
+    ax.set_title(f"DR event {event.id} ({event.type.value} {event.kw:g} kW): baselines")
+    ax.set_ylabel("kW")
+    ax.set_xlabel("UTC")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _with_end(index: pd.DatetimeIndex, end: datetime | None) -> pd.DatetimeIndex:
+    """The interval starts and where the last interval ends (``end``, else one usual step
+    after it), for a step plot."""
+    if len(index) == 0:
+        return index
+    if end is None:
+        step = pd.Series(index).diff().median() if len(index) > 1 else pd.Timedelta(0)
+        end = index[-1] + (step if isinstance(step, pd.Timedelta) else pd.Timedelta(0))
+    return pd.DatetimeIndex(index.append(pd.DatetimeIndex([pd.Timestamp(end)])))

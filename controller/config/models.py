@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # loaded when a config is: `feederd event --journal` needs ne
     pass
 
 from controller.config.errors import short_value
-from controller.config.outlook import ForecastConfig, TariffConfig
+from controller.config.outlook import ForecastConfig, TariffConfig, TimeZone
 
 
 class _Strict(BaseModel):
@@ -569,6 +569,35 @@ class JournalConfig(_Strict):
     retention_days: Annotated[int, Field(ge=1, le=3650)] = 30
 
 
+class MvConfig(_Strict):
+    """M&V: the baselines each DR event is assessed against (``optimizer.baselines``,
+    ``controller.performance``)."""
+
+    # "10 of 10": the mean of the same local hours on the last `days` eligible days (same day
+    # type, no DR event, measured) among the `lookback_days` before the event ...
+    days: Annotated[int, Field(ge=1, le=60)] = 10
+    lookback_days: Annotated[int, Field(ge=1, le=366)] = 45
+    # ... scaled by the same-day adjustment: the import measured over `adjustment_hours` that
+    # end `adjustment_gap_h` before the start over the baseline's, capped to 1 ± the cap
+    adjustment_hours: Annotated[float, Field(ge=0.0, le=24.0)] = 3.0
+    adjustment_gap_h: Annotated[float, Field(ge=0.0, le=24.0)] = 1.0
+    adjustment_cap: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.2
+    # "meter before / meter after": the mean import over this many minutes before the start,
+    # and after the end (from after_gap_min past it, to skip the rebound), interpolated
+    meter_window_min: Annotated[float, Field(gt=0.0, le=1440.0)] = 30.0
+    after_gap_min: Annotated[float, Field(ge=0.0, le=1440.0)] = 0.0
+    # the local time of day and day type of the baselines; unset: [forecast] timezone
+    timezone: TimeZone | None = None
+
+    @model_validator(mode="after")
+    def _days(self) -> MvConfig:
+        if self.days > self.lookback_days:
+            raise ValueError(
+                f"'days' ({self.days}) is more than 'lookback_days' ({self.lookback_days})"
+            )
+        return self
+
+
 class Config(_Strict):
     site: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
     interval_s: Annotated[float, Field(ge=0.2, le=3600)] = 5.0
@@ -584,6 +613,8 @@ class Config(_Strict):
     # time-of-use prices for the horizon (unset: dr.price_per_kwh at every step)
     tariff: TariffConfig | None = None
     forecast: ForecastConfig = ForecastConfig()
+    # M&V: what each DR event delivered against the baselines
+    mv: MvConfig = MvConfig()
     # on SIGTERM: "revert" leaves each control to its revert timer; "release" also disables
     # the controls (PV limit off, battery idle) before exiting
     on_stop: Literal["revert", "release"] = "revert"

@@ -138,7 +138,7 @@ def test_a_format_3_journal_migrates(tmp_path: Path) -> None:
     db.close()
     journal = Journal(path)
     assert journal.records() == [{"cycle": 1}]
-    assert journal._db.execute("PRAGMA user_version").fetchone()[0] == 4
+    assert journal._db.execute("PRAGMA user_version").fetchone()[0] == 5
     assert journal.last_plan() is None
     journal.put_plan({"at": "2026-03-01T00:00:00+00:00", "steps": [{"import_kw": 1.0}]}, START)
     journal.put_plan({"at": "2026-03-01T00:05:00+00:00", "steps": []}, START)
