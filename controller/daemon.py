@@ -26,7 +26,7 @@ import functools
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -44,6 +44,9 @@ from controller.metrics import Metrics
 from controller.performance import MvSettings
 from controller.pricefeed import PriceFeedService
 from controller.records import CycleRecord
+
+if TYPE_CHECKING:
+    from controller.openadr.ven import Ven
 from devices.tasks import cancel_and_wait
 
 __all__ = ["STOP_GRACE_S", "Daemon", "ReleaseReport"]
@@ -113,6 +116,8 @@ class Daemon:
         self._tasks = tasks
         self._stop = stop
         self._background: list[asyncio.Task[None]] = []
+        self.ven: Ven | None = None
+        """The OpenADR VEN (``[openadr] enabled``)."""
 
     @property
     def site(self) -> str:
@@ -196,6 +201,16 @@ class Daemon:
                 price_status = mqtt.price_status_topic
                 prices.listeners.append(functools.partial(intake.publish_retained, price_status))
                 intake.publish_retained(price_status, prices.status())
+            ven = None
+            if config.openadr.enabled:  # the OpenADR VEN: the utility's events in
+                from controller.openadr.settings import ven_settings  # noqa: PLC0415
+                from controller.openadr.ven import Ven  # noqa: PLC0415
+
+                settings = ven_settings(config, source=loaded.source, base_dir=loaded.base_dir)
+                if settings is not None:
+                    ven = Ven(settings, dr=dr, clock=clock, metrics=metrics, site=config.site)
+                    dr.listeners.append(ven.status_changed)
+                    dr.record_listeners.append(ven.record)
             # the forecaster's work runs on a thread of its own too: its own connection
             forecast_journal = journal.sibling()
             stack.callback(forecast_journal.close)
@@ -228,8 +243,11 @@ class Daemon:
                 stop=stop,
             )
             stack.push_async_callback(daemon._stop_background)  # runs before the group exits
+            daemon.ven = ven
             if intake is not None:
                 daemon._start(intake.run(stop), "mqtt")
+            if ven is not None:
+                daemon._start(ven.run(stop), "openadr")
             for name, device in fleet.background():
                 daemon._start(device.serve(stop), f"device.{name}")
             yield daemon

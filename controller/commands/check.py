@@ -83,6 +83,18 @@ def _check(loaded: LoadedConfig) -> int:
             f"note: {len(loads)} load(s) revert to their full draw (up to {shed:g} kW more "
             "import) if feederd stops rewriting them; the import limit then relies on the daemon"
         )
+    o = cfg.openadr
+    if o.enabled:
+        levels = [
+            f"{n}: {lv.type} {lv.kw:g} kW"
+            for n in (1, 2, 3)
+            if (lv := o.simple.level(n)) is not None
+        ]
+        print(
+            f"openadr: VEN {o.ven_name!r} -> {o.vtn_url}; SIMPLE "
+            + ("; ".join(levels) if levels else "levels unset (refused)")
+            + "; LOAD_DISPATCH setpoint/delta"
+        )
     for note in loaded.notes:
         print(f"note: {note}")
     return 0

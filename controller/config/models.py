@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # loaded when a config is: `feederd event --journal` needs ne
     pass
 
 from controller.config.errors import short_value
+from controller.config.openadr import OpenAdrConfig
 from controller.config.outlook import ForecastConfig, TariffConfig, TimeZone
 
 
@@ -613,6 +614,8 @@ class Config(_Strict):
     # time-of-use prices for the horizon (unset: dr.price_per_kwh at every step)
     tariff: TariffConfig | None = None
     forecast: ForecastConfig = ForecastConfig()
+    # the OpenADR 2.0b VEN: DR events from the utility's VTN
+    openadr: OpenAdrConfig = OpenAdrConfig()
     # M&V: what each DR event delivered against the baselines
     mv: MvConfig = MvConfig()
     # on SIGTERM: "revert" leaves each control to its revert timer; "release" also disables

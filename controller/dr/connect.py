@@ -233,4 +233,8 @@ def check_secrets(
         metrics_tls_files(config, source=source, base_dir=base_dir, notes=notes)
     if config.mqtt.enabled:
         mqtt_secrets(config, source=source, base_dir=base_dir, notes=notes)
+    if config.openadr.enabled:
+        from controller.openadr.settings import check_openadr  # noqa: PLC0415
+
+        check_openadr(config, source=source, base_dir=base_dir, notes=notes)
     return tuple(notes or ())

@@ -404,6 +404,10 @@ class DrService:
             with contextlib.suppress(KeyError):
                 self.metrics.dr_predicted_shortfall_kw.remove(event_id)
 
+    def prediction(self, event_id: str) -> EventOutlook | None:
+        """The plan's last published prediction for an event (``None``: not reached yet)."""
+        return self._predicted.get(event_id)
+
     def _readiness(self, event_id: str) -> dict[str, Any]:
         p = self._predicted.get(event_id)
         if p is None:  # not reached by the plan yet (beyond the horizon, or just accepted)

@@ -1,0 +1,141 @@
+"""From ``[openadr]`` to ready ``VenSettings``: secrets read from files, TLS loaded once.
+
+The certificate, key, passphrase, CA and fingerprint files may be ``credential:NAME`` (systemd
+``LoadCredential=``); relative paths start next to the config. Everything is read and loaded here,
+once, before the event loop serves anything (loading certificates blocks). ``check_openadr`` is
+what ``load_config`` runs, so ``feederd check``, ``run`` and a reload refuse the same things.
+"""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from controller.config import SECRET_MAX_BYTES, Config, ConfigError, FileRefused, read_limited
+from controller.config.openadr import SimpleLevels, _fingerprint
+from controller.dr.connect import secret_path
+
+__all__ = ["VenSettings", "check_openadr", "ven_settings"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VenSettings:
+    vtn_url: str
+    ven_name: str
+    ven_id: str | None
+    cert_pem: bytes | None
+    key_pem: bytes | None
+    passphrase: str | None
+    tls: ssl.SSLContext
+    vtn_fingerprint: str
+    poll_s: float
+    poll_min_s: float
+    request_timeout_s: float
+    priority: int
+    market_contexts: tuple[str, ...]
+    simple: SimpleLevels
+    sign: bool
+
+
+def _read(
+    value: str, *, source: str, key: str, base_dir: Path | None, notes: list[str] | None
+) -> tuple[Path, bytes] | None:
+    path = secret_path(value, source=source, key=key, base_dir=base_dir, notes=notes)
+    if path is None:
+        return None
+    try:
+        return path, read_limited(path, limit=SECRET_MAX_BYTES)
+    except FileRefused as err:
+        raise ConfigError(source, key, str(err)) from None
+
+
+def _text(data: bytes, *, source: str, key: str) -> str:
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError as err:
+        raise ConfigError(source, key, f"not valid UTF-8 (byte {err.start})") from None
+
+
+def ven_settings(
+    config: Config, *, source: str, base_dir: Path | None = None, notes: list[str] | None = None
+) -> VenSettings | None:
+    """The VEN's settings (``None`` when ``[openadr]`` is off, or, with ``notes``, when a
+    credential cannot be read here); every problem is a ``ConfigError`` naming the key."""
+    o = config.openadr
+    if not o.enabled or o.vtn_url is None or o.ven_name is None:
+        return None
+    p = "openadr."
+
+    def read(value: str | None, key: str) -> tuple[Path, bytes] | None:
+        if value is None:
+            return None
+        return _read(value, source=source, key=p + key, base_dir=base_dir, notes=notes)
+
+    cert = read(o.cert_file, "cert_file")
+    key = read(o.key_file, "key_file")
+    passphrase_file = read(o.key_passphrase_file, "key_passphrase_file")
+    ca = read(o.ca_file, "ca_file")
+    fingerprint_file = read(o.vtn_fingerprint_file, "vtn_fingerprint_file")
+    unreadable = any(
+        v is not None and r is None
+        for v, r in (
+            (o.cert_file, cert),
+            (o.key_file, key),
+            (o.key_passphrase_file, passphrase_file),
+            (o.ca_file, ca),
+            (o.vtn_fingerprint_file, fingerprint_file),
+        )
+    )
+    if unreadable:  # a systemd credential, noted by secret_path
+        return None
+    passphrase = (
+        None
+        if passphrase_file is None
+        else _text(passphrase_file[1], source=source, key=p + "key_passphrase_file")
+    )
+    if fingerprint_file is not None:
+        raw = _text(fingerprint_file[1], source=source, key=p + "vtn_fingerprint_file")
+        try:
+            fingerprint = _fingerprint(raw)
+        except ValueError as err:
+            raise ConfigError(source, p + "vtn_fingerprint_file", str(err)) from None
+    else:
+        assert o.vtn_fingerprint is not None  # the model requires one of the two
+        fingerprint = o.vtn_fingerprint
+    fingerprint = ":".join(fingerprint.split(":")[-10:])  # OpenADR's: the digest's last 10 bytes
+    try:
+        context = ssl.create_default_context(cafile=None if ca is None else str(ca[0]))
+    except (OSError, ssl.SSLError, ValueError) as err:
+        raise ConfigError(source, p + "ca_file", f"cannot load CA: {err}") from None
+    context.check_hostname = o.check_hostname
+    if cert is not None and key is not None:
+        try:
+            context.load_cert_chain(str(cert[0]), str(key[0]), password=passphrase)
+        except (OSError, ssl.SSLError, ValueError) as err:
+            raise ConfigError(
+                source, p + "cert_file", f"cannot load the VEN's certificate and key: {err}"
+            ) from None
+    return VenSettings(
+        vtn_url=o.vtn_url,
+        ven_name=o.ven_name,
+        ven_id=o.ven_id,
+        cert_pem=None if cert is None else cert[1],
+        key_pem=None if key is None else key[1],
+        passphrase=passphrase,
+        tls=context,
+        vtn_fingerprint=fingerprint,
+        poll_s=o.poll_s,
+        poll_min_s=o.poll_min_s,
+        request_timeout_s=o.request_timeout_s,
+        priority=o.priority,
+        market_contexts=tuple(o.market_contexts),
+        simple=o.simple,
+        sign=o.sign,
+    )
+
+
+def check_openadr(config: Config, *, source: str, base_dir: Path, notes: list[str] | None) -> None:
+    """What ``run`` will read for the VEN, read and loaded the same way."""
+    if config.openadr.enabled:
+        ven_settings(config, source=source, base_dir=base_dir, notes=notes)
