@@ -105,7 +105,10 @@ class _ReportRequest:
     r_ids: tuple[str, ...]
     every_s: float
     """Send every this many seconds (0: once, at the next reading)."""
+    granularity_s: float = 0.0
+    """One reading per this many seconds (never finer than the control interval)."""
     due: datetime | None = None
+    next_sample: datetime | None = None
     readings: list[tuple[datetime, str, float]] = field(default_factory=list)
 
 
@@ -758,6 +761,7 @@ class Ven:
                     name=report.report_name.replace("METADATA_", ""),
                     r_ids=tuple(p for p in points if p in known) or tuple(sorted(known)),
                     every_s=every,
+                    granularity_s=max(granularity.total_seconds(), 0.0),
                 )
                 log.info("openadr_report_requested", report=report.report_name, every_s=every)
             except (KeyError, TypeError, AttributeError):
@@ -803,11 +807,13 @@ class Ven:
         }
         due = False
         for req in self.requests.values():
-            for r_id in req.r_ids:
-                v = values.get(r_id)
-                if v is not None:
-                    req.readings.append((now, r_id, float(v)))
-            del req.readings[:-MAX_READINGS]
+            if req.next_sample is None or now >= req.next_sample:  # at the VTN's granularity
+                req.next_sample = now + timedelta(seconds=req.granularity_s)
+                for r_id in req.r_ids:
+                    v = values.get(r_id)
+                    if v is not None:
+                        req.readings.append((now, r_id, float(v)))
+                del req.readings[:-MAX_READINGS]
             if req.due is None:
                 req.due = now + timedelta(seconds=req.every_s)
             if now >= req.due:
