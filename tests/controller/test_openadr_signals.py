@@ -169,7 +169,8 @@ def test_a_modification_during_the_event_keeps_only_what_is_to_come() -> None:
 
 def test_cancellation_and_completion_ask_nothing() -> None:
     cancel = map_event(event(1, status="cancelled", mod=2), now=NOW, simple=LEVELS, priority=0)
-    assert cancel.cancelled and cancel.payloads == ()
+    assert cancel.cancelled
+    assert cancel.payloads == ()
     done = map_event(
         event(1, start=NOW - timedelta(hours=2), status="completed"),
         now=NOW,
