@@ -50,6 +50,8 @@ from controller.dr.service import DrService
 from controller.metrics import Metrics
 from controller.openadr.settings import VenSettings
 from controller.openadr.signals import (
+    DEPLOYMENT_ERROR,
+    INVALID_DATA,
     NOT_ALLOWED,
     EventKey,
     Mapped,
@@ -474,17 +476,12 @@ class Ven:
             self.registered = False
             log.info("openadr_reregistration_requested")
         elif kind == "oadrCancelPartyRegistration":
-            message = c._create_message(
+            await self._ack(
+                "EiRegisterParty",
                 "oadrCanceledPartyRegistration",
-                response={
-                    "response_code": 200,
-                    "response_description": "OK",
-                    "request_id": payload.get("request_id"),
-                },
-                ven_id=c.ven_id,
+                payload.get("request_id"),
                 registration_id=c.registration_id,
             )
-            await c._perform_request("EiRegisterParty", message)
             self.registered = False
             self._hold_off = True
             self._set_gauge("openadr_registered", 0)
@@ -493,20 +490,23 @@ class Ven:
                 retry_s=BACKOFF_MAX_S,
                 held_events=sorted(self.held),
             )
-        elif kind == "oadrRegisterReport":
-            message = c._create_message(
-                "oadrRegisteredReport",
-                report_requests=[],
-                ven_id=c.ven_id,
-                response={
-                    "response_code": 200,
-                    "response_description": "OK",
-                    "request_id": payload.get("request_id"),
-                },
+        elif kind == "oadrRegisterReport":  # the VTN's own reports: none wanted
+            await self._ack(
+                "EiReport", "oadrRegisteredReport", payload.get("request_id"), report_requests=[]
             )
-            await c._perform_request("EiReport", message)
         elif kind not in ("oadrResponse", ""):
             log.info("openadr_message_ignored", type=kind)
+
+    async def _ack(self, service: str, message_type: str, request_id: Any, **fields: Any) -> None:
+        """Answer a VTN's request with ``message_type`` (response 200, its request id)."""
+        c = self.client
+        message = c._create_message(
+            message_type,
+            response={"response_code": 200, "response_description": "OK", "request_id": request_id},
+            ven_id=c.ven_id,
+            **fields,
+        )
+        await c._perform_request(service, message)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -563,15 +563,20 @@ class Ven:
     def _reject(
         self, key: EventKey | None, err: Refused, responses: list[dict[str, Any]], request_id: Any
     ) -> None:
+        code, reason, opt = self._refuse(key, err.code, err.reason)
+        if key is not None:
+            responses.append(_response(key, code, reason, opt, request_id))
+
+    def _refuse(self, key: EventKey | None, code: int, reason: str) -> tuple[int, str, str]:
+        """An event refused: counted, logged, and answered ``optOut`` with the reason."""
         self._count("openadr_events", "rejected")
         log.warning(
             "openadr_event_rejected",
             vtn_event=None if key is None else key.event_id,
-            code=err.code,
-            reason=err.reason,
+            code=code,
+            reason=reason,
         )
-        if key is not None:
-            responses.append(_response(key, err.code, err.reason, "optOut", request_id))
+        return code, reason, "optOut"
 
     async def _decide(self, event: Mapping[str, Any], key: EventKey) -> tuple[int, str, str] | None:
         """(status code, description, opt) for one event; ``None``: no answer (completed)."""
@@ -588,11 +593,7 @@ class Ven:
         except Refused as err:
             if held is not None and held.key == key:  # a repeat of one taken before
                 return 200, "OK", held.opt
-            self._count("openadr_events", "rejected")
-            log.warning(
-                "openadr_event_rejected", vtn_event=key.event_id, code=err.code, reason=err.reason
-            )
-            return err.code, err.reason, "optOut"
+            return self._refuse(key, err.code, err.reason)
         if mapped.status == "completed":
             if held is not None:
                 self.held.pop(key.event_id, None)
@@ -611,32 +612,19 @@ class Ven:
             )
         clash = self._overlap(mapped)
         if clash is not None:
-            self._count("openadr_events", "rejected")
-            log.warning(
-                "openadr_event_rejected", vtn_event=key.event_id, code=NOT_ALLOWED, reason=clash
-            )
-            return NOT_ALLOWED, clash, "optOut"
+            return self._refuse(key, NOT_ALLOWED, clash)
         try:  # every payload checked before any is stored: all or nothing
             for p in mapped.payloads:
                 parse_payload(p, now=now, bounds=self.dr.bounds)
         except EventRejected as err:
-            self._count("openadr_events", "rejected")
-            log.warning(
-                "openadr_event_rejected", vtn_event=key.event_id, code=454, reason=err.reason
-            )
-            return 454, err.reason, "optOut"
+            return self._refuse(key, INVALID_DATA, err.reason)
         taken: list[str] = []
         for p in mapped.payloads:
             decision = await self.dr.submit_async(p, source="openadr")
             if decision.result != "accepted":
                 for done in taken:
                     await self.dr.submit_async({"id": done, "cancel": True}, source="openadr")
-                self._count("openadr_events", "rejected")
-                reason = decision.reason or "refused"
-                log.warning(
-                    "openadr_event_rejected", vtn_event=key.event_id, code=469, reason=reason
-                )
-                return 469, reason, "optOut"
+                return self._refuse(key, DEPLOYMENT_ERROR, decision.reason or "refused")
             taken.append(p["id"])
         new = _Held(key=key, ids=tuple(taken), window=mapped.window, opt="optIn")
         if held is not None:
@@ -782,18 +770,9 @@ class Ven:
     async def _cancel_report(self, payload: Mapping[str, Any]) -> None:
         rid = str(payload.get("report_request_id"))
         self.requests.pop(rid, None)
-        c = self.client
-        message = c._create_message(
-            "oadrCanceledReport",
-            response={
-                "response_code": 200,
-                "response_description": "OK",
-                "request_id": payload.get("request_id"),
-            },
-            ven_id=c.ven_id,
-            report_request_id=rid,
+        await self._ack(
+            "EiReport", "oadrCanceledReport", payload.get("request_id"), report_request_id=rid
         )
-        await c._perform_request("EiReport", message)
 
     def record(self, record: CycleRecord) -> None:
         """One interval: its readings join each report request, and those due are sent."""
