@@ -355,7 +355,9 @@ class Metrics:
             registry=r,
         )
         self.openadr_opts = Counter(
-            "feederd_openadr_opts", "Opt responses sent to the VTN (optIn, optOut).", ["opt"],
+            "feederd_openadr_opts",
+            "Opt responses sent to the VTN (optIn, optOut).",
+            ["opt"],
             registry=r,
         )
         self.openadr_reports = Counter(

@@ -90,6 +90,7 @@ __all__ = [
     "DEFAULT_DATE",
     "FAULT_KINDS",
     "HORIZON_SCENARIOS",
+    "MV_SCENARIOS",
     "V_BUSBAR_PU",
     "DaysSpec",
     "DrEvent",
@@ -121,7 +122,10 @@ HORIZON_SCENARIOS = ("announced_evening_event", "two_evening_caps")
 """The scenarios that span most of a day or days, at five-minute intervals: events announced
 hours ahead or only as they start, a tariff, the days unlike each other
 (``benchmarks/horizon_scenarios.py``)."""
-ALL_SCENARIOS = BUNDLED_SCENARIOS + HORIZON_SCENARIOS
+MV_SCENARIOS = ("mv_fortnight",)
+"""The scenarios that grade the M&V baselines: ordinary days enough for "10 of 10", then an
+event (``benchmarks/mv_baselines.py`` runs each with and without it)."""
+ALL_SCENARIOS = BUNDLED_SCENARIOS + HORIZON_SCENARIOS + MV_SCENARIOS
 
 
 class ScenarioError(Exception):
