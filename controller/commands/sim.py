@@ -178,6 +178,7 @@ def _scenario(
     control: dict[str, Any] | None = None,
 ) -> int:
     from controller.cli import UsageError  # noqa: PLC0415
+    from controller.commands.rig.counterfactual import journaled, remove_journal  # noqa: PLC0415
     from controller.commands.rig.scenario import run_scenario, write_results  # noqa: PLC0415
     from controller.logs import configure_logging  # noqa: PLC0415
     from hil.scenario import ScenarioError, load_scenario  # noqa: PLC0415
@@ -199,6 +200,12 @@ def _scenario(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UsageError(f"--out {out_dir}: cannot create folder: {err.strerror or err}") from None
+    journal: Path | None = None
+    if not (scenario.controller.get("journal") or {}).get("path"):
+        # the daemon's journal beside the results: `feederd report --journal ... --event ID`
+        journal = out_dir / "journal.sqlite"
+        remove_journal(journal)
+        scenario = journaled(scenario, journal)
     n = int(scenario.duration_s // scenario.interval_s)
     print(
         f"feederd sim: {scenario.name} from {scenario.start}, {scenario.duration_s / 3600:g} h"
@@ -235,6 +242,12 @@ def _scenario(
         file=stream,
     )
     print(f"  wrote {', '.join(p.name for p in paths)} to {out_dir}", file=stream, flush=True)
+    if journal is not None:
+        print(
+            f"  the daemon's journal: {journal} (feederd report --journal {journal} [--event ID])",
+            file=stream,
+            flush=True,
+        )
     return 0
 
 

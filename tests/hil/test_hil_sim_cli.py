@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from controller.cli import main
+from controller.journal import Journal
 from devices import ModbusTcpLink, RegisterMapLoad, load_register_map
 from tests.support.net import free_block
 
@@ -70,6 +71,18 @@ def test_sim_runs_a_scenario_and_writes_results(
     stale = next(r for r in records if r["event"] == "device_stale")
     assert stale["missed_intervals"] == 3
     assert stale["level"] == "error"
+    # the daemon's journal is kept beside the results: the event's M&V reads it
+    journal = out / "journal.sqlite"
+    assert str(journal) in printed
+    assert main(["event", "list", "--journal", str(journal)]) == 0
+    capsys.readouterr()
+    stored = Journal(journal)
+    ids = [s.event.id for s in stored.events()]
+    stored.close()
+    assert len(ids) == 1
+    assert main(["report", "--journal", str(journal), "--event", ids[0], "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["event"]["id"] == ids[0]
 
 
 @pytest.mark.parametrize(

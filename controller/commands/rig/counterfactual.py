@@ -27,7 +27,14 @@ from controller.dr.overlap import StoredEvent
 from controller.journal import Journal
 from hil.scenario import Scenario
 
-__all__ = ["Counterfactual", "journal_meter", "journaled", "run_counterfactual", "without_events"]
+__all__ = [
+    "Counterfactual",
+    "journal_meter",
+    "journaled",
+    "remove_journal",
+    "run_counterfactual",
+    "without_events",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,17 +85,18 @@ def journal_meter(path: Path) -> tuple[pd.Series, tuple[StoredEvent, ...]]:
     return series[~series.index.duplicated(keep="last")].sort_index(), events
 
 
+def remove_journal(path: Path) -> None:
+    """Remove the journal file ``path`` and its WAL files, if there (a run starts afresh)."""
+    for leftover in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        leftover.unlink(missing_ok=True)
+
+
 def _fresh_journals(journal_dir: Path) -> tuple[Path, Path]:
     """The two runs' journal files in ``journal_dir``, none left from an earlier pair."""
     journal_dir.mkdir(parents=True, exist_ok=True)
     paths = (journal_dir / "actual.sqlite", journal_dir / "counterfactual.sqlite")
     for path in paths:
-        for leftover in (
-            path,
-            path.with_name(path.name + "-wal"),
-            path.with_name(path.name + "-shm"),
-        ):
-            leftover.unlink(missing_ok=True)
+        remove_journal(path)
     return paths
 
 
