@@ -250,6 +250,9 @@ def _verified(
 ) -> tuple[str, dict[str, Any]]:
     """The answer's type and payload, once its schema and signature hold (run on the VEN's
     checking thread, with a verifier of its own)."""
+    lowered = content.lower()
+    if b"<!doctype" in lowered or b"<!entity" in lowered:  # OpenADR has no DTD: no entities
+        raise VtnRefused("schema", f"{service}: a DOCTYPE or ENTITY declaration is not allowed")
     try:
         tree = validate_xml_schema(content)
     except XMLSyntaxError as err:
