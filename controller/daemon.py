@@ -3,8 +3,9 @@
 ``async with Daemon.open(loaded, clock=...) as daemon`` builds, in order, the metrics, the
 device fleet (drivers and their shared links), the journal, the DR service (with its M&V
 assessor, ``controller.assessor``), the price feed, the MQTT intake (when given settings; it
-also takes in ``<root>/price``), the forecaster (``[forecast]``) and the controller, and
-starts the background tasks in one ``asyncio.TaskGroup`` with names (``feederd[site].mqtt``,
+also takes in ``<root>/price``), the OpenADR VEN (``[openadr]``), the forecaster
+(``[forecast]``) and the controller, and starts the background tasks in one
+``asyncio.TaskGroup`` with names (``feederd[site].mqtt``, ``feederd[site].openadr``,
 ``feederd[site].device.NAME``). Then:
 
 - ``await daemon.run(stop)`` runs the control loop (``feederd[site].control``) until ``stop``;
@@ -44,10 +45,10 @@ from controller.metrics import Metrics
 from controller.performance import MvSettings
 from controller.pricefeed import PriceFeedService
 from controller.records import CycleRecord
-
-if TYPE_CHECKING:
-    from controller.openadr.ven import Ven
 from devices.tasks import cancel_and_wait
+
+if TYPE_CHECKING:  # the VEN (and openleadr) is loaded only when [openadr] is enabled
+    from controller.openadr.ven import Ven
 
 __all__ = ["STOP_GRACE_S", "Daemon", "ReleaseReport"]
 
