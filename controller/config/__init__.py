@@ -12,6 +12,7 @@ The same path serves ``feederd check``, ``feederd run`` and a SIGHUP reload.
 """
 
 from controller.config.errors import ConfigError
+from controller.config.fields import MAX_KW
 from controller.config.files import (
     CASE_MAX_BYTES,
     CONFIG_MAX_BYTES,
@@ -23,7 +24,6 @@ from controller.config.files import (
 )
 from controller.config.load import LoadedConfig, horizon_steps, load_config, parse_config
 from controller.config.models import (
-    MAX_KW,
     TRANSPORT_TYPES,
     Config,
     ControlConfig,

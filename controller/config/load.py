@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # loaded when a config is: `feederd event --journal` needs ne
     from optimizer import Network
 
 from controller.config.errors import ConfigError, short_value
+from controller.config.fields import MAX_KW
 from controller.config.files import (
     CASE_MAX_BYTES,
     CONFIG_MAX_BYTES,
@@ -38,7 +39,6 @@ from controller.config.models import (
     MAX_BASE_KV,
     MAX_BASE_MVA,
     MAX_HORIZON_STEPS,
-    MAX_KW,
     MIN_BASE_KV,
     MIN_BASE_MVA,
     TRANSPORT_TYPES,

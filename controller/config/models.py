@@ -10,8 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     model_validator,
 )
@@ -20,17 +18,11 @@ if TYPE_CHECKING:  # loaded when a config is: `feederd event --journal` needs ne
     pass
 
 from controller.config.errors import short_value
+from controller.config.fields import MAX_KW, FilePath
+from controller.config.fields import Strict as _Strict
 from controller.config.openadr import OpenAdrConfig
 from controller.config.outlook import ForecastConfig, TariffConfig, TimeZone
 
-
-class _Strict(BaseModel):
-    # NaN and infinity are refused everywhere: no limit, rating or duration can be one
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-MAX_KW = 1e6
-"""No power in a feeder's config is a gigawatt or more: a bigger number is a typing error."""
 MAX_KWH = 1e7
 """No energy (a battery's) is 10 GWh or more."""
 MIN_RATING_KW = 0.01
@@ -44,16 +36,6 @@ BusId = Annotated[int, Field(ge=0, le=MAX_BUS_ID)]
 PerUnit = Annotated[float, Field(gt=0, le=2.0)]
 AccuracyPct = Annotated[float, Field(gt=0.0, le=50.0)]
 """A meter's accuracy class, % of the reading (0.2, 0.5, 1, 2 are the usual classes)."""
-
-
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("a path cannot contain a NUL byte")
-    return value
-
-
-FilePath = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_no_nul)]
-"""A path in the config (relative ones start next to the config file)."""
 
 
 MIN_BASE_KV = 0.01

@@ -11,27 +11,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
+
+from controller.config.fields import MAX_KW, FilePath
+from controller.config.fields import Strict as _Strict
 
 __all__ = ["LevelConfig", "OpenAdrConfig", "SimpleLevels"]
 
-MAX_KW = 1e6
 _FINGERPRINT = re.compile(r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){9,63}$")
 """A certificate fingerprint as hex pairs joined by colons: openleadr's short form (the last
 10 bytes of the SHA-256) or a whole digest."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-
-def _no_nul(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("a path cannot contain a NUL byte")
-    return value
-
-
-FilePath = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_no_nul)]
 
 
 def _url(value: str) -> str:
@@ -107,7 +96,7 @@ class OpenAdrConfig(_Strict):
     # market contexts accepted (empty: any)
     market_contexts: Annotated[
         list[Annotated[str, Field(max_length=512)]], Field(max_length=64)
-    ] = []
+    ] = Field(default_factory=list)
     simple: SimpleLevels = SimpleLevels()
     # the VEN's messages are signed (the VTN checks them) unless this is false
     sign: bool = True

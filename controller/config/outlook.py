@@ -14,7 +14,9 @@ import re
 import zoneinfo
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, ConfigDict, Field, model_validator
+
+from controller.config.fields import Strict
 
 __all__ = [
     "MAX_TARIFF_PERIODS",
@@ -30,10 +32,8 @@ MAX_TARIFF_PERIODS = 96
 """Periods in one day's tariff (every quarter hour at most)."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(
-        extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True
-    )
+class _Strict(Strict):
+    model_config = ConfigDict(populate_by_name=True)  # `from`, `import`: keywords, by alias
 
 
 def _zone(value: str) -> str:
