@@ -38,6 +38,8 @@ __all__ = [
     "metrics_tls_files",
     "mqtt_secrets",
     "mqtt_settings",
+    "read_secret",
+    "secret_bytes",
     "secret_path",
 ]
 
@@ -87,16 +89,30 @@ def _checked(path: Path, *, source: str, key: str) -> Path:
     return path
 
 
-def _read_secret(
+def secret_bytes(
     value: str, *, source: str, key: str, base_dir: Path | None, notes: list[str] | None
-) -> str | None:
+) -> tuple[Path, bytes] | None:
+    """Where the secret ``value`` is and its bytes (``None``: a credential not readable here,
+    noted); every problem is a ``ConfigError`` naming ``key``."""
     path = secret_path(value, source=source, key=key, base_dir=base_dir, notes=notes)
     if path is None:
         return None
     try:
-        return read_limited(path, limit=SECRET_MAX_BYTES).decode("utf-8").strip()
+        return path, read_limited(path, limit=SECRET_MAX_BYTES)
     except FileRefused as err:
         raise ConfigError(source, key, str(err)) from None
+
+
+def read_secret(
+    value: str, *, source: str, key: str, base_dir: Path | None, notes: list[str] | None
+) -> str | None:
+    """The secret ``value`` as text (UTF-8, stripped), as ``secret_bytes`` reads it."""
+    got = secret_bytes(value, source=source, key=key, base_dir=base_dir, notes=notes)
+    if got is None:
+        return None
+    path, data = got
+    try:
+        return data.decode("utf-8").strip()
     except UnicodeDecodeError as err:
         raise ConfigError(
             source, key, f"{str(path)!r}: not valid UTF-8 (byte {err.start})"
@@ -123,7 +139,7 @@ def mqtt_secrets(
     password = (
         None
         if m.password_file is None
-        else _read_secret(
+        else read_secret(
             m.password_file,
             source=source,
             key="mqtt.password_file",

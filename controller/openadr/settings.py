@@ -12,9 +12,9 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.config import SECRET_MAX_BYTES, Config, ConfigError, FileRefused, read_limited
+from controller.config import Config, ConfigError
 from controller.config.openadr import SimpleLevels, _fingerprint
-from controller.dr.connect import secret_path
+from controller.dr.connect import read_secret, secret_bytes
 
 __all__ = ["VenSettings", "check_openadr", "ven_settings"]
 
@@ -38,25 +38,6 @@ class VenSettings:
     sign: bool
 
 
-def _read(
-    value: str, *, source: str, key: str, base_dir: Path | None, notes: list[str] | None
-) -> tuple[Path, bytes] | None:
-    path = secret_path(value, source=source, key=key, base_dir=base_dir, notes=notes)
-    if path is None:
-        return None
-    try:
-        return path, read_limited(path, limit=SECRET_MAX_BYTES)
-    except FileRefused as err:
-        raise ConfigError(source, key, str(err)) from None
-
-
-def _text(data: bytes, *, source: str, key: str) -> str:
-    try:
-        return data.decode("utf-8").strip()
-    except UnicodeDecodeError as err:
-        raise ConfigError(source, key, f"not valid UTF-8 (byte {err.start})") from None
-
-
 def ven_settings(
     config: Config, *, source: str, base_dir: Path | None = None, notes: list[str] | None = None
 ) -> VenSettings | None:
@@ -70,32 +51,31 @@ def ven_settings(
     def read(value: str | None, key: str) -> tuple[Path, bytes] | None:
         if value is None:
             return None
-        return _read(value, source=source, key=p + key, base_dir=base_dir, notes=notes)
+        return secret_bytes(value, source=source, key=p + key, base_dir=base_dir, notes=notes)
+
+    def text(value: str | None, key: str) -> str | None:
+        if value is None:
+            return None
+        return read_secret(value, source=source, key=p + key, base_dir=base_dir, notes=notes)
 
     cert = read(o.cert_file, "cert_file")
     key = read(o.key_file, "key_file")
-    passphrase_file = read(o.key_passphrase_file, "key_passphrase_file")
     ca = read(o.ca_file, "ca_file")
-    fingerprint_file = read(o.vtn_fingerprint_file, "vtn_fingerprint_file")
+    passphrase = text(o.key_passphrase_file, "key_passphrase_file")
+    raw = text(o.vtn_fingerprint_file, "vtn_fingerprint_file")
     unreadable = any(
         v is not None and r is None
         for v, r in (
             (o.cert_file, cert),
             (o.key_file, key),
-            (o.key_passphrase_file, passphrase_file),
+            (o.key_passphrase_file, passphrase),
             (o.ca_file, ca),
-            (o.vtn_fingerprint_file, fingerprint_file),
+            (o.vtn_fingerprint_file, raw),
         )
     )
     if unreadable:  # a systemd credential, noted by secret_path
         return None
-    passphrase = (
-        None
-        if passphrase_file is None
-        else _text(passphrase_file[1], source=source, key=p + "key_passphrase_file")
-    )
-    if fingerprint_file is not None:
-        raw = _text(fingerprint_file[1], source=source, key=p + "vtn_fingerprint_file")
+    if raw is not None:
         try:
             fingerprint = _fingerprint(raw)
         except ValueError as err:

@@ -30,7 +30,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ssl
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -119,7 +119,11 @@ class _Client(OpenADRClient):  # type: ignore[misc]
     and every failure raised as ``VtnRefused`` with its reason (openleadr logs and returns
     ``(None, {})``, which cannot be told from an empty answer)."""
 
-    def __init__(self, settings: VenSettings) -> None:
+    def __init__(
+        self,
+        settings: VenSettings,
+        on_create_report: Callable[[Mapping[str, Any]], Awaitable[None]],
+    ) -> None:
         super().__init__(
             ven_name=settings.ven_name,
             vtn_url=settings.vtn_url,
@@ -129,6 +133,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]
             disable_signature=not settings.sign,
         )
         self.settings = settings
+        self.on_create_report = on_create_report
         # the answers' schema and signature checks run here, never on the loop's thread
         self._checker = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="feederd-openadr"
@@ -200,9 +205,7 @@ class _Client(OpenADRClient):  # type: ignore[misc]
 
     async def create_report(self, response_payload: dict[str, Any]) -> None:
         """Reports are scheduled by ``Ven`` on the daemon's clock (see ``Ven._create_report``)."""
-        hook = getattr(self, "on_create_report", None)
-        if hook is not None:
-            await hook(response_payload)
+        await self.on_create_report(response_payload)
 
 
 REPLAY_WINDOW_S = 60.0
@@ -308,8 +311,7 @@ class Ven:
         self.clock = clock
         self.metrics = metrics
         self.site = site
-        self.client = _Client(settings)
-        self.client.on_create_report = self._create_report
+        self.client = _Client(settings, self._create_report)
         self.registered = False
         self.poll_s = settings.poll_s
         self.held: dict[str, _Held] = {}
