@@ -4,28 +4,15 @@ a table, interval by interval, as CSV, as a PNG and as JSON, from a journal made
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from controller.cli import main
 from controller.dr.events import EventType
 from tests.controller.mv_helpers import EVENT_START, TZ, event, fill, in_event, journal_at
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(list(args))
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    return subprocess.CompletedProcess(["feederd", *args], code, out.getvalue(), err.getvalue())
+from tests.controller.test_config_cli import cli
 
 
 @pytest.fixture(scope="module")

@@ -11,12 +11,7 @@ import pytest
 from openleadr.messaging import create_message
 
 from controller.openadr.ven import VtnRefused, _Replay, _verified
-from tests.support.vtn import Pki, fingerprint, make_pki
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
+from tests.support.vtn import Pki, fingerprint
 
 
 def _signed(cert: Path, key: Path) -> bytes:

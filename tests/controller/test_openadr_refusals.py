@@ -29,13 +29,8 @@ from tests.controller.openadr_helpers import (
     persisted,
     vtn_feeder,
 )
-from tests.support.vtn import Pki, Tamper, Vtn, make_pki
+from tests.support.vtn import Pki, Tamper, Vtn
 from tests.support.wait import until
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 def _refused(sim: Simulation, reason: str) -> float:

@@ -9,8 +9,6 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-import pytest
-
 from tests.controller.openadr_helpers import (
     INTERVAL_S,
     LIMIT_1_KW,
@@ -20,13 +18,8 @@ from tests.controller.openadr_helpers import (
     persisted,
     vtn_feeder,
 )
-from tests.support.vtn import Pki, Vtn, make_pki
+from tests.support.vtn import Pki, Vtn
 from tests.support.wait import until
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 async def test_an_accepted_event_survives_a_restart_with_the_vtn_away(

@@ -32,16 +32,11 @@ from tests.controller.openadr_helpers import (
     persisted,
     vtn_feeder,
 )
-from tests.support.vtn import Pki, Vtn, make_pki
+from tests.support.vtn import Pki, Vtn
 from tests.support.wait import until
 
 WITHIN = 2
 """Issue 16: held at the head within two control intervals after the event's start."""
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 async def _registered(sim: Simulation, vtn: Vtn, times: int = 1) -> None:

@@ -21,13 +21,8 @@ from typing import Any
 import pytest
 from openleadr import OpenADRClient
 
-from tests.support.vtn import Pki, Tamper, Vtn, make_pki
+from tests.support.vtn import Pki, Tamper, Vtn
 from tests.support.wait import until
-
-
-@pytest.fixture(scope="module")
-def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
-    return make_pki(tmp_path_factory.mktemp("pki"))
 
 
 class _Ven:
