@@ -30,11 +30,11 @@ import asyncio
 import concurrent.futures
 import contextlib
 import ssl
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import structlog
@@ -45,8 +45,9 @@ from signxml.exceptions import InvalidSignature
 from signxml.verifier import XMLVerifier
 
 from controller.clock import Clock
-from controller.dr.events import EventRejected, parse_payload
-from controller.dr.service import DrService
+from controller.dr.events import EventBounds, EventRejected, parse_payload
+from controller.dr.overlap import StoredEvent
+from controller.horizon import EventOutlook
 from controller.metrics import Metrics
 from controller.openadr.settings import VenSettings
 from controller.openadr.signals import (
@@ -63,7 +64,7 @@ from controller.openadr.signals import (
 )
 from controller.records import CycleRecord
 
-__all__ = ["MAX_BODY_BYTES", "MAX_EVENTS", "Ven", "VtnRefused"]
+__all__ = ["MAX_BODY_BYTES", "MAX_EVENTS", "EventSink", "Ven", "VtnRefused"]
 
 log = structlog.get_logger("feederd.openadr")
 
@@ -293,6 +294,27 @@ def _verified(
     return str(message_type), payload if isinstance(payload, dict) else {}
 
 
+class _Decided(Protocol):
+    @property
+    def result(self) -> str: ...
+    @property
+    def reason(self) -> str | None: ...
+
+
+class EventSink(Protocol):
+    """Where the VEN's events go, and what it reads back: the feeder's DR service
+    (``controller.dr.service.DrService``) or the fleet coordinator's targets."""
+
+    @property
+    def bounds(self) -> EventBounds: ...
+
+    def events_now(self) -> Sequence[StoredEvent]: ...
+
+    async def submit_async(self, payload: dict[str, Any], *, source: str) -> _Decided: ...
+
+    def prediction(self, event_id: str) -> EventOutlook | None: ...
+
+
 class Ven:
     """The VEN task and its listeners (``record`` for each interval, ``status_changed`` when
     ``dr/status`` changes)."""
@@ -301,7 +323,7 @@ class Ven:
         self,
         settings: VenSettings,
         *,
-        dr: DrService,
+        dr: EventSink,
         clock: Clock,
         metrics: Metrics | None = None,
         site: str = "",
