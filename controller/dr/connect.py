@@ -31,13 +31,15 @@ from controller.config import (
 )
 
 if TYPE_CHECKING:  # the MQTT stack is loaded by `run`, not by `check`
-    from controller.dr.intake import MqttSettings
+    from controller.config.models import MqttConfig
+    from controller.dr.mqtt_common import MqttSettings
 
 __all__ = [
     "check_secrets",
     "metrics_tls_files",
     "mqtt_secrets",
     "mqtt_settings",
+    "mqtt_table_secrets",
     "read_secret",
     "secret_bytes",
     "secret_path",
@@ -135,7 +137,17 @@ def mqtt_secrets(
 ) -> tuple[str | None, ssl.SSLContext | None]:
     """The broker password and TLS context of ``config.mqtt``; every problem is a
     ``ConfigError`` (with ``notes``: a credential that cannot be checked here is noted)."""
-    m = config.mqtt
+    return mqtt_table_secrets(config.mqtt, source=source, base_dir=base_dir, notes=notes)
+
+
+def mqtt_table_secrets(
+    m: MqttConfig,
+    *,
+    source: str,
+    base_dir: Path | None = None,
+    notes: list[str] | None = None,
+) -> tuple[str | None, ssl.SSLContext | None]:
+    """``mqtt_secrets`` of one ``[mqtt]`` table (feederd's or the fleet coordinator's)."""
     password = (
         None
         if m.password_file is None
@@ -186,7 +198,7 @@ def mqtt_secrets(
 
 def mqtt_settings(config: Config, *, source: str, base_dir: Path | None = None) -> MqttSettings:
     """The intake settings of ``config.mqtt``; every problem is a ``ConfigError``."""
-    from controller.dr.intake import MqttSettings  # noqa: PLC0415
+    from controller.dr.mqtt_common import MqttSettings  # noqa: PLC0415
 
     m = config.mqtt
     password, context = mqtt_secrets(config, source=source, base_dir=base_dir)
