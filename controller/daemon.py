@@ -228,6 +228,11 @@ class Daemon:
             )
             if intake is not None:  # the plan, retained on <root>/plan
                 controller.plans.listeners.append(intake.publish_plan)
+                if controller.flex is not None:  # the flexibility, retained on <root>/flex
+                    flex_topic = intake.settings.flex_topic
+                    controller.flex.listeners.append(
+                        functools.partial(intake.publish_retained, flex_topic)
+                    )
             tasks = await stack.enter_async_context(asyncio.TaskGroup())
             stop = asyncio.Event()
             daemon = cls(

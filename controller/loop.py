@@ -28,6 +28,7 @@ from controller.config import LoadedConfig
 from controller.correction import CorrectionSettings, LimitCorrection, LimitCorrector, headroom_kw
 from controller.dr.overlap import StoredEvent
 from controller.estimation import BusEstimator, EstimateSummary
+from controller.flex_outlet import FlexOutlet
 from controller.horizon import (
     EventOutlook,
     ForecasterLike,
@@ -183,6 +184,21 @@ class Controller:
             self.network, time_limit_s=interval * SOLVER_TIME_LIMIT_FRACTION
         )
         self._solving: asyncio.Future[DispatchResult] | None = None
+        self.flex = (
+            FlexOutlet(
+                self.config.flex,
+                site=self.config.site,
+                interval_s=interval,
+                clock=clock,
+                metrics=self.metrics,
+                dispatcher=self.dispatcher,
+            )
+            if self.config.flex.enabled
+            else None
+        )
+        """The flexibility, after each interval's writes (``controller.flex_outlet``)."""
+        self.stop: asyncio.Event | None = None
+        """``run``'s stop: set, the interval in progress ends without publishing more."""
         self.estimator = EstimatorState()
         self.health = {
             name: HealthTracker(
@@ -250,6 +266,7 @@ class Controller:
     async def run(self, stop: asyncio.Event) -> None:
         """Tick on ``t0 + k·interval`` until ``stop`` is set."""
         interval = self.config.interval_s
+        self.stop = stop
         t0 = self.clock.monotonic()
         k = 0
         stopper = asyncio.ensure_future(stop.wait())
@@ -336,6 +353,8 @@ class Controller:
             self.dr.cycle_done(record)
         if self.on_cycle is not None:
             self.on_cycle(record)
+        if self.flex is not None:  # after the writes and the record: it never delays them
+            await self.flex.interval(self, record)
         return record
 
     def _first_snapshot_complete(self, snapshot: Snapshot) -> bool:

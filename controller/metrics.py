@@ -421,6 +421,40 @@ class Metrics:
         )
         self.show_plan(None)  # every moment of the next hour is there, NaN until a plan
 
+        # the flexibility published on <root>/flex (issue 17, controller.flex_outlet)
+        self.flex_min_kw = Gauge(
+            "feederd_flex_min_kw",
+            "The lowest import limit the feeder can hold over the next window, as last "
+            "computed (kW; NaN: not computed this interval).",
+            registry=r,
+        )
+        self.flex_max_kw = Gauge(
+            "feederd_flex_max_kw",
+            "The peak import the feeder plans over the next window without the fleet "
+            "coordinator's events, as last computed (kW; NaN: not computed this interval).",
+            registry=r,
+        )
+        self.flex_duration = Histogram(
+            "feederd_flex_duration_seconds",
+            "Duration of one interval's flexibility solves.",
+            registry=r,
+            buckets=_DURATION_BUCKETS,
+        )
+        self.flex_solves = Counter(
+            "feederd_flex_solves",
+            "Parametric solves of the kept LP made for the flexibility.",
+            registry=r,
+        )
+        self.flex_missed = Counter(
+            "feederd_flex_missed",
+            "Intervals whose flexibility was not computed, or only in part, by reason "
+            "(not_dispatched, busy, late, budget, failed).",
+            ["reason"],
+            registry=r,
+        )
+        self.flex_min_kw.set(math.nan)
+        self.flex_max_kw.set(math.nan)
+
     def show_plan(self, plan: Plan | None) -> None:
         """The plan's next hour: each ``MINUTES_AHEAD`` moment's step (NaN where none)."""
         from controller.plan import MINUTES_AHEAD  # noqa: PLC0415

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pulp
 
+from optimizer.flexibility import FlexResult, flexibility
 from optimizer.lp import DispatchModel, build, lp_numbers, structure_key
 from optimizer.lp_pulp import to_pulp
 from optimizer.network import Network
@@ -79,6 +81,9 @@ class Dispatcher:
         self._memory: PlanMemory | None = None
         self.last_build_ms = 0.0
         """How long the last build of the HiGHS model took (assembling and passing it)."""
+        self._lock = threading.Lock()  # one solve at a time on the kept model: dispatch or flex
+        self._dispatch_due = threading.Event()  # a dispatch waits: the flex solves stop
+        self._solved: DispatchInput | None = None  # the last input HiGHS solved to optimality
 
     @property
     def session(self) -> HighsSession | None:
@@ -147,6 +152,50 @@ class Dispatcher:
     def solve(self, inp: DispatchInput) -> DispatchResult:
         """Dispatch one interval: setpoints per unit, the LP's estimates and the plan."""
         self._check(inp)
+        self._dispatch_due.set()  # flex solves running on another thread give way
+        with self._lock:
+            self._dispatch_due.clear()
+            self._solved = None
+            result = self._solve(inp)
+            if result.solver == "HiGHS" and result.status.has_setpoints:
+                self._solved = inp
+            return result
+
+    def flexibility(
+        self,
+        inp: DispatchInput,
+        base_limit_kw: Sequence[float],
+        *,
+        window_s: float = 3600.0,
+        points: int = 4,
+        budget_s: float = 1.0,
+        timer: Callable[[], float] = time.perf_counter,
+    ) -> FlexResult:
+        """The flexibility of the interval just dispatched on `inp` (`optimizer.flexibility`):
+        parametric solves of the kept model, whose import-limit bounds and basis are then put
+        back (the next `solve` starts from where this one found them; `last_points` and the
+        plan memory are not touched). Nothing to offer (the last solve was not a HiGHS one of
+        `inp`) is a result with a reason, never an error. A `solve` called meanwhile (on
+        another thread) stops them and waits for the solve under way, at most."""
+        if self._solved is not inp:
+            return FlexResult(min_kw=None, max_kw=None, reason="not the last input solved")
+        with self._lock:
+            session = self._session
+            if self._solved is not inp or session is None:
+                return FlexResult(min_kw=None, max_kw=None, reason="not the last input solved")
+            return flexibility(
+                session,
+                self.network,
+                inp,
+                base_limit_kw,
+                window_s=window_s,
+                points=points,
+                budget_s=budget_s,
+                timer=timer,
+                stop=self._dispatch_due.is_set,
+            )
+
+    def _solve(self, inp: DispatchInput) -> DispatchResult:
         start = time.perf_counter()
         plan = carried_plan(self.network, inp, self._memory, inp.interval_s)
         ops = operating_points(self.network, inp, plan)

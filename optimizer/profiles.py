@@ -49,8 +49,9 @@ _PROFILES: list[tuple[Network, DispatchInput, Profiles]] = []
 
 def profiles(net: Network, inp: DispatchInput) -> Profiles:
     """The per-step profiles of `inp` on `net` (the last one kept: inputs are frozen)."""
-    if _PROFILES and _PROFILES[0][0] is net and _PROFILES[0][1] is inp:
-        return _PROFILES[0][2]
+    kept = _PROFILES[0] if _PROFILES else None  # one read: the flex solves run on a thread
+    if kept is not None and kept[0] is net and kept[1] is inp:
+        return kept[2]
     out = _profiles(net, inp)
     _PROFILES[:] = [(net, inp, out)]
     return out

@@ -20,6 +20,7 @@ if TYPE_CHECKING:  # loaded when a config is: `feederd event --journal` needs ne
 from controller.config.errors import short_value
 from controller.config.fields import MAX_KW, FilePath
 from controller.config.fields import Strict as _Strict
+from controller.config.flex import FlexConfig
 from controller.config.openadr import OpenAdrConfig
 from controller.config.outlook import ForecastConfig, TariffConfig, TimeZone
 
@@ -600,6 +601,8 @@ class Config(_Strict):
     openadr: OpenAdrConfig = OpenAdrConfig()
     # M&V: what each DR event delivered against the baselines
     mv: MvConfig = MvConfig()
+    # the flexibility published on <root>/flex for a fleet coordinator
+    flex: FlexConfig = FlexConfig()
     # on SIGTERM: "revert" leaves each control to its revert timer; "release" also disables
     # the controls (PV limit off, battery idle) before exiting
     on_stop: Literal["revert", "release"] = "revert"
