@@ -12,6 +12,8 @@ COMMANDS: dict[str, str] = {
     "check": "controller.commands.check",
     "demo": "controller.commands.demo",
     "event": "controller.commands.event",
+    "status": "controller.commands.status",
+    "coordinate": "controller.commands.coordinate",
     "report": "controller.commands.report",
     "sim": "controller.commands.sim",
     "powerflow": "controller.commands.powerflow",

@@ -127,18 +127,20 @@ def test_installed_unit_passes_systemd_analyze_verify(
     # verify checks that ExecStart= exists: point the unit at the staged tree, exactly the
     # rewrite install.sh does for a non-default PREFIX/CONFIG_DIR
     text = (root / "etc/systemd/system/feederd.service").read_text()
-    text = text.replace("/opt/feederd", f"{root}/opt/feederd")
-    text = text.replace("/etc/feederd", f"{root}/etc/feederd")
-    (tmp_path / "feederd.service").write_text(text)
-    out = subprocess.run(
-        [analyze, "verify", "--man=no", str(tmp_path / "feederd.service")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stderr.strip() == ""
+    # and the fleet coordinator's unit, which runs the same installed feederd
+    coordinator = (REPO / "deploy/feederd-coordinator.service").read_text()
+    for name, original in (("feederd.service", text), ("feederd-coordinator.service", coordinator)):
+        staged_unit = original.replace("/opt/feederd", f"{root}/opt/feederd")
+        (tmp_path / name).write_text(staged_unit.replace("/etc/feederd", f"{root}/etc/feederd"))
+        out = subprocess.run(
+            [analyze, "verify", "--man=no", str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert out.returncode == 0, name + ": " + out.stdout + out.stderr
+        assert out.stderr.strip() == ""
 
 
 @pytest.mark.slow
