@@ -28,7 +28,9 @@ its feeders hold: the same flexibility allocates the same limits, so nothing is 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -46,10 +48,10 @@ from coordinator.allocation import (
     allocate,
 )
 from coordinator.feeders import Feeders
-from coordinator.journal import AllocationRecord, FleetJournal, TargetRecord
+from coordinator.journal import AllocationRecord, FleetJournal, JournalUnavailable, TargetRecord
 from coordinator.metrics import FEEDER_STATES, FleetMetrics
 from coordinator.settings import FleetSettings
-from coordinator.targets import TargetDecision, TargetType
+from coordinator.targets import TargetDecision, TargetResult, TargetType
 
 __all__ = ["REASONS", "Coordinator", "Outgoing", "event_id"]
 
@@ -141,6 +143,8 @@ class Coordinator:
         """Each live target's import limit (kW) at the last allocation."""
         self._last_purge: float | None = None
         self._broker_down = False
+        self._unstored: deque[TargetDecision] = deque(maxlen=RECENT_DECISIONS)
+        """Targets refused because the journal could not store them (not in the journal)."""
         """Told by ``connected(False)``: nothing is decided that could not be published."""
         now = clock.now()
         for record in journal.live_allocations(now):
@@ -185,9 +189,20 @@ class Coordinator:
     ) -> TargetDecision:
         """Decide a target message (journaled at once); its status is published at the next
         tick, which ``due`` asks for now."""
-        decision = self.journal.add_target(
-            payload, settings=self.settings, now=self.clock.now(), source=source
-        )
+        now = self.clock.now()
+        try:
+            decision = self.journal.add_target(
+                payload, settings=self.settings, now=now, source=source
+            )
+        except JournalUnavailable as err:  # nothing stored: refused, and said
+            decision = TargetDecision(
+                id=_target_id(payload),
+                result=TargetResult.REJECTED,
+                reason=f"the coordinator's journal cannot store it: {err}",
+                source=source,
+                at=now,
+            )
+            self._unstored.append(decision)
         self.metrics.targets.labels(result=decision.result.value).inc()
         if decision.accepted:
             log.info("fleet_target_" + decision.result.value, id=decision.id, source=source)
@@ -204,6 +219,12 @@ class Coordinator:
         self._broker_down = not up
         self.feeders.connected(up, self.clock.monotonic())
         self.metrics.mqtt_connected.set(1 if up else 0)
+
+    @property
+    def next_judgement(self) -> float | None:
+        """When (the clock's monotonic seconds) a feeder's will is to be judged: a tick then
+        re-splits its share (``coordinator.feeders.OFFLINE_GRACE_S``)."""
+        return self.feeders.next_judgement()
 
     @property
     def due(self) -> bool:
@@ -631,7 +652,11 @@ class Coordinator:
 
     def target_status(self) -> dict[str, Any]:
         """The target status document (retained on ``<topic_root>/target/status``)."""
-        recent = self.journal.decisions(RECENT_DECISIONS)
+        recent = sorted(
+            [*self.journal.decisions(RECENT_DECISIONS), *self._unstored],
+            key=lambda d: d.at,
+            reverse=True,
+        )[:RECENT_DECISIONS]
         return {
             "at": self.clock.now().isoformat(),
             "last": recent[0].to_json() if recent else None,
@@ -695,3 +720,15 @@ def _overlapping(records: list[TargetRecord]) -> list[list[TargetRecord]]:
 def _remove(gauge: Any, label: str) -> None:
     with contextlib.suppress(KeyError):
         gauge.remove(label)
+
+
+def _target_id(payload: bytes | dict[str, Any]) -> str | None:
+    """The id a target message gives, if it is a string (for a decision not stored)."""
+    data: object = payload
+    if isinstance(payload, bytes):
+        try:
+            data = json.loads(payload[:4096])
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None
+    raw = data.get("id") if isinstance(data, dict) else None
+    return raw[:64] if isinstance(raw, str) else None

@@ -83,6 +83,7 @@ class FleetDaemon:
         self._core: Coordinator | None = None
         self._journal: FleetJournal | None = None
         self._due = asyncio.Event()
+        self._judge_at: float | None = None  # set on the worker by an online message
         self._tick_lock = asyncio.Lock()
         self.broker = (
             None
@@ -158,12 +159,14 @@ class FleetDaemon:
 
     def _decide(self, kind: str, topic: str, payload: bytes) -> bool:
         core = self.core
+        if kind == "online":
+            core.online_received(topic, payload)
+            self._judge_at = core.next_judgement
+            return core.due
         if kind == "flex":
             core.flex_received(topic, payload)
         elif kind == "dr_status":
             core.dr_status_received(topic, payload)
-        elif kind == "online":
-            core.online_received(topic, payload)
         elif kind == "target":
             decision = core.target_received(payload, source="mqtt")
             log.info(
@@ -178,6 +181,10 @@ class FleetDaemon:
         the core says one is due."""
         if await self._call(self._decide, kind, topic, payload):
             self._due.set()
+        if self._judge_at is not None:  # a feeder's will: a tick once it is to be believed
+            delay = max(self._judge_at - self.clock.monotonic(), 0.0) + 0.05
+            self._judge_at = None
+            asyncio.get_running_loop().call_later(delay, self._due.set)
 
     async def _connection(self, up: bool) -> None:
         await self._call(self.core.connected, up)

@@ -7,9 +7,13 @@
 - ``dr/status``: the feeder's decision on the coordinator's current event for it (``recent``)
   and the shortfall its plan predicts for it (``events``).
 
-A feeder is *silent* after ``silent_after_s`` without flexibility, or at once on ``online =
-false``; silence is not judged while the broker is down nor for ``silent_after_s`` after it
-returns (the feeders' retained messages arrive first). A feeder is *short* when its measured
+A feeder is *silent* after ``silent_after_s`` without flexibility, or ``OFFLINE_GRACE_S`` after
+``online = false`` (its will: it died) while the coordinator's own connection stayed up. The
+grace is for a broker that stops: Mosquitto publishes every client's will as it shuts down,
+just before the coordinator's connection drops, and a broker restart must not re-split the
+fleet; a connection lost within the grace forgets those wills (the feeders are judged by their
+flexibility once the broker is back). Silence is not judged while the broker is down nor for
+``silent_after_s`` after it returns (the feeders' retained messages arrive first). A feeder is *short* when its measured
 import exceeds the coordinator's limit by more than ``COMPLIANCE_TOLERANCE`` (2 %, the feeder's
 own compliance rule) for two flex messages in a row while the event is active, or when its plan
 predicts a shortfall beyond that tolerance: from then on it is asked no more than it achieves
@@ -39,6 +43,8 @@ __all__ = ["FeederState", "Feeders", "refusal_kind"]
 
 log = structlog.get_logger("feederd.coordinator")
 
+OFFLINE_GRACE_S = 2.0
+"""How long a feeder's will waits before it is believed (see the module docstring)."""
 MAX_STATUS_BYTES = 65_536
 MAX_STATUS_DEPTH = 6
 SHORT_AFTER = 2
@@ -82,6 +88,8 @@ class FeederState:
     floor_kw: float | None = None
     """Set once the feeder fell short: it is asked no lower than this."""
     predicted_shortfall_kw: float | None = None
+    offline_mono: float | None = None
+    """When (monotonic) its will (``online = false``) arrived, until judged or forgotten."""
     refusals_logged: set[str] = field(default_factory=set)
 
     @property
@@ -250,6 +258,7 @@ class Feeders:
                 )
             return None
         state.online = text == b"true"
+        state.offline_mono = None if state.online or state.silent else mono
         fresh = (
             state.flex_mono is not None and mono - state.flex_mono < self.settings.silent_after_s
         )
@@ -257,10 +266,6 @@ class Feeders:
             state.silent = False
             log.info("fleet_feeder_back", site=state.site)
             return "feeder_back"
-        if not state.online and not state.silent:
-            state.silent = True
-            log.warning("fleet_feeder_silent", site=state.site, why="offline")
-            return "feeder_silent"
         return None
 
     def dr_status_received(self, topic: str, payload: bytes) -> tuple[str, str | None] | None:
@@ -320,14 +325,31 @@ class Feeders:
 
     def connected(self, up: bool, mono: float) -> None:
         self.up_since = mono if up else None
+        if not up:  # the wills of a broker going down: not the feeders'
+            for state in self:
+                state.offline_mono = None
+
+    def next_judgement(self) -> float | None:
+        """When (monotonic) a will received comes to be judged, if one waits."""
+        waiting = [s.offline_mono for s in self if s.offline_mono is not None]
+        return min(waiting) + OFFLINE_GRACE_S if waiting else None
 
     def judge_silence(self, mono: float) -> list[str]:
         """Feeders newly silent (no flex for ``silent_after_s``); none while the broker is down
         or within ``silent_after_s`` of its return."""
         limit = self.settings.silent_after_s
-        if self.up_since is None or mono - self.up_since < limit:
+        if self.up_since is None:
             return []
         lost = []
+        for state in self:
+            since = state.offline_mono
+            if since is not None and not state.silent and mono - since >= OFFLINE_GRACE_S:
+                state.offline_mono = None
+                state.silent = True
+                log.warning("fleet_feeder_silent", site=state.site, why="offline")
+                lost.append(state.site)
+        if mono - self.up_since < limit:
+            return lost
         for state in self:
             if state.silent:
                 continue

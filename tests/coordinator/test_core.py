@@ -7,6 +7,7 @@ The fleet (``core_helpers.settings``): three feeders that can each go from 600 k
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from structlog.testing import capture_logs
 
+from coordinator.feeders import OFFLINE_GRACE_S
 from coordinator.journal import FleetJournal
 from coordinator.settings import TransformerSpec
 from coordinator.targets import TargetResult
@@ -111,11 +113,16 @@ def test_a_silent_feeder_counts_at_its_max_and_the_others_take_its_share(fleet: 
     assert events(fleet.core.tick()) == [("north-3", {"id": "fleet:evening:2", "cancel": True})]
 
 
-def test_a_feeder_that_goes_offline_is_silent_at_once(fleet: Fleet) -> None:
+def test_a_feeder_that_goes_offline_is_silent_once_its_will_is_believed(fleet: Fleet) -> None:
     start_evening(fleet)
     fleet.core.online_received("feederd/north-1/online", b"false")
-    assert fleet.core.due
+    judged = fleet.clock.monotonic() + OFFLINE_GRACE_S
+    assert fleet.core.next_judgement == judged
+    assert events(fleet.core.tick()) == []  # a broker going down sends every will: not yet
+    fleet.advance(OFFLINE_GRACE_S)
+    assert fleet.core.next_judgement == judged
     out = fleet.core.tick()
+    assert fleet.core.next_judgement is None
     # north-1 (asked 400) counted at 600: the 200 kW come from north-2 (100 more) and north-3
     assert limits(out) == {"north-2": 400.0, "north-3": 500.0}
     # its restart says true again, its flexibility still fresh: it is asked again at once
@@ -123,6 +130,21 @@ def test_a_feeder_that_goes_offline_is_silent_at_once(fleet: Fleet) -> None:
     assert fleet.core.due
     assert limits(fleet.core.tick()) == {"north-2": 500.0}
     assert fleet.core.status()["feeders"]["north-1"]["state"] == "up"
+
+
+def test_the_wills_of_a_broker_going_down_reallocate_nothing(fleet: Fleet) -> None:
+    """Mosquitto publishes every client's will as it stops, just before the coordinator's
+    own connection drops: a broker restart must not re-split the fleet."""
+    start_evening(fleet)
+    for site in ("north-1", "north-2", "north-3"):
+        fleet.core.online_received(f"feederd/{site}/online", b"false")
+    fleet.core.connected(False)
+    fleet.advance(OFFLINE_GRACE_S)
+    fleet.core.connected(True)
+    assert fleet.core.next_judgement is None
+    report(fleet)
+    assert events(fleet.core.tick()) == []
+    assert all(f["state"] == "up" for f in fleet.core.status()["feeders"].values())
 
 
 def test_silence_is_not_judged_while_the_broker_is_down(fleet: Fleet) -> None:
@@ -226,6 +248,7 @@ def test_a_restart_on_the_same_journal_publishes_nothing_twice(fleet: Fleet) -> 
     assert events(fleet.core.tick()) == []
     # what changes afterwards is published, under the next revision
     fleet.core.online_received("feederd/north-1/online", b"false")
+    fleet.advance(OFFLINE_GRACE_S)
     out = fleet.core.tick()
     assert [p["id"] for _, p in events(out) if "kw" in p] == ["fleet:evening:2"] * 2
     # and the cancel of a target journaled before a restart still goes out after it
@@ -322,3 +345,27 @@ def test_a_feeder_without_flexibility_counts_at_its_measured_import(fleet: Fleet
     # 1,500 − 580 = 920 for the other two: north-1 to 400, north-2 to 520
     assert start_evening(fleet) == {"north-1": 400.0, "north-2": 520.0}
     assert fleet.core.status()["feeders"]["north-3"]["limit_kw"] is None
+
+
+def test_a_target_the_journal_cannot_store_is_refused_and_said(
+    fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A journal locked by another writer past its busy timeout: the target is refused with the
+    reason on ``target/status``, and the coordinator goes on."""
+    monkeypatch.setattr("coordinator.journal.BUSY_TIMEOUT_S", 0.05)
+    fleet.restart()  # a connection with the short timeout
+    report(fleet)
+    blocker = sqlite3.connect(fleet.path, isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")
+    try:
+        decision = fleet.core.target_received(target(kw=1500))
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    assert decision.result is TargetResult.REJECTED
+    assert decision.id == "evening"
+    assert "journal cannot store it" in (decision.reason or "")
+    status = next(o.payload for o in fleet.core.tick() if o.topic.endswith("target/status"))
+    assert status["last"]["result"] == "rejected"
+    assert status["last"]["id"] == "evening"
+    assert fleet.core.target_received(target(kw=1500)).accepted  # the journal is back
