@@ -209,7 +209,7 @@ class Daemon:
 
                 settings = ven_settings(config, source=loaded.source, base_dir=loaded.base_dir)
                 if settings is not None:
-                    ven = Ven(settings, dr=dr, clock=clock, metrics=metrics, site=config.site)
+                    ven = Ven(settings, dr=dr, clock=clock, metrics=metrics.ven, site=config.site)
                     dr.listeners.append(ven.status_changed)
                     dr.record_listeners.append(ven.record)
             # the forecaster's work runs on a thread of its own too: its own connection

@@ -21,6 +21,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
+from controller.openadr.metrics import VenMetrics
+
 if TYPE_CHECKING:
     from controller.plan import ForecastError, Plan
 
@@ -332,41 +334,8 @@ class Metrics:
             ["decision"],
             registry=r,
         )
-        # the OpenADR VEN (issue 16)
-        self.openadr_registered = Gauge(
-            "feederd_openadr_registered", "1 while registered with the OpenADR VTN.", registry=r
-        )
-        self.openadr_vtn_up = Gauge(
-            "feederd_openadr_vtn_up",
-            "1 when the last exchange with the VTN succeeded (answered, verified, parsed).",
-            registry=r,
-        )
-        self.openadr_refused = Counter(
-            "feederd_openadr_refused",
-            "Exchanges with the VTN that failed or whose answer was refused, by reason (tls, "
-            "fingerprint, signature, unsigned, schema, http, connection, timeout, internal).",
-            ["reason"],
-            registry=r,
-        )
-        self.openadr_events = Counter(
-            "feederd_openadr_events",
-            "VTN events by decision (accepted, modified, cancelled, rejected).",
-            ["result"],
-            registry=r,
-        )
-        self.openadr_opts = Counter(
-            "feederd_openadr_opts",
-            "Opt responses sent to the VTN (optIn, optOut).",
-            ["opt"],
-            registry=r,
-        )
-        self.openadr_reports = Counter(
-            "feederd_openadr_reports",
-            "Reports sent to the VTN, by report (TELEMETRY_USAGE, TELEMETRY_STATUS) and result "
-            "(sent, failed).",
-            ["report", "result"],
-            registry=r,
-        )
+        # the OpenADR VEN (issue 16): its own class, also on the fleet coordinator's registry
+        self.ven = VenMetrics(r)
         self.mqtt_connected = Gauge(
             "feederd_mqtt_connected", "1 while connected to the MQTT broker.", registry=r
         )

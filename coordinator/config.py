@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -34,10 +34,12 @@ from controller.config.fields import MAX_KW, FilePath, Strict
 from controller.config.files import decode_utf8, file_kind, parse_toml
 from controller.config.load import _describe, _key_path  # feederd's own error wording
 from controller.config.models import Host, MqttConfig, Topic
+from controller.config.openadr import OpenAdrConfig
 from coordinator.settings import FeederSpec, FleetSettings, TransformerSpec
 
 if TYPE_CHECKING:
     from controller.dr.mqtt_common import MqttSettings
+    from controller.openadr.settings import VenSettings
 
 __all__ = [
     "FleetConfig",
@@ -77,6 +79,14 @@ class FleetMetricsConfig(Strict):
     port: Annotated[int, Field(ge=0, le=65535)] = 9101
 
 
+class FleetOpenAdr(OpenAdrConfig):
+    """feederd's ``[openadr]`` table, plus the group whose targets the VTN's events become
+    (``coordinator.openadr``); its ``priority`` is the targets' (hence their feeders' events')."""
+
+    group: Name = "all"
+    priority: Annotated[int, Field(ge=0, le=1000)] = 100
+
+
 class FleetFile(Strict):
     """``fleet.toml`` as written (README "Fleet coordinator")."""
 
@@ -94,6 +104,7 @@ class FleetFile(Strict):
     journal: FleetJournalConfig
     mqtt: MqttConfig = MqttConfig()
     metrics: FleetMetricsConfig = FleetMetricsConfig()
+    openadr: FleetOpenAdr = FleetOpenAdr()
     feeders: Annotated[list[FeederTable], Field(min_length=1, max_length=MAX_FEEDERS)]
     transformers: Annotated[list[TransformerTable], Field(max_length=MAX_FEEDERS)] = Field(
         default_factory=list
@@ -116,8 +127,19 @@ class FleetConfig:
     source: str
     base_dir: Path
     """Where relative paths (journal, password and TLS files) start: the config's folder."""
+    openadr: FleetOpenAdr = field(default_factory=FleetOpenAdr)
     notes: tuple[str, ...] = ()
     """What ``check`` should say (a systemd credential it cannot read here)."""
+
+    def ven_settings(self, *, notes: list[str] | None = None) -> VenSettings | None:
+        """The VEN's settings (``None``: ``[openadr]`` off, or with ``notes`` a credential
+        this process cannot read), its files read and TLS loaded; a ``ConfigError`` names the
+        key of any problem."""
+        from controller.openadr.settings import openadr_settings  # noqa: PLC0415
+
+        return openadr_settings(
+            self.openadr, source=self.source, base_dir=self.base_dir, notes=notes
+        )
 
     @property
     def client_id(self) -> str:
@@ -159,6 +181,8 @@ def parse_fleet(data: dict[str, Any], *, source: str, base_dir: Path) -> FleetCo
         raise ConfigError(source, "", "arrays or tables nested too deeply") from None
     _check_mqtt(raw.mqtt, source)
     _check_fleet(raw, source)
+    if raw.openadr.enabled and raw.openadr.group != "all" and raw.openadr.group not in raw.groups:
+        raise ConfigError(source, "openadr.group", f"no [groups] is named {raw.openadr.group!r}")
     try:
         fleet = FleetSettings(
             name=raw.name,
@@ -184,6 +208,7 @@ def parse_fleet(data: dict[str, Any], *, source: str, base_dir: Path) -> FleetCo
         fleet=fleet,
         mqtt=raw.mqtt,
         metrics=raw.metrics,
+        openadr=raw.openadr,
         journal_path=journal,
         retention_days=raw.journal.retention_days,
         source=source,
@@ -209,6 +234,7 @@ def load_fleet(path: str | Path, *, require_credentials: bool = False) -> FleetC
 
     notes: list[str] | None = None if require_credentials else []
     mqtt_table_secrets(loaded.mqtt, source=source, base_dir=base_dir, notes=notes)
+    loaded.ven_settings(notes=notes)  # the VEN's certificate, key, CA and fingerprint
     if notes:
         from dataclasses import replace  # noqa: PLC0415
 

@@ -43,8 +43,12 @@ if TYPE_CHECKING:
     from controller.clock import Clock
     from controller.dr.mqtt_common import MqttSettings
     from controller.notify import Notifier
+    from controller.openadr.ven import Ven
     from controller.signals import Signals
     from coordinator.config import FleetConfig
+    from coordinator.journal import TargetRecord
+    from coordinator.openadr import FleetEvents
+    from coordinator.targets import TargetDecision
 
 __all__ = ["FleetDaemon", "MetricsEndpoint", "serve"]
 
@@ -83,6 +87,9 @@ class FleetDaemon:
         self._core: Coordinator | None = None
         self._journal: FleetJournal | None = None
         self._due = asyncio.Event()
+        self.ven: Ven | None = None
+        """The OpenADR VEN, with ``[openadr]`` (``coordinator.openadr``)."""
+        self.fleet_events: FleetEvents | None = None
         self._judge_at: float | None = None  # set on the worker by an online message
         self._tick_lock = asyncio.Lock()
         self.broker = (
@@ -124,11 +131,55 @@ class FleetDaemon:
                 from controller.config import ConfigError  # noqa: PLC0415
 
                 raise ConfigError(config.source, "journal.path", str(err)) from None
+            await daemon._open_ven()
             yield daemon
         finally:
             with contextlib.suppress(Exception):
                 await daemon._call(daemon._close_core)
             executor.shutdown(wait=True)
+
+    async def _open_ven(self) -> None:
+        """The OpenADR VEN (``[openadr]``): the utility's events become targets for its
+        group (``coordinator.openadr``); off, nothing is imported."""
+        if not self.config.openadr.enabled:
+            return
+        settings = self.config.ven_settings()  # files read, TLS loaded: before it serves
+        if settings is None:
+            return
+        from controller.openadr.metrics import VenMetrics  # noqa: PLC0415
+        from controller.openadr.ven import Ven  # noqa: PLC0415
+        from coordinator.openadr import FleetEvents  # noqa: PLC0415
+
+        events = FleetEvents(self, self.fleet, group=self.config.openadr.group, clock=self.clock)
+        await events.load()
+        self.ven = Ven(
+            settings,
+            dr=events,
+            clock=self.clock,
+            metrics=VenMetrics(self.metrics.registry),
+            site=self.fleet.name,
+        )
+        events.listeners.append(self.ven.status_changed)
+        self.fleet_events = events
+
+    async def submit_target(self, payload: dict[str, Any], *, source: str) -> TargetDecision:
+        """A target from the VEN (or any caller in this process), decided on the core's
+        thread as one from MQTT is; a tick follows at once when one is due."""
+        decision, due = await self._call(self._target, payload, source)
+        if due:
+            self._due.set()
+        return decision
+
+    def _target(self, payload: dict[str, Any], source: str) -> tuple[TargetDecision, bool]:
+        decision = self.core.target_received(payload, source=source)
+        log.info(
+            "target", id=decision.id, result=decision.result, reason=decision.reason, via=source
+        )
+        return decision, self.core.due
+
+    async def targets(self) -> list[TargetRecord]:
+        """The targets not yet over (from the journal, on the core's thread)."""
+        return await self._call(lambda: self.core.journal.targets(self.clock.now()))
 
     # -- the worker thread -----------------------------------------------------------------
 
@@ -201,6 +252,8 @@ class FleetDaemon:
             out = await self._call(self.core.tick)
             if self.broker is not None:
                 self.broker.publish(out)
+            if self.fleet_events is not None:
+                self.fleet_events.ticked(out)
             self.ticks += 1
             _log_outgoing(out)
             if self.on_tick is not None:
@@ -215,6 +268,8 @@ class FleetDaemon:
         }
         if self.broker is not None:
             tasks.add(asyncio.create_task(self.broker.run(stop), name=f"{name}.mqtt"))
+        if self.ven is not None:
+            tasks.add(asyncio.create_task(self.ven.run(stop), name=f"{name}.openadr"))
         stopped: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
         try:
             waiting: set[asyncio.Future[Any]] = {*tasks, stopped}

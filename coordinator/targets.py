@@ -8,7 +8,7 @@ A target payload (on ``<topic_root>/target`` or from ``feederd coordinate target
 
 ``parse_target`` returns a ``Target`` or a ``TargetCancel``, or raises ``TargetRejected`` with
 one line saying what is wrong. Everything a sender controls is bounded as for a DR event
-(``controller.dr.events``): the payload's size and nesting, the id (``[A-Za-z0-9_.-]{1,64}``:
+(``controller.dr.events``): the payload's size and nesting, the id (``[A-Za-z0-9_.:-]{1,64}``:
 it becomes part of the feeders' event ids), ``kw`` (finite, at most the group's rating sum),
 time (``start`` before ``end``, ``end`` in the future and within ``HORIZON`` of now).
 ``overlap`` finds a live target that would put one feeder under two targets at once.
@@ -44,7 +44,7 @@ MAX_TARGET_BYTES = 4096
 MAX_DEPTH = 4
 HORIZON = timedelta(days=7)
 """A target ends within this of its arrival, and lasts at most as long."""
-TARGET_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+TARGET_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 _KEYS = {"id", "group", "type", "kw", "start", "end", "priority"}
 
 
@@ -142,7 +142,7 @@ def parse_target(
         )
     raw_id = data.get("id")
     if not isinstance(raw_id, str) or not TARGET_ID.fullmatch(raw_id):
-        raise TargetRejected("'id' must match [A-Za-z0-9_.-]{1,64}")
+        raise TargetRejected("'id' must match [A-Za-z0-9_.:-]{1,64}")
     try:
         if "cancel" in data:
             if data["cancel"] is not True or set(data) != {"id", "cancel"}:

@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tsub = target.add_subparsers(dest="target_action", required=True, parser_class=type(parser))
     add = tsub.add_parser("add", help="add (or replace) a system target")
     _config_arg(add)
-    add.add_argument("--id", required=True, help="[A-Za-z0-9_.-]{1,64}")
+    add.add_argument("--id", required=True, help="[A-Za-z0-9_.:-]{1,64}")
     add.add_argument("--group", default="all", help="a group of fleet.toml, or 'all'")
     add.add_argument("--type", required=True, choices=["reduce_by", "import_limit"])
     add.add_argument("--kw", required=True, type=number)
@@ -138,6 +138,12 @@ def _check(loaded: FleetConfig) -> int:
     print(f"journal {loaded.journal_path} (kept {loaded.retention_days} days)")
     mt = loaded.metrics
     print(f"metrics {f'http://{mt.address}:{mt.port}/metrics' if mt.enabled else 'off'}")
+    o = loaded.openadr
+    if o.enabled:
+        print(
+            f"openadr VEN {o.ven_name} -> {o.vtn_url}: the VTN's events become targets for "
+            f"group {o.group} (priority {o.priority})"
+        )
     for note in loaded.notes:
         print(f"note: {note}")
     return 0

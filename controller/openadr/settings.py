@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.config import Config, ConfigError
-from controller.config.openadr import SimpleLevels, _fingerprint
+from controller.config.openadr import OpenAdrConfig, SimpleLevels, _fingerprint
 from controller.dr.connect import read_secret, secret_bytes
 
-__all__ = ["VenSettings", "check_openadr", "ven_settings"]
+__all__ = ["VenSettings", "check_openadr", "openadr_settings", "ven_settings"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,7 +43,17 @@ def ven_settings(
 ) -> VenSettings | None:
     """The VEN's settings (``None`` when ``[openadr]`` is off, or, with ``notes``, when a
     credential cannot be read here); every problem is a ``ConfigError`` naming the key."""
-    o = config.openadr
+    return openadr_settings(config.openadr, source=source, base_dir=base_dir, notes=notes)
+
+
+def openadr_settings(
+    o: OpenAdrConfig,
+    *,
+    source: str,
+    base_dir: Path | None = None,
+    notes: list[str] | None = None,
+) -> VenSettings | None:
+    """``ven_settings`` from the ``[openadr]`` table alone (the fleet coordinator's too)."""
     if not o.enabled or o.vtn_url is None or o.ven_name is None:
         return None
     p = "openadr."

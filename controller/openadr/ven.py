@@ -48,7 +48,7 @@ from controller.clock import Clock
 from controller.dr.events import EventBounds, EventRejected, parse_payload
 from controller.dr.overlap import StoredEvent
 from controller.horizon import EventOutlook
-from controller.metrics import Metrics
+from controller.openadr.metrics import VenMetrics
 from controller.openadr.settings import VenSettings
 from controller.openadr.signals import (
     DEPLOYMENT_ERROR,
@@ -325,7 +325,7 @@ class Ven:
         *,
         dr: EventSink,
         clock: Clock,
-        metrics: Metrics | None = None,
+        metrics: VenMetrics | None = None,
         site: str = "",
     ) -> None:
         self.settings = settings
@@ -713,8 +713,8 @@ class Ven:
         kw = max(p.shortfall_kw for p in short)
         kwh = sum(p.shortfall_kwh for p in short)
         return "optOut", (
-            f"the plan predicts a shortfall of {kw:.0f} kW ({kwh:.0f} kWh) with the batteries, "
-            "PV and loads it has"
+            f"the plan predicts a shortfall of {kw:.0f} kW ({kwh:.0f} kWh) with "
+            f"{getattr(self.dr, 'resources', 'the batteries, PV and loads it has')}"
         )
 
     def status_changed(self) -> None:
