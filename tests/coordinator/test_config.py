@@ -134,6 +134,18 @@ BROKEN = [
     ('shared_subscription = ""', 'shared_subscription = "a/b"', "shared_subscription: String"),
     ("priority = 0", "priority = 5000", "priority: Input should be less than or equal to 1000"),
     ("interval_s = 30.0", "interval_s = 30.0 30", "Expected newline or end of document"),
+    (
+        "[metrics]",
+        '[openadr]\nenabled = true\nvtn_url = "https://vtn.example/OpenADR2/Simple/2.0b"\n'
+        'ven_name = "north"\nsign = false\nvtn_fingerprint = "' + ":".join(["AB"] * 10) + '"\n'
+        'group = "south"\n\n[metrics]',
+        "openadr.group: no [groups] is named 'south'",
+    ),
+    (
+        "[metrics]",
+        '[openadr]\nenabled = true\nven_name = "north"\n\n[metrics]',
+        "openadr: an enabled [openadr] needs 'vtn_url'",
+    ),
 ]
 
 
