@@ -1,8 +1,11 @@
 #!/bin/sh
 # Install feederd as a systemd service: a venv under /opt/feederd, the system user feederd,
 # config under /etc/feederd (0640 root:feederd), state under /var/lib/feederd (0750).
-# Run as root from a checkout:  sh deploy/install.sh [--start]
-# Re-running upgrades the venv and keeps an existing config.
+# Run as root from a checkout:  sh deploy/install.sh [--start] [--coordinator]
+# Re-running upgrades the venv and keeps an existing config. --coordinator also installs the
+# fleet coordinator (`feederd coordinate`, for the control room): its unit
+# feederd-coordinator.service and its config under /etc/feederd-coordinator (FLEET_CONFIG_DIR),
+# state under /var/lib/feederd-coordinator (systemd's StateDirectory=).
 #
 # Environment: PREFIX, CONFIG_DIR, STATE_DIR, UNIT_DIR (the paths above; the unit is rewritten
 # to match), PYTHON (python3), PIP_OPTS (extra pip options, e.g. --no-index --find-links DIR
@@ -12,10 +15,20 @@
 # venv works in place but not when moved out of DESTDIR.
 set -eu
 
+START=no COORDINATOR=no
+for arg in "$@"; do
+    case $arg in
+        --start) START=yes ;;
+        --coordinator) COORDINATOR=yes ;;
+        *) echo "install.sh: unknown option $arg (use --start, --coordinator)" >&2; exit 2 ;;
+    esac
+done
+
 PREFIX=${PREFIX:-/opt/feederd}
 CONFIG_DIR=${CONFIG_DIR:-/etc/feederd}
 STATE_DIR=${STATE_DIR:-/var/lib/feederd}
 UNIT_DIR=${UNIT_DIR:-/etc/systemd/system}
+FLEET_CONFIG_DIR=${FLEET_CONFIG_DIR:-/etc/feederd-coordinator}
 PYTHON=${PYTHON:-python3}
 PIP_OPTS=${PIP_OPTS:-}
 DESTDIR=${DESTDIR:-}
@@ -88,10 +101,38 @@ mv "$D$UNIT_DIR/feederd.service.tmp" "$D$UNIT_DIR/feederd.service"
 if [ -z "$D" ] && [ -d /run/systemd/system ]; then
     systemctl daemon-reload
     systemctl enable feederd.service
-    if [ "${1:-}" = "--start" ]; then
+    if [ "$START" = yes ]; then
         systemctl restart feederd.service
     fi
 elif [ -n "$D" ]; then
     say "DESTDIR: systemctl daemon-reload/enable not run"
 fi
 "$D$PREFIX/venv/bin/feederd" check --config "$D$CONFIG_DIR/feederd.toml"
+
+if [ "$COORDINATOR" = yes ]; then
+    # shellcheck disable=SC2086
+    install -d -m 0750 $CONFIG_GROUP "$D$FLEET_CONFIG_DIR"
+    # shellcheck disable=SC2086
+    install -d -m 0700 $ROOT_OWNS "$D$FLEET_CONFIG_DIR/credentials"
+    if [ ! -e "$D$FLEET_CONFIG_DIR/fleet.toml" ]; then
+        # shellcheck disable=SC2086
+        install -m 0640 $CONFIG_GROUP "$SRC/deploy/fleet.example.toml" "$D$FLEET_CONFIG_DIR/fleet.toml"
+        say "edit $FLEET_CONFIG_DIR/fleet.toml, then: systemctl restart feederd-coordinator"
+    fi
+    if [ ! -e "$D$FLEET_CONFIG_DIR/credentials/mqtt-password" ]; then
+        # shellcheck disable=SC2086
+        install -m 0600 $ROOT_OWNS /dev/null "$D$FLEET_CONFIG_DIR/credentials/mqtt-password"
+    fi
+    sed -e "s|/etc/feederd-coordinator|$FLEET_CONFIG_DIR|g" -e "s|/opt/feederd|$PREFIX|g" \
+        "$SRC/deploy/feederd-coordinator.service" >"$D$UNIT_DIR/feederd-coordinator.service.tmp"
+    chmod 0644 "$D$UNIT_DIR/feederd-coordinator.service.tmp"
+    mv "$D$UNIT_DIR/feederd-coordinator.service.tmp" "$D$UNIT_DIR/feederd-coordinator.service"
+    if [ -z "$D" ] && [ -d /run/systemd/system ]; then
+        systemctl daemon-reload
+        systemctl enable feederd-coordinator.service
+        if [ "$START" = yes ]; then
+            systemctl restart feederd-coordinator.service
+        fi
+    fi
+    "$D$PREFIX/venv/bin/feederd" coordinate check --config "$D$FLEET_CONFIG_DIR/fleet.toml"
+fi

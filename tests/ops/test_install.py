@@ -62,7 +62,7 @@ def staged(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     python = shutil.which("python3") or "python3"
     before = _build_artefacts()
     out = subprocess.run(
-        ["sh", str(INSTALL)],
+        ["sh", str(INSTALL), "--coordinator"],
         env={"PATH": os.environ["PATH"], "HOME": str(root), "DESTDIR": str(root),
              "PYTHON": python, "TMPDIR": str(scratch), **_pip_environment()},
         capture_output=True,
@@ -113,6 +113,22 @@ def test_install_lays_down_venv_config_state_and_unit(staged: tuple[Path, str]) 
     # default paths: the unit is the repository's, unchanged
     unit = root / "etc/systemd/system/feederd.service"
     assert unit.read_text() == (REPO / "deploy/feederd.service").read_text()
+    # --coordinator: the fleet coordinator's unit and config too, checked at the end
+    fleet = {
+        "etc/feederd-coordinator": 0o750,
+        "etc/feederd-coordinator/fleet.toml": 0o640,
+        "etc/feederd-coordinator/credentials": 0o700,
+        "etc/feederd-coordinator/credentials/mqtt-password": 0o600,
+        "etc/systemd/system/feederd-coordinator.service": 0o644,
+    }
+    assert {p: _mode(root / p) for p in fleet} == fleet
+    assert (root / "etc/feederd-coordinator/fleet.toml").read_text() == (
+        REPO / "deploy/fleet.example.toml"
+    ).read_text()
+    assert "fleet district-north:" in stdout  # `feederd coordinate check` on it
+    assert (root / "etc/systemd/system/feederd-coordinator.service").read_text() == (
+        REPO / "deploy/feederd-coordinator.service"
+    ).read_text()
 
 
 @pytest.mark.slow
@@ -169,7 +185,7 @@ def test_install_refuses_without_root_or_destdir() -> None:
     env = {"PATH": "/usr/bin:/bin"}  # no DESTDIR, whatever the caller's environment has
     if os.geteuid() != 0:
         out = subprocess.run(
-            ["sh", str(INSTALL)], capture_output=True, text=True, env=env, timeout=60, check=False
+            ["sh", str(INSTALL), "--coordinator"], capture_output=True, text=True, env=env, timeout=60, check=False
         )
         assert out.returncode == 2, out.stdout + out.stderr
         assert "run as root (or set DESTDIR" in out.stderr
