@@ -32,11 +32,10 @@ from coordinator.config import FleetConfig, parse_fleet
 from coordinator.daemon import FleetDaemon
 from devices.tasks import cancel_and_wait
 from tests.controller.openadr_helpers import sim_start
-from tests.coordinator.test_daemon import eventually
 from tests.support.fake_fleet import FakeFeeder, FakeFleet, make_feeders
 from tests.support.mosquitto import Mosquitto
 from tests.support.vtn import Pki, Vtn, make_pki
-from tests.support.wait import until
+from tests.support.wait import eventually, until
 
 pytestmark = pytest.mark.integration
 

@@ -4,10 +4,12 @@ tests and anyone testing their own settings drive interval by interval.
 ``async with Simulation.open(overrides={...}) as sim`` starts a rig (``HilRig`` options in
 ``rig_options``), builds its config (``rig_config`` with ``overrides``, a partial feederd.toml,
 and ``devices``, settings for the rig's device entries by kind or name)
-and assembles the daemon (``Daemon.open``) on a ``FakeClock``. ``await sim.step()`` is one
-interval: the physics advanced to the tick, one control cycle, the clock moved on by the
-interval. Deadlines are on the clock, so what a step does never depends on how busy the machine
-is; only the devices' own request timeouts are real seconds (a silent device costs one).
+and assembles the daemon (``Daemon.open``) on a ``FakeClock`` (its own, or ``clock``: one
+shared by several rigs and daemons, as a fleet's tests have; ``start`` is then ignored).
+``await sim.step()`` is one interval: the physics advanced to the tick, one control cycle, the
+clock moved on by the interval. Deadlines are on the clock, so what a step does never depends on
+how busy the machine is; only the devices' own request timeouts are real seconds (a silent
+device costs one).
 """
 
 from __future__ import annotations
@@ -53,8 +55,9 @@ class Simulation:
         start: datetime | None = None,
         mqtt: MqttSettings | None = None,
         site: str = "sim",
+        clock: FakeClock | None = None,
     ) -> AsyncIterator[Simulation]:
-        clock = FakeClock(start)
+        clock = FakeClock(start) if clock is None else clock  # given: shared with other rigs
         options = {"solve_on_write": False, **(rig_options or {})}
         options.setdefault("now", clock.now)  # the AMI meters' timestamps: the daemon's clock
         async with HilRig(monotonic=clock.monotonic, physics_period_s=None, **options) as rig:

@@ -19,7 +19,7 @@ import io
 import json
 import subprocess
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from coordinator.daemon import FleetDaemon, MetricsEndpoint
 from devices.tasks import cancel_and_wait
 from tests.support.mosquitto import Mosquitto
 from tests.support.net import free_port
-from tests.support.wait import HANG_GUARD_S, until
+from tests.support.wait import eventually, until
 
 pytestmark = pytest.mark.integration
 
@@ -54,16 +54,6 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
         except SystemExit as exc:
             code = int(exc.code or 0)
     return subprocess.CompletedProcess(["feederd", *args], code, out.getvalue(), err.getvalue())
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], what: str) -> None:
-    """``until`` for a condition that must be asked of the daemon's worker thread."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + HANG_GUARD_S
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"gave up after {HANG_GUARD_S:g} s waiting for {what}")
-        await asyncio.sleep(0.005)
 
 
 class Feeder:
