@@ -185,7 +185,7 @@ def test_install_refuses_without_root_or_destdir() -> None:
     env = {"PATH": "/usr/bin:/bin"}  # no DESTDIR, whatever the caller's environment has
     if os.geteuid() != 0:
         out = subprocess.run(
-            ["sh", str(INSTALL), "--coordinator"], capture_output=True, text=True, env=env, timeout=60, check=False
+            ["sh", str(INSTALL)], capture_output=True, text=True, env=env, timeout=60, check=False
         )
         assert out.returncode == 2, out.stdout + out.stderr
         assert "run as root (or set DESTDIR" in out.stderr
