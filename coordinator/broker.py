@@ -56,6 +56,9 @@ Handler = Callable[[str, str, bytes], Awaitable[None]]
 
 KINDS = ("flex", "dr_status", "online", "target")
 PUBLISH_WINDOW = 200
+STOP_FLIGHT_S = 1.0
+"""How long a stop waits for the publishes in flight to be acknowledged: one cut short would
+stay queued and go out again in the goodbye (a feeder hearing an event twice)."""
 """Events and cancels in flight at once (bounded by ``queue_size``, the client's outgoing
 queue): a re-split of a thousand feeders goes out in a few round trips, not a thousand."""
 
@@ -119,6 +122,8 @@ class FleetBroker:
         self._retained: dict[str, bytes] = {}
         self._retained_due: set[str] = set()
         self._wake = asyncio.Event()
+        self._quiet = asyncio.Event()  # no publish in flight
+        self._quiet.set()
         self._dropped_unacked = False
         self._burst_in = 0
         self._was_up = False
@@ -253,6 +258,9 @@ class FleetBroker:
             }
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                if stop.is_set():  # publishes in flight end first: cut, they would go again
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._quiet.wait(), STOP_FLIGHT_S)
             finally:
                 await cancel_and_wait(tasks)
             for task in done:
@@ -299,6 +307,7 @@ class FleetBroker:
             batch = list(itertools.islice(self._events, self._window))
             for item in batch:
                 item.sending = True
+            self._quiet.clear()
             try:
                 results = await asyncio.gather(
                     *(
@@ -319,6 +328,7 @@ class FleetBroker:
                 else:
                     self._events.remove(item)
                     self.published += 1
+            self._quiet.set()
             if failed is not None:
                 raise failed
         while self._retained_due:

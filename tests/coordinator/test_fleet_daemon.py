@@ -361,6 +361,44 @@ async def test_a_broker_restart_reconnects_resubscribes_and_publishes_nothing_tw
         )
 
 
+async def test_a_coordinator_restarted_mid_event_reloads_its_journal_and_sends_nothing_again(
+    tmp_path: Path,
+) -> None:
+    async with rig(tmp_path) as r:
+        await r.observer.send(_target("evening", 600.0))
+        asked = await r.asked("fleet:evening:1")
+        await until(lambda: all(r.feeders[s].event_ids() for s in asked), "the first events")
+        before = {s: list(f.received) for s, f in r.feeders.items()}
+        r.stop.set()  # the first coordinator goes away mid-event
+        await asyncio.wait({r.running}, timeout=10)
+        assert r.running.done()
+        mqtt = dataclasses.replace(r.config.mqtt_settings(), backoff_min_s=0.05)
+        async with FleetDaemon.open(r.config, clock=r.clock, mqtt=mqtt, ticker=False) as again:
+            stop = asyncio.Event()
+            running = asyncio.create_task(again.run(stop), name="test.coordinator.again")
+            try:
+
+                async def all_up() -> bool:
+                    await again.tick()
+                    doc = await again.call(lambda core: core.status())
+                    return all(doc["feeders"][s]["state"] == "up" for s in SITES)
+
+                await eventually(all_up, "every feeder's flexibility, after the restart")
+                for _ in range(3):
+                    await again.tick()
+                doc = await again.call(lambda core: core.status())
+                # it knows the target and what each feeder holds, from its journal ...
+                assert [t["id"] for t in doc["targets"]] == ["evening"]
+                held = {s for s, f in doc["feeders"].items() if f["event"] == "fleet:evening:1"}
+                assert held == asked
+                # ... and sent nothing again: every feeder has what it had
+                assert {s: list(f.received) for s, f in r.feeders.items()} == before
+            finally:
+                stop.set()
+                await asyncio.wait({running}, timeout=10)
+                await cancel_and_wait([running])
+
+
 async def test_stop_without_a_signal_publishes_offline_and_ends(tmp_path: Path) -> None:
     async with rig(tmp_path) as r:
         await until(lambda: r.observer.doc("online") is True, "online")
