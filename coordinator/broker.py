@@ -38,7 +38,12 @@ from typing import TYPE_CHECKING, Any
 import aiomqtt
 import structlog
 
-from controller.dr.mqtt_common import CONNECT_HINTS, MqttSettings, connect_failure_kind
+from controller.dr.mqtt_common import (
+    CONNECT_HINTS,
+    MqttSettings,
+    connect_failure_kind,
+    session_client,
+)
 from devices.backoff import Backoff
 from devices.tasks import cancel_and_wait
 
@@ -213,32 +218,7 @@ class FleetBroker:
         await self._set_connected(False, reason="stopping")
 
     def _client(self) -> aiomqtt.Client:
-        s = self.settings
-        broker = self
-
-        class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
-            def put_nowait(self, item: aiomqtt.Message) -> None:
-                if self.full():
-                    broker._incoming_dropped()
-                super().put_nowait(item)  # raises QueueFull: aiomqtt discards the message
-
-        client = aiomqtt.Client(
-            s.host,
-            s.port,
-            username=s.username,
-            password=s.password,
-            identifier=s.client_id,
-            clean_session=None if s.client_id is None else False,
-            keepalive=s.keepalive_s,
-            timeout=10.0,
-            max_queued_incoming_messages=s.queue_size,
-            max_queued_outgoing_messages=s.queue_size,
-            queue_type=_CountingQueue,
-            tls_context=s.tls,
-            will=aiomqtt.Will(s.online_topic, b"false", qos=1, retain=True),
-        )
-        client._client.manual_ack_set(True)  # paho option that aiomqtt does not expose
-        return client
+        return session_client(self.settings, self._incoming_dropped)
 
     async def _session(self, stop: asyncio.Event) -> None:
         s = self.settings

@@ -46,6 +46,7 @@ from controller.dr.mqtt_common import (
     MqttSettings,
     connect_failure_kind,
     parse_mqtt_url,
+    session_client,
 )
 from controller.metrics import Metrics
 from controller.records import CycleRecord
@@ -219,34 +220,7 @@ class MqttIntake:
         self._set_connected(False, reason="stopping")
 
     def _client(self) -> aiomqtt.Client:
-        s = self.settings
-        intake = self
-
-        class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
-            def put_nowait(self, item: aiomqtt.Message) -> None:
-                if self.full():
-                    intake._incoming_dropped()
-                super().put_nowait(item)  # raises QueueFull: aiomqtt discards the message
-
-        client = aiomqtt.Client(
-            s.host,
-            s.port,
-            username=s.username,
-            password=s.password,
-            identifier=s.client_id,
-            # a fixed client id gets a persistent session: unacknowledged events are redelivered
-            clean_session=None if s.client_id is None else False,
-            keepalive=s.keepalive_s,
-            timeout=10.0,
-            max_queued_incoming_messages=s.queue_size,
-            max_queued_outgoing_messages=s.queue_size,
-            queue_type=_CountingQueue,
-            tls_context=s.tls,
-            will=aiomqtt.Will(s.online_topic, b"false", qos=1, retain=True),
-        )
-        # acknowledge QoS 1 messages only after the handler has stored them
-        client._client.manual_ack_set(True)  # paho option that aiomqtt does not expose
-        return client
+        return session_client(self.settings, self._incoming_dropped)
 
     async def _session(self, stop: asyncio.Event) -> None:
         s = self.settings

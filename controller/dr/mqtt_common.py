@@ -4,12 +4,21 @@ connection attempt failed. Apart from ``controller.dr.intake`` so that the fleet
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import aiomqtt
 from aiomqtt.exceptions import MqttConnectError
 
-__all__ = ["CONNECT_HINTS", "MqttSettings", "connect_failure_kind", "parse_mqtt_url"]
+__all__ = [
+    "CONNECT_HINTS",
+    "MqttSettings",
+    "connect_failure_kind",
+    "parse_mqtt_url",
+    "session_client",
+]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -99,3 +108,36 @@ def connect_failure_kind(err: BaseException) -> str:
             return "tls"
         cause = cause.__cause__ or cause.__context__
     return "network"
+
+
+def session_client(settings: MqttSettings, on_dropped: Callable[[], None]) -> aiomqtt.Client:
+    """A client for one session on ``settings`` (the intake's, the coordinator's): a fixed
+    client id gets a persistent session (what it had not acknowledged is redelivered), the
+    queues are bounded (``on_dropped`` is told of each incoming message the full queue
+    discards, unacknowledged), the will says ``<root>/online`` = ``false``, and QoS 1 messages
+    are acknowledged by the caller once decided (``client._client.ack``), not on arrival."""
+    s = settings
+
+    class _CountingQueue(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            if self.full():
+                on_dropped()
+            super().put_nowait(item)  # raises QueueFull: aiomqtt discards the message
+
+    client = aiomqtt.Client(
+        s.host,
+        s.port,
+        username=s.username,
+        password=s.password,
+        identifier=s.client_id,
+        clean_session=None if s.client_id is None else False,
+        keepalive=s.keepalive_s,
+        timeout=10.0,
+        max_queued_incoming_messages=s.queue_size,
+        max_queued_outgoing_messages=s.queue_size,
+        queue_type=_CountingQueue,
+        tls_context=s.tls,
+        will=aiomqtt.Will(s.online_topic, b"false", qos=1, retain=True),
+    )
+    client._client.manual_ack_set(True)  # paho option that aiomqtt does not expose
+    return client
