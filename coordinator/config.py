@@ -15,8 +15,6 @@ always talks MQTT, so ``enabled = false`` is refused, and its topics hang from t
 
 from __future__ import annotations
 
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -31,8 +29,12 @@ from controller.config import (
     resolve_path,
 )
 from controller.config.fields import MAX_KW, FilePath, Strict
-from controller.config.files import decode_utf8, file_kind, parse_toml
-from controller.config.load import _describe, _key_path  # feederd's own error wording
+from controller.config.files import decode_utf8, parse_toml
+from controller.config.load import (  # feederd's own checks and error wording
+    _describe,
+    _key_path,
+    check_journal_file,
+)
 from controller.config.models import Host, MqttConfig, Topic
 from controller.config.openadr import OpenAdrConfig
 from coordinator.settings import FeederSpec, FleetSettings, TransformerSpec
@@ -54,7 +56,6 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 Kw = Annotated[float, Field(gt=0.0, le=MAX_KW)]
 MAX_FEEDERS = 10_000
 """A fleet is at most this many feeders (the allocation is sized for thousands, not millions)."""
-_SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 class FeederTable(Strict):
@@ -203,7 +204,7 @@ def parse_fleet(data: dict[str, Any], *, source: str, base_dir: Path) -> FleetCo
         key = "topic_root" if raw.topic_root is None and "topic_root" in str(err) else ""
         raise ConfigError(source, key, str(err)) from None
     journal = resolve_path(raw.journal.path, base_dir)
-    _check_journal(journal, source)
+    check_journal_file(journal, source)
     return FleetConfig(
         fleet=fleet,
         mqtt=raw.mqtt,
@@ -292,33 +293,3 @@ def _check_fleet(raw: FleetFile, source: str) -> None:
             )
         if len(set(members)) != len(members):
             raise ConfigError(source, f"groups.{group}", "a feeder is listed twice")
-
-
-def _check_journal(path: Path, source: str) -> None:
-    """A regular SQLite file, or one that can be made (its nearest existing folder is a
-    folder); ``check`` does not create it."""
-    key = "journal.path"
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        parent = path.absolute().parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        if not parent.is_dir():
-            raise ConfigError(
-                source, key, f"cannot make {str(path)!r}: {str(parent)!r} is not a folder"
-            ) from None
-        return
-    except OSError as err:
-        raise ConfigError(source, key, f"cannot use {str(path)!r}: {err.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(
-            source, key, f"{str(path)!r} is {file_kind(st.st_mode)}, not a regular file"
-        )
-    try:
-        with open(path, "rb") as f:  # a regular file: opening it cannot block
-            head = f.read(len(_SQLITE_HEADER))
-    except OSError:
-        return  # not readable by whoever runs `check`: the daemon's user may read it
-    if head and head != _SQLITE_HEADER:
-        raise ConfigError(source, key, f"{str(path)!r} is not an SQLite journal")

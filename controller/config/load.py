@@ -479,8 +479,13 @@ def _check_journal(config: Config, source: str, base_dir: Path) -> None:
     to the config, as ``run`` takes it."""
     if config.journal.path is None:
         return
-    path = resolve_path(config.journal.path, base_dir)
-    key = "journal.path"
+    check_journal_file(resolve_path(config.journal.path, base_dir), source)
+
+
+def check_journal_file(path: Path, source: str, key: str = "journal.path") -> None:
+    """``path`` is an SQLite file, or one that can be made (its nearest existing folder is a
+    folder); one ``ConfigError`` naming ``key`` otherwise. Nothing is created (feederd's
+    journal and the fleet coordinator's)."""
     try:
         st = os.stat(path)
     except (FileNotFoundError, NotADirectoryError):

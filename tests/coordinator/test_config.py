@@ -191,7 +191,9 @@ def test_a_journal_path_that_is_not_a_journal_is_refused(tmp_path: Path) -> None
     (tmp_path / "journal.sqlite").write_text("not sqlite")
     path = tmp_path / "fleet.toml"
     path.write_text(_example(tmp_path), encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"journal\.path: .* is not an SQLite journal"):
+    with pytest.raises(
+        ConfigError, match=r"journal\.path: .* is not a journal \(not an SQLite database file\)"
+    ):
         load_fleet(path)
 
 
