@@ -469,24 +469,16 @@ async def _next(
     from controller.config import ConfigError  # noqa: PLC0415
     from coordinator.config import load_fleet  # noqa: PLC0415
 
-    while True:
-        watcher = asyncio.ensure_future(signals.next())
-        waiting: set[asyncio.Future[Any]] = {running, watcher}
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if running in done:
-            watcher.cancel()
-            return None
-        if watcher.result() == "stop":
-            notifier.stopping()
-            log.info("stopping", reason="signal")
-            return None
-        notifier.reloading()
-        try:
-            candidate = load_fleet(path, require_credentials=True)
-            candidate.mqtt_settings()
-        except ConfigError as err:
-            log.error("reload_refused", error=str(err), kept=current.source)
-            notifier.notify("READY=1", f"STATUS=reload refused, old config kept: {err}")
-            continue
-        log.info("reload", config=candidate.source)
+    def load() -> FleetConfig:
+        candidate = load_fleet(path, require_credentials=True)
+        candidate.mqtt_settings()
         return candidate
+
+    from controller.signals import next_config  # noqa: PLC0415
+
+    candidate = await next_config(
+        running, signals, notifier, load=load, error=ConfigError, current=current.source, logger=log
+    )
+    if candidate is not None:
+        log.info("reload", config=candidate.source)
+    return candidate

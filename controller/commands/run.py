@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -177,27 +177,20 @@ async def _next(
 ) -> LoadedConfig | None:
     """Wait for a stop (None), a reload with a good config (it), or the control loop ending
     by itself (None: a bug, raised by the caller). A bad reload is refused and waited past."""
-    while True:
-        watcher = asyncio.ensure_future(signals.next())
-        waiting: set[asyncio.Future[Any]] = {control, watcher}
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if control in done:
-            watcher.cancel()
-            return None
-        if watcher.result() == "stop":
-            notifier.stopping()
-            log.info("stopping", reason="signal")
-            return None
-        notifier.reloading()
-        try:
-            candidate = load_config(path, require_credentials=True)
-            _settings(candidate)
-        except ConfigError as err:
-            log.error("reload_refused", error=str(err), kept=current.source)
-            notifier.notify("READY=1", f"STATUS=reload refused, old config kept: {err}")
-            continue
-        log.info("reload", config=candidate.source)
+
+    def load() -> LoadedConfig:
+        candidate = load_config(path, require_credentials=True)
+        _settings(candidate)
         return candidate
+
+    from controller.signals import next_config  # noqa: PLC0415
+
+    candidate = await next_config(
+        control, signals, notifier, load=load, error=ConfigError, current=current.source, logger=log
+    )
+    if candidate is not None:
+        log.info("reload", config=candidate.source)
+    return candidate
 
 
 def _kw(value: float | None) -> str:
