@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -307,3 +308,44 @@ class Daemon(Feederd):
     def __init__(self, config: Path, *, env: dict[str, str] | None = None) -> None:
         super().__init__("run", "--config", str(config), env=env)
         self.config = config
+
+
+def start_prometheus(
+    prometheus: str, workdir: Path, *, job: str, target_port: int, rules: Path, port: int
+) -> subprocess.Popen[bytes]:
+    """A real Prometheus on 127.0.0.1:``port`` scraping 127.0.0.1:``target_port`` every second
+    with the alert rules ``rules`` (copied into ``workdir``), ready when returned (its port
+    opens before its TSDB is: 503 until then). The caller stops it."""
+    shutil.copy(rules, workdir / rules.name)
+    (workdir / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"rule_files: [{rules.name}]\n"
+        f"scrape_configs:\n  - job_name: {job}\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{target_port}']}}]\n"
+    )
+    prom = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={workdir / 'prometheus.yml'}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    ready = f"http://127.0.0.1:{port}/-/ready"
+
+    def answers() -> bool:
+        try:
+            with urllib.request.urlopen(ready, timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    try:
+        poll_until(answers, f"Prometheus ready at {ready}", 60)
+    except BaseException:
+        prom.kill()
+        prom.wait()
+        raise
+    return prom

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ops_helpers import FEEDERD, free_port, poll_until, wait_port
+from ops_helpers import FEEDERD, free_port, poll_until, start_prometheus, wait_port
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -173,26 +173,14 @@ def test_prometheus_scrapes_the_demo_and_every_expression_evaluates(tmp_path: Pa
             [promtool, "check", "metrics"], input=text, capture_output=True, timeout=30, check=False
         )
         assert lint.returncode == 0, lint.stdout + lint.stderr
-        shutil.copy(DEPLOY / "prometheus/alerts.yml", tmp_path / "alerts.yml")
-        (tmp_path / "prometheus.yml").write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-            "rule_files: [alerts.yml]\n"
-            "scrape_configs:\n  - job_name: feederd\n"
-            f"    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
+        prom = start_prometheus(
+            prometheus,
+            tmp_path,
+            job="feederd",
+            target_port=metrics_port,
+            rules=DEPLOY / "prometheus/alerts.yml",
+            port=prom_port,
         )
-        prom = subprocess.Popen(
-            [
-                prometheus,
-                f"--config.file={tmp_path / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        # the port opens before the TSDB is ready (503 until then)
-        ready = f"http://127.0.0.1:{prom_port}/-/ready"
-        poll_until(lambda: _get(ready) is not None, f"Prometheus ready at {ready}", 60)
 
         def scrapes() -> float:
             res = _query(prom_port, "count_over_time(feederd_feeder_import_kw[1m])")
