@@ -292,6 +292,10 @@ async def test_a_reduction_is_held_by_three_feeders_through_a_broker_restart(
             ends[j] = (await d.step()).import_kw
         # (b) the physics, from the second interval to the last
         late = {j: round(i, 1) for j, i in ends.items() if j >= 2}
+        print(
+            f"\nfleet limit {limit:.1f} kW (reduce_by {kw:.1f}); physics by interval: "
+            f"{ {j: round(i, 1) for j, i in ends.items()} }"
+        )
         assert all(_held(i, limit) for i in late.values()), (limit, late)
         # (d) nothing published twice: the ids the coordinator sent, and what the feeders got
         ids = Counter((o.topic, o.payload["id"], "cancel" in o.payload) for o in d.sent)
@@ -362,6 +366,10 @@ async def test_a_feeder_killed_mid_event_is_taken_up_by_the_other_two(tmp_path: 
         # the new limits hold from the cycle at tick `resplit` (the interval ending at tick
         # resplit + 1); the second interval under them ends at tick resplit + 2
         late = {j: round(s.import_kw, 1) for j, s in ends.items() if j >= resplit + 2}
+        print(
+            f"\nfleet limit {limit:.1f} kW; {victim} killed at tick {KILL_AT}, re-split at tick "
+            f"{resplit}; physics by interval: { {j: round(s.import_kw, 1) for j, s in ends.items()} }"
+        )
         assert all(_held(i, limit) for i in late.values()), (limit, late)
         # the dead feeder's batteries reverted to idle (their timers, on the simulated clock),
         # and its import rose: the survivors held through that too
