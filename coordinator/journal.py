@@ -15,7 +15,8 @@ What it holds:
 
 Each write is one transaction (``BEGIN IMMEDIATE``: the CLI and the daemon may write at once;
 a busy database is waited for), durable across a power cut (``synchronous=FULL``) but for the
-status documents, rewritten every tick. Publications are journaled before they are published, so a
+status documents, rewritten every tick, and the feeders' answers, which their retained
+``dr/status`` gives again. Publications are journaled before they are published, so a
 restarted coordinator knows what its feeders already have. Ended targets, their allocations and
 decisions are kept ``retention_days`` (``purge``). The file is created owner-only (0600).
 """
@@ -177,17 +178,25 @@ class FleetJournal:
         self._db.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
+    def _write(self, *, durable: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction; ``durable=False``: kept across a process crash but not a power cut
+        (``synchronous=NORMAL``: no fsync of its own), for what is rebuilt anyway."""
         if self.read_only:
             raise JournalUnavailable(f"journal {self.path} is open read-only")
         try:
-            self._db.execute("BEGIN IMMEDIATE")
+            if not durable:
+                self._db.execute("PRAGMA synchronous=NORMAL")
             try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            finally:
+                if not durable:
+                    self._db.execute("PRAGMA synchronous=FULL")
         except sqlite3.Error as err:
             raise JournalUnavailable(f"journal {self.path}: {err}") from None
 
@@ -454,8 +463,11 @@ class FleetJournal:
                 )
 
     def record_answer(self, event_id: str, site: str, answer: str, reason: str | None) -> None:
-        """A feeder's decision on one of the coordinator's events (from its ``dr/status``)."""
-        with self._write() as db:
+        """A feeder's decision on one of the coordinator's events (from its ``dr/status``).
+        Not fsynced on its own (a thousand answers to one target would take a second of
+        fsyncs): a power cut loses at most the last answers, which every feeder's retained
+        ``dr/status`` gives again after a restart."""
+        with self._write(durable=False) as db:
             db.execute(
                 "UPDATE allocations SET answer = ?, answer_reason = ?"
                 " WHERE event_id = ? AND site = ?",
@@ -497,17 +509,11 @@ class FleetJournal:
     def save_document(self, name: str, doc: dict[str, Any], *, now: datetime) -> None:
         """Replace a status document. Written every tick and rebuilt from the next, so it is
         durable across a process crash only (``synchronous=NORMAL``), not a power cut."""
-        if not self.read_only:
-            self._db.execute("PRAGMA synchronous=NORMAL")
-        try:
-            with self._write() as db:
-                db.execute(
-                    "INSERT OR REPLACE INTO documents VALUES (?,?,?)",
-                    (name, json.dumps(doc, separators=(",", ":")), now.isoformat()),
-                )
-        finally:
-            if not self.read_only:
-                self._db.execute("PRAGMA synchronous=FULL")
+        with self._write(durable=False) as db:
+            db.execute(
+                "INSERT OR REPLACE INTO documents VALUES (?,?,?)",
+                (name, json.dumps(doc, separators=(",", ":")), now.isoformat()),
+            )
 
     def document(self, name: str) -> dict[str, Any] | None:
         """The last ``status`` (the fleet, each feeder's last state) or ``target_status``."""
