@@ -39,9 +39,8 @@ import aiomqtt
 import structlog
 
 from controller.dr.mqtt_common import (
-    CONNECT_HINTS,
     MqttSettings,
-    connect_failure_kind,
+    connect_failed,
     session_client,
 )
 from devices.backoff import Backoff
@@ -333,19 +332,9 @@ class FleetBroker:
         self._burst_in += 1
 
     def _connect_failed(self, err: aiomqtt.MqttError) -> None:
-        kind = connect_failure_kind(err)
-        detail = str(err) or type(err).__name__
-        if (kind, detail) != self._last_failure:
-            s = self.settings
-            log.error(
-                "mqtt_connect_failed",
-                host=s.host,
-                port=s.port,
-                reason=kind,
-                error=detail,
-                hint=CONNECT_HINTS[kind],
-            )
-            self._last_failure = (kind, detail)
+        cause = connect_failed(self.settings, err, self._last_failure)
+        if cause != self._last_failure:
+            self._last_failure = cause
             self._down_logged = True
         self.connected.clear()
         if self.metrics is not None:

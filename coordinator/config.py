@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 
 from controller.config import (
     CONFIG_MAX_BYTES,
@@ -30,11 +30,7 @@ from controller.config import (
 )
 from controller.config.fields import MAX_KW, FilePath, Strict
 from controller.config.files import decode_utf8, parse_toml
-from controller.config.load import (  # feederd's own checks and error wording
-    _describe,
-    _key_path,
-    check_journal_file,
-)
+from controller.config.load import check_journal_file, validated  # feederd's own checks
 from controller.config.models import Host, MqttConfig, Topic
 from controller.config.openadr import OpenAdrConfig
 from coordinator.settings import FeederSpec, FleetSettings, TransformerSpec
@@ -171,15 +167,7 @@ class FleetConfig:
 def parse_fleet(data: dict[str, Any], *, source: str, base_dir: Path) -> FleetConfig:
     """Validate a parsed ``fleet.toml``: the tables, then the checks across them; one
     ``ConfigError`` (file, key, what is wrong) for the first problem."""
-    try:
-        raw = FleetFile.model_validate(data)
-    except ValidationError as err:
-        errors = err.errors()
-        first = errors[0]
-        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-        raise ConfigError(source, _key_path(first["loc"]), _describe(dict(first)) + more) from None
-    except RecursionError:
-        raise ConfigError(source, "", "arrays or tables nested too deeply") from None
+    raw = validated(FleetFile, data, source)
     _check_mqtt(raw.mqtt, source)
     _check_fleet(raw, source)
     if raw.openadr.enabled and raw.openadr.group != "all" and raw.openadr.group not in raw.groups:

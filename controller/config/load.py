@@ -11,11 +11,9 @@ import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import (
-    ValidationError,
-)
+from pydantic import BaseModel, ValidationError
 
 if TYPE_CHECKING:  # loaded when a config is: `feederd event --journal` needs neither
     from devices import RegisterMap
@@ -146,12 +144,14 @@ def _describe(err: dict[str, Any]) -> str:
     return msg
 
 
-def parse_config(data: dict[str, Any], *, source: str, base_dir: Path) -> LoadedConfig:
-    """Validate a parsed TOML document: the models and their ranges, the network it builds,
-    the register maps it names (read here, once), and that the other files it names are
-    regular files of bounded size. ``load_config`` also loads what ``run`` will load."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], data: dict[str, Any], source: str) -> M:
+    """``data`` as ``model`` (a config file's top-level table: feederd's, the coordinator's),
+    or one ``ConfigError`` naming the first key that is wrong (and how many more are)."""
     try:
-        config = Config.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
         errors = err.errors()
         first = errors[0]
@@ -159,6 +159,13 @@ def parse_config(data: dict[str, Any], *, source: str, base_dir: Path) -> Loaded
         raise ConfigError(source, _key_path(first["loc"]), _describe(dict(first)) + more) from None
     except RecursionError:
         raise ConfigError(source, "", "arrays or tables nested too deeply") from None
+
+
+def parse_config(data: dict[str, Any], *, source: str, base_dir: Path) -> LoadedConfig:
+    """Validate a parsed TOML document: the models and their ranges, the network it builds,
+    the register maps it names (read here, once), and that the other files it names are
+    regular files of bounded size. ``load_config`` also loads what ``run`` will load."""
+    config = validated(Config, data, source)
     _check_ranges(config, source)
     _check_horizon(config, source)
     network = _network(config.feeder, source=source, base_dir=base_dir)

@@ -42,8 +42,8 @@ import aiomqtt
 import structlog
 
 from controller.dr.mqtt_common import (
-    CONNECT_HINTS,
     MqttSettings,
+    connect_failed,
     connect_failure_kind,
     parse_mqtt_url,
     session_client,
@@ -305,22 +305,14 @@ class MqttIntake:
     def _connect_failed(self, err: aiomqtt.MqttError) -> None:
         """A connection attempt that never got as far as the session: counted every time,
         logged when the cause changes (one line per problem, not one per retry)."""
-        kind = connect_failure_kind(err)
-        detail = str(err) or type(err).__name__
+        cause = connect_failed(
+            self.settings, err, self._last_failure, again=self.connected.is_set()
+        )
         if self.metrics is not None:
-            self.metrics.mqtt_connect_failures.labels(reason=kind).inc()
-        if (kind, detail) != self._last_failure or self.connected.is_set():
-            s = self.settings
-            log.error(
-                "mqtt_connect_failed",
-                host=s.host,
-                port=s.port,
-                reason=kind,
-                error=detail,
-                hint=CONNECT_HINTS[kind],
-            )
-            self._last_failure = (kind, detail)
+            self.metrics.mqtt_connect_failures.labels(reason=cause[0]).inc()
+        if cause != self._last_failure:
             self._down_logged = True
+        self._last_failure = cause
         self.connected.clear()
         if self.metrics is not None:
             self.metrics.mqtt_connected.set(0)

@@ -10,11 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import aiomqtt
+import structlog
 from aiomqtt.exceptions import MqttConnectError
 
 __all__ = [
     "CONNECT_HINTS",
     "MqttSettings",
+    "connect_failed",
     "connect_failure_kind",
     "parse_mqtt_url",
     "session_client",
@@ -141,3 +143,27 @@ def session_client(settings: MqttSettings, on_dropped: Callable[[], None]) -> ai
     )
     client._client.manual_ack_set(True)  # paho option that aiomqtt does not expose
     return client
+
+
+def connect_failed(
+    settings: MqttSettings,
+    err: BaseException,
+    last: tuple[str, str] | None,
+    *,
+    again: bool = False,
+) -> tuple[str, str]:
+    """A connection attempt that failed: logged (``mqtt_connect_failed``, with a hint) when its
+    cause differs from ``last`` (one line per problem, not one per retry) or ``again``; returns
+    the cause (kind, detail) to pass as ``last`` next time."""
+    kind = connect_failure_kind(err)
+    cause = (kind, str(err) or type(err).__name__)
+    if cause != last or again:
+        structlog.get_logger("feederd.mqtt").error(
+            "mqtt_connect_failed",
+            host=settings.host,
+            port=settings.port,
+            reason=kind,
+            error=cause[1],
+            hint=CONNECT_HINTS[kind],
+        )
+    return cause
